@@ -1,0 +1,3 @@
+from netemu.cli.main import main
+
+raise SystemExit(main())

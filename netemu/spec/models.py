@@ -1,0 +1,542 @@
+"""Typed Kubernetes objects (the subset netemu understands) and the Lab document.
+
+Field names follow the Kubernetes API (camelCase in YAML/JSON, snake_case in Python).
+Unknown fields are kept (``extra='allow'``) so that the loader can warn about them and
+``-o yaml`` can show what the user wrote. Defaults that Kubernetes applies (protocol TCP,
+targetPort = port, ...) are applied in :mod:`netemu.spec.defaults`, not here, so that a
+model always shows what was declared plus what the API server would fill in.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+IntOrString = Union[int, str]
+
+
+class K8sModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+        validate_assignment=False,
+        protected_namespaces=(),
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The object as Kubernetes shows it: camelCase keys, nothing unset."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------- metadata
+class OwnerReference(K8sModel):
+    api_version: str = "apps/v1"
+    kind: str
+    name: str
+    uid: str = ""
+    controller: Optional[bool] = None
+
+
+class ObjectMeta(K8sModel):
+    name: Optional[str] = None
+    generate_name: Optional[str] = None
+    namespace: Optional[str] = None
+    labels: Optional[dict[str, str]] = None
+    annotations: Optional[dict[str, str]] = None
+    uid: Optional[str] = None
+    resource_version: Optional[str] = None
+    generation: Optional[int] = None
+    creation_timestamp: Optional[str] = None
+    deletion_timestamp: Optional[str] = None
+    owner_references: Optional[list[OwnerReference]] = None
+
+
+class LabelSelectorRequirement(K8sModel):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: Optional[list[str]] = None
+
+
+class LabelSelector(K8sModel):
+    match_labels: Optional[dict[str, str]] = None
+    match_expressions: Optional[list[LabelSelectorRequirement]] = None
+
+
+# --------------------------------------------------------------------------- pods
+class EnvVarSource(K8sModel):
+    field_ref: Optional[dict[str, Any]] = None
+    config_map_key_ref: Optional[dict[str, Any]] = None
+    secret_key_ref: Optional[dict[str, Any]] = None
+    resource_field_ref: Optional[dict[str, Any]] = None
+
+
+class EnvVar(K8sModel):
+    name: str
+    value: Optional[str] = None
+    value_from: Optional[EnvVarSource] = None
+
+
+class ContainerPort(K8sModel):
+    name: Optional[str] = None
+    container_port: int
+    protocol: Optional[Literal["TCP", "UDP", "SCTP"]] = None
+    host_port: Optional[int] = None
+    host_ip: Optional[str] = Field(default=None, alias="hostIP")
+
+
+class HTTPHeader(K8sModel):
+    name: str
+    value: str
+
+
+class HTTPGetAction(K8sModel):
+    path: Optional[str] = None
+    port: IntOrString
+    host: Optional[str] = None
+    scheme: Optional[Literal["HTTP", "HTTPS"]] = None
+    http_headers: Optional[list[HTTPHeader]] = None
+
+
+class TCPSocketAction(K8sModel):
+    port: IntOrString
+    host: Optional[str] = None
+
+
+class ExecAction(K8sModel):
+    command: list[str]
+
+
+class Probe(K8sModel):
+    http_get: Optional[HTTPGetAction] = None
+    tcp_socket: Optional[TCPSocketAction] = None
+    exec: Optional[ExecAction] = None
+    initial_delay_seconds: Optional[int] = None
+    period_seconds: Optional[int] = None
+    timeout_seconds: Optional[int] = None
+    failure_threshold: Optional[int] = None
+    success_threshold: Optional[int] = None
+    termination_grace_period_seconds: Optional[int] = None
+
+
+class ResourceRequirements(K8sModel):
+    requests: Optional[dict[str, IntOrString | float]] = None
+    limits: Optional[dict[str, IntOrString | float]] = None
+
+
+class Container(K8sModel):
+    name: str
+    image: Optional[str] = None
+    command: Optional[list[str]] = None
+    args: Optional[list[str]] = None
+    working_dir: Optional[str] = None
+    env: Optional[list[EnvVar]] = None
+    ports: Optional[list[ContainerPort]] = None
+    resources: Optional[ResourceRequirements] = None
+    readiness_probe: Optional[Probe] = None
+    liveness_probe: Optional[Probe] = None
+    startup_probe: Optional[Probe] = None
+    image_pull_policy: Optional[str] = None
+
+
+class Toleration(K8sModel):
+    key: Optional[str] = None
+    operator: Optional[Literal["Exists", "Equal"]] = None
+    value: Optional[str] = None
+    effect: Optional[str] = None
+    toleration_seconds: Optional[int] = None
+
+
+class PodDNSConfigOption(K8sModel):
+    name: str
+    value: Optional[str] = None
+
+
+class PodDNSConfig(K8sModel):
+    nameservers: Optional[list[str]] = None
+    searches: Optional[list[str]] = None
+    options: Optional[list[PodDNSConfigOption]] = None
+
+
+class PodSpec(K8sModel):
+    containers: list[Container]
+    init_containers: Optional[list[Container]] = None
+    restart_policy: Optional[Literal["Always", "OnFailure", "Never"]] = None
+    node_name: Optional[str] = None
+    node_selector: Optional[dict[str, str]] = None
+    tolerations: Optional[list[Toleration]] = None
+    hostname: Optional[str] = None
+    subdomain: Optional[str] = None
+    dns_policy: Optional[Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]] = None
+    dns_config: Optional[PodDNSConfig] = None
+    host_network: Optional[bool] = None
+    termination_grace_period_seconds: Optional[int] = None
+    priority_class_name: Optional[str] = None
+    service_account_name: Optional[str] = None
+
+
+class PodTemplateSpec(K8sModel):
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: PodSpec
+
+
+class ContainerStateRunning(K8sModel):
+    started_at: Optional[str] = None
+
+
+class ContainerStateWaiting(K8sModel):
+    reason: Optional[str] = None
+    message: Optional[str] = None
+
+
+class ContainerStateTerminated(K8sModel):
+    exit_code: int = 0
+    signal: Optional[int] = None
+    reason: Optional[str] = None
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+
+
+class ContainerState(K8sModel):
+    running: Optional[ContainerStateRunning] = None
+    waiting: Optional[ContainerStateWaiting] = None
+    terminated: Optional[ContainerStateTerminated] = None
+
+
+class ContainerStatus(K8sModel):
+    name: str
+    image: str = ""
+    ready: bool = False
+    started: Optional[bool] = None
+    restart_count: int = 0
+    state: ContainerState = Field(default_factory=ContainerState)
+    last_state: Optional[ContainerState] = None
+    container_id: Optional[str] = Field(default=None, alias="containerID")
+
+
+class Condition(K8sModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: Optional[str] = None
+    message: Optional[str] = None
+    last_transition_time: Optional[str] = None
+    last_probe_time: Optional[str] = None
+
+
+class PodIP(K8sModel):
+    ip: str
+
+
+class PodStatus(K8sModel):
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"] = "Pending"
+    conditions: Optional[list[Condition]] = None
+    host_ip: Optional[str] = Field(default=None, alias="hostIP")
+    pod_ip: Optional[str] = Field(default=None, alias="podIP")
+    pod_ips: Optional[list[PodIP]] = Field(default=None, alias="podIPs")
+    start_time: Optional[str] = None
+    reason: Optional[str] = None
+    message: Optional[str] = None
+    container_statuses: Optional[list[ContainerStatus]] = None
+
+
+class Pod(K8sModel):
+    api_version: str = "v1"
+    kind: Literal["Pod"] = "Pod"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: PodSpec
+    status: PodStatus = Field(default_factory=PodStatus)
+
+
+# --------------------------------------------------------------------------- workloads
+class DeploymentStrategy(K8sModel):
+    type: Optional[Literal["RollingUpdate", "Recreate"]] = None
+    rolling_update: Optional[dict[str, IntOrString]] = None
+
+
+class DeploymentSpec(K8sModel):
+    replicas: Optional[int] = None
+    selector: LabelSelector
+    template: PodTemplateSpec
+    strategy: Optional[DeploymentStrategy] = None
+    min_ready_seconds: Optional[int] = None
+    revision_history_limit: Optional[int] = None
+    progress_deadline_seconds: Optional[int] = None
+    paused: Optional[bool] = None
+
+
+class DeploymentStatus(K8sModel):
+    observed_generation: Optional[int] = None
+    replicas: int = 0
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    unavailable_replicas: Optional[int] = None
+    conditions: Optional[list[Condition]] = None
+
+
+class Deployment(K8sModel):
+    api_version: str = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DeploymentSpec
+    status: DeploymentStatus = Field(default_factory=DeploymentStatus)
+
+
+class ReplicaSetSpec(K8sModel):
+    replicas: int = 1
+    selector: LabelSelector
+    template: PodTemplateSpec
+    min_ready_seconds: Optional[int] = None
+
+
+class ReplicaSetStatus(K8sModel):
+    replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    observed_generation: Optional[int] = None
+
+
+class ReplicaSet(K8sModel):
+    api_version: str = "apps/v1"
+    kind: Literal["ReplicaSet"] = "ReplicaSet"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ReplicaSetSpec
+    status: ReplicaSetStatus = Field(default_factory=ReplicaSetStatus)
+
+
+# --------------------------------------------------------------------------- services
+class ServicePort(K8sModel):
+    name: Optional[str] = None
+    protocol: Optional[Literal["TCP", "UDP", "SCTP"]] = None
+    app_protocol: Optional[str] = None
+    port: int
+    target_port: Optional[IntOrString] = None
+    node_port: Optional[int] = None
+
+
+class ClientIPConfig(K8sModel):
+    timeout_seconds: Optional[int] = None
+
+
+class SessionAffinityConfig(K8sModel):
+    client_ip: Optional[ClientIPConfig] = Field(default=None, alias="clientIP")
+
+
+class ServiceSpec(K8sModel):
+    type: Optional[Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]] = None
+    selector: Optional[dict[str, str]] = None
+    ports: Optional[list[ServicePort]] = None
+    cluster_ip: Optional[str] = Field(default=None, alias="clusterIP")
+    cluster_ips: Optional[list[str]] = Field(default=None, alias="clusterIPs")
+    external_ips: Optional[list[str]] = Field(default=None, alias="externalIPs")
+    external_name: Optional[str] = None
+    session_affinity: Optional[Literal["None", "ClientIP"]] = None
+    session_affinity_config: Optional[SessionAffinityConfig] = None
+    load_balancer_ip: Optional[str] = Field(default=None, alias="loadBalancerIP")
+    load_balancer_source_ranges: Optional[list[str]] = None
+    load_balancer_class: Optional[str] = None
+    allocate_load_balancer_node_ports: Optional[bool] = None
+    external_traffic_policy: Optional[Literal["Cluster", "Local"]] = None
+    internal_traffic_policy: Optional[Literal["Cluster", "Local"]] = None
+    health_check_node_port: Optional[int] = None
+    publish_not_ready_addresses: Optional[bool] = None
+    ip_families: Optional[list[str]] = None
+    ip_family_policy: Optional[str] = None
+
+
+class LoadBalancerIngress(K8sModel):
+    ip: Optional[str] = None
+    hostname: Optional[str] = None
+    ip_mode: Optional[str] = None
+
+
+class LoadBalancerStatus(K8sModel):
+    ingress: Optional[list[LoadBalancerIngress]] = None
+
+
+class ServiceStatus(K8sModel):
+    load_balancer: LoadBalancerStatus = Field(default_factory=LoadBalancerStatus)
+
+
+class Service(K8sModel):
+    api_version: str = "v1"
+    kind: Literal["Service"] = "Service"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ServiceSpec = Field(default_factory=ServiceSpec)
+    status: ServiceStatus = Field(default_factory=ServiceStatus)
+
+
+class EndpointConditions(K8sModel):
+    ready: Optional[bool] = None
+    serving: Optional[bool] = None
+    terminating: Optional[bool] = None
+
+
+class ObjectReference(K8sModel):
+    kind: Optional[str] = None
+    namespace: Optional[str] = None
+    name: Optional[str] = None
+    uid: Optional[str] = None
+
+
+class Endpoint(K8sModel):
+    addresses: list[str]
+    conditions: EndpointConditions = Field(default_factory=EndpointConditions)
+    hostname: Optional[str] = None
+    target_ref: Optional[ObjectReference] = None
+    node_name: Optional[str] = None
+    zone: Optional[str] = None
+
+
+class EndpointPort(K8sModel):
+    name: Optional[str] = None
+    protocol: Optional[Literal["TCP", "UDP", "SCTP"]] = None
+    port: Optional[int] = None
+    app_protocol: Optional[str] = None
+
+
+class EndpointSlice(K8sModel):
+    api_version: str = "discovery.k8s.io/v1"
+    kind: Literal["EndpointSlice"] = "EndpointSlice"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    address_type: Literal["IPv4", "IPv6", "FQDN"] = "IPv4"
+    endpoints: list[Endpoint] = Field(default_factory=list)
+    ports: Optional[list[EndpointPort]] = None
+
+
+# --------------------------------------------------------------------------- config
+class Namespace(K8sModel):
+    api_version: str = "v1"
+    kind: Literal["Namespace"] = "Namespace"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    status: dict[str, Any] = Field(default_factory=lambda: {"phase": "Active"})
+
+
+class ConfigMap(K8sModel):
+    api_version: str = "v1"
+    kind: Literal["ConfigMap"] = "ConfigMap"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    data: Optional[dict[str, str]] = None
+    binary_data: Optional[dict[str, str]] = None
+
+
+class Secret(K8sModel):
+    api_version: str = "v1"
+    kind: Literal["Secret"] = "Secret"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    type: Optional[str] = None
+    data: Optional[dict[str, str]] = None
+    string_data: Optional[dict[str, str]] = None
+
+
+class Event(K8sModel):
+    api_version: str = "v1"
+    kind: Literal["Event"] = "Event"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    involved_object: ObjectReference
+    type: Literal["Normal", "Warning"] = "Normal"
+    reason: str = ""
+    message: str = ""
+    source: Optional[dict[str, str]] = None
+    first_timestamp: Optional[str] = None
+    last_timestamp: Optional[str] = None
+    count: int = 1
+
+
+# --------------------------------------------------------------------------- nodes
+class Taint(K8sModel):
+    key: str
+    value: Optional[str] = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class NodeSpec(K8sModel):
+    pod_cidr: Optional[str] = Field(default=None, alias="podCIDR")
+    pod_cidrs: Optional[list[str]] = Field(default=None, alias="podCIDRs")
+    unschedulable: Optional[bool] = None
+    taints: Optional[list[Taint]] = None
+
+
+class NodeAddress(K8sModel):
+    type: str
+    address: str
+
+
+class NodeStatus(K8sModel):
+    conditions: Optional[list[Condition]] = None
+    addresses: Optional[list[NodeAddress]] = None
+    node_info: Optional[dict[str, str]] = None
+    capacity: Optional[dict[str, str]] = None
+    allocatable: Optional[dict[str, str]] = None
+
+
+class Node(K8sModel):
+    api_version: str = "v1"
+    kind: Literal["Node"] = "Node"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: NodeSpec = Field(default_factory=NodeSpec)
+    status: NodeStatus = Field(default_factory=NodeStatus)
+
+
+# --------------------------------------------------------------------------- the lab
+class LabNode(K8sModel):
+    name: str
+    ip: str
+    role: Literal["control-plane", "worker"] = "worker"
+    labels: Optional[dict[str, str]] = None
+
+
+class LabSpec(K8sModel):
+    network: str = "192.168.1.0/24"
+    gateway: str = "192.168.1.1"
+    nodes: Optional[list[LabNode]] = None
+    pod_cidr: str = Field(default="172.16.0.0/16", alias="podCIDR")
+    node_pod_prefix: int = 24
+    service_cidr: str = Field(default="10.96.0.0/12", alias="serviceCIDR")
+    cluster_dns: str = Field(default="10.96.0.10", alias="clusterDNS")
+    cluster_domain: str = "cluster.local"
+    dns_ttl: int = Field(default=30, alias="dnsTTL")
+    proxy_mode: Literal["iptables", "nftables", "ipvs"] = "iptables"
+    ipvs_scheduler: str = "rr"
+    node_port_range: str = "30000-32767"
+    # how long a node may be down before its pods are evicted and rescheduled
+    pod_eviction_timeout_seconds: float = 5.0
+    uplink: Optional[str] = None
+    seed: int = 0
+
+
+class Lab(K8sModel):
+    api_version: str = "netemu.dev/v1alpha1"
+    kind: Literal["Lab"] = "Lab"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: LabSpec = Field(default_factory=LabSpec)
+
+
+# kind -> model, for kinds netemu can build today. Later issues add Ingress, HPA, MetalLB CRDs.
+KINDS: dict[str, type[K8sModel]] = {
+    "Pod": Pod,
+    "Deployment": Deployment,
+    "ReplicaSet": ReplicaSet,
+    "Service": Service,
+    "EndpointSlice": EndpointSlice,
+    "Namespace": Namespace,
+    "ConfigMap": ConfigMap,
+    "Secret": Secret,
+}
+
+# kind -> apiVersions accepted for it
+API_VERSIONS: dict[str, tuple[str, ...]] = {
+    "Pod": ("v1",),
+    "Deployment": ("apps/v1",),
+    "ReplicaSet": ("apps/v1",),
+    "Service": ("v1",),
+    "EndpointSlice": ("discovery.k8s.io/v1",),
+    "Namespace": ("v1",),
+    "ConfigMap": ("v1",),
+    "Secret": ("v1",),
+    "Lab": ("netemu.dev/v1alpha1",),
+}
+
+# kinds that live in a namespace (the rest are cluster scoped)
+NAMESPACED = {"Pod", "Deployment", "ReplicaSet", "Service", "EndpointSlice", "ConfigMap", "Secret", "Event"}

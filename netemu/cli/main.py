@@ -1,12 +1,204 @@
+"""netemu's command line: kubectl-like verbs over a lab's control process."""
+from __future__ import annotations
+
+import argparse
 import sys
 
 from netemu import __version__
+from netemu.cli.client import CliError
+
+EPILOG = """\
+examples:
+  sudo netemu up topologies/lab.yaml          build the lab; returns when every pod is Ready
+  sudo netemu get pods -o wide                pods with their IPs and nodes
+  sudo netemu exec <pod> -- curl -s <ip>      run a command inside a pod
+  sudo netemu scale deployment np-pods --replicas=3
+  sudo netemu node down w2-k8s                a node failure; `node up` brings it back
+  sudo netemu down                            remove the lab, leaving nothing behind
+
+Every verb but `up`, `fmt` and `check-route` talks to a running lab; with one lab up it is the
+default, otherwise pick one with --lab NAME. netemu needs root (sudo).
+"""
+
+
+def _common(p: argparse.ArgumentParser, namespaced: bool = True) -> None:
+    p.add_argument("--lab", metavar="NAME", help="the lab to talk to (default: the only lab up)")
+    if namespaced:
+        p.add_argument("-n", "--namespace", metavar="NS", help="Kubernetes namespace (default: default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="netemu", description="A Kubernetes Service data plane on one Linux machine: "
+                                 "real namespaces, veth pairs, iptables rules, ARP and DNS.",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"netemu {__version__}")
+    sub = ap.add_subparsers(dest="verb", metavar="VERB")
+
+    p = sub.add_parser("up", help="build a lab from a lab file and start its control process",
+                       description="Build a lab: nodes and pods as network namespaces, then wait until every "
+                       "pod is Running and Ready.", epilog="example: sudo netemu up topologies/lab.yaml",)
+    p.add_argument("files", nargs="+", metavar="FILE", help="lab file(s): an optional kind: Lab document and "
+                   "Kubernetes manifests (- for stdin)")
+    p.add_argument("--name", help="lab name (default: the Lab document's name, else the file name)")
+    p.add_argument("--proxy-mode", choices=["iptables", "nftables", "ipvs"], help="override spec.proxyMode")
+    p.add_argument("--uplink", metavar="IFACE", help="put a real interface on the lab segment")
+    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for Ready (default 120)")
+    p.add_argument("--no-wait", action="store_true", help="return once the network is built")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("down", help="remove a lab and everything it made",
+                       description="Stop a lab's pods and control process and remove every namespace, link, "
+                       "rule, process, cgroup and file it made. Works after a crash too.")
+    p.add_argument("lab_name", nargs="?", metavar="LAB")
+    p.add_argument("--lab", help=argparse.SUPPRESS)
+    p.add_argument("--all", action="store_true", help="every lab on this machine")
+
+    sub.add_parser("labs", help="list the labs on this machine")
+
+    p = sub.add_parser("get", help="list objects (pods, nodes, deployments, services, endpoints, ...)",
+                       epilog="examples:\n  netemu get pods -o wide\n  netemu get svc,endpoints\n"
+                       "  netemu get pods -l app=np-pods -o json\n  netemu get all -A",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("resource", help="pods|nodes|deployments|replicasets|services|endpoints|endpointslices|"
+                   "namespaces|configmaps|secrets|events|all (short names work: po, no, deploy, svc, ep)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-o", "--output", help="wide|json|yaml|name")
+    p.add_argument("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("describe", help="show an object in detail, with its events")
+    p.add_argument("resource")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-l", "--selector")
+    _common(p)
+
+    p = sub.add_parser("apply", help="create or update objects in a running lab from files")
+    p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE")
+    _common(p)
+
+    p = sub.add_parser("delete", help="delete objects (a deleted pod of a deployment comes back)")
+    p.add_argument("resource", nargs="?")
+    p.add_argument("names", nargs="*")
+    p.add_argument("-f", "--filename", action="append", metavar="FILE")
+    p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS")
+    _common(p)
+
+    p = sub.add_parser("scale", help="set a deployment's replicas")
+    p.add_argument("resource", help="deployment or deployment/NAME")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--replicas", type=int, required=True)
+    _common(p)
+
+    p = sub.add_parser("rollout", help="rollout status deployment/NAME: wait for a rollout to finish")
+    p.add_argument("action", choices=["status"])
+    p.add_argument("resource")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--timeout", type=float, default=300)
+    _common(p)
+
+    p = sub.add_parser("exec", help="run a command in a pod's namespaces: netemu exec POD -- CMD...")
+    p.add_argument("pod")
+    p.add_argument("-c", "--container", help="(all containers of a pod share its namespaces)")
+    p.add_argument("-i", "--stdin", action="store_true", help="accepted for kubectl compatibility")
+    p.add_argument("-t", "--tty", action="store_true", help="accepted for kubectl compatibility")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    _common(p)
+
+    p = sub.add_parser("logs", help="print a pod's output")
+    p.add_argument("pod")
+    p.add_argument("-c", "--container")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--tail", type=int, default=None)
+    _common(p)
+
+    for verb, text in (("cordon", "mark a node unschedulable"), ("uncordon", "mark a node schedulable"),
+                       ("drain", "cordon a node and move its pods elsewhere")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("node")
+        if verb == "drain":
+            p.add_argument("--ignore-daemonsets", action="store_true", help="accepted for kubectl compatibility")
+            p.add_argument("--delete-emptydir-data", action="store_true", help="accepted for kubectl compatibility")
+            p.add_argument("--no-wait", action="store_true", help="do not wait for the pods to be replaced")
+            p.add_argument("--timeout", type=float, default=120)
+        _common(p, namespaced=False)
+
+    p = sub.add_parser("node", help="failure injection: node down|up NAME (cut or restore its link)")
+    p.add_argument("action", choices=["down", "up"])
+    p.add_argument("node")
+    _common(p, namespaced=False)
+
+    p = sub.add_parser("fmt", help="print a lab file as netemu understands it (re-indents flattened YAML)")
+    p.add_argument("file")
+
+    p = sub.add_parser("check-route", help="exit 0 only if the host routes ADDRESS into a lab (safety check)",
+                       epilog="example: netemu check-route 192.168.1.101 && curl 192.168.1.101:30000")
+    p.add_argument("address")
+    p.add_argument("--lab", help="require this lab's interface")
+    return ap
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("--version", "version"):
-        print(f"netemu {__version__}")
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not args.verb:
+        ap.print_help()
+        return 2
+    try:
+        return dispatch(args) or 0
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
         return 0
-    print("netemu: not yet", file=sys.stderr)
+
+
+def dispatch(args) -> int:
+    from netemu.cli import exec_cmds, get_cmds, lab_cmds, ops_cmds
+
+    verb = args.verb
+    if verb == "exec" and args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    if verb == "get" and args.resource.startswith("-"):
+        raise CliError("get needs a resource type first, e.g. netemu get pods")
+    table = {
+        "up": lab_cmds.cmd_up,
+        "down": lab_cmds.cmd_down,
+        "labs": lab_cmds.cmd_labs,
+        "get": get_cmds.cmd_get,
+        "describe": get_cmds.cmd_describe,
+        "apply": ops_cmds.cmd_apply,
+        "delete": ops_cmds.cmd_delete,
+        "scale": ops_cmds.cmd_scale,
+        "rollout": ops_cmds.cmd_rollout,
+        "exec": exec_cmds.cmd_exec,
+        "logs": exec_cmds.cmd_logs,
+        "cordon": lambda a: ops_cmds.cmd_cordon(a, True),
+        "uncordon": lambda a: ops_cmds.cmd_cordon(a, False),
+        "drain": ops_cmds.cmd_drain,
+        "node": ops_cmds.cmd_node,
+        "fmt": cmd_fmt,
+        "check-route": cmd_check_route,
+    }
+    return table[verb](args)
+
+
+def cmd_fmt(args) -> int:
+    from netemu.spec.load import recovered_yaml
+
+    sys.stdout.write(recovered_yaml(args.file))
+    return 0
+
+
+def cmd_check_route(args) -> int:
+    from netemu.dataplane.hostnet import route_device, routes_into_lab
+
+    if routes_into_lab(args.address, args.lab):
+        print(f"{args.address} routes into a lab via {route_device(args.address)}")
+        return 0
+    print(f"{args.address} does not route into a lab (via {route_device(args.address) or 'nothing'}): "
+          "not sending anything there", file=sys.stderr)
     return 1

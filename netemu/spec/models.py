@@ -504,6 +504,9 @@ class LabSpec(K8sModel):
     pod_eviction_timeout_seconds: float = 5.0
     uplink: Optional[str] = None
     seed: int = 0
+    # kubelet's crash-loop back-off: first restart at once, then base, 2x base, ... up to max
+    restart_backoff_seconds: float = 10.0
+    restart_backoff_max_seconds: float = 300.0
 
 
 class Lab(K8sModel):

@@ -1,0 +1,68 @@
+"""`exec` and `logs`: into a pod's namespaces, and its output."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from netemu.cli.client import CliError, Client, pick_lab
+
+
+def _runtime(args) -> dict:
+    client = Client(pick_lab(args.lab))
+    return client.call("runtime", namespace=args.namespace or "default", name=args.pod)
+
+
+def cmd_exec(args) -> int:
+    if not args.command:
+        raise CliError("exec needs a command: netemu exec POD -- COMMAND [ARGS...]")
+    rt = _runtime(args)
+    # join the pod's cgroup first: what we start belongs to the pod and dies with it
+    for d in rt["cgroups"]:
+        try:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        except OSError:
+            pass
+    argv = ["nsenter", "-t", str(rt["sandbox_pid"]), "-n", "-u", "-m", "--", *args.command]
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "TERM": os.environ.get("TERM", "xterm"), "HOSTNAME": args.pod, "LANG": "C.UTF-8"}
+    sys.stdout.flush()
+    try:
+        os.execvpe("nsenter", argv, env)
+    except FileNotFoundError:
+        raise CliError("nsenter not found (util-linux): run scripts/setup.sh") from None
+
+
+def cmd_logs(args) -> int:
+    rt = _runtime(args)
+    containers = rt["containers"]
+    name = args.container or next(iter(containers))
+    if name not in containers:
+        raise CliError(f'container {name} is not valid for pod {args.pod}: one of {", ".join(containers)}')
+    path = containers[name]["log"]
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return 0
+    with f:
+        data = f.read()
+        lines = data.splitlines(keepends=True)
+        if args.tail is not None and args.tail >= 0:
+            lines = lines[-args.tail:] if args.tail else []
+        sys.stdout.buffer.write(b"".join(lines))
+        sys.stdout.flush()
+        if not args.follow:
+            return 0
+        try:
+            while True:
+                chunk = f.read()
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                else:
+                    if not os.path.exists(path):
+                        return 0
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            return 0

@@ -1,0 +1,240 @@
+"""The cluster's brain: the store plus the controllers, run level-triggered to a fixpoint.
+
+Everything here is pure and deterministic given the clock and the seed: no kernel calls.
+The daemon feeds in what the data plane observes (node up/down, pod started, probe results)
+through the store and calls :meth:`Cluster.reconcile`; the data plane reads the result.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from netemu.control import endpoints, nodes, podnet, scheduler, services, workloads
+from netemu.control.pods import controller_of, is_terminating
+from netemu.control.store import NotFound, Store, key_of, rfc3339
+from netemu.spec.models import NAMESPACED, Deployment, K8sModel, Lab, Namespace, ObjectMeta, Pod
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+# controllers in the order one pass runs them; each is level-triggered and safe to repeat
+CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
+    nodes.reconcile,
+    workloads.reconcile_deployments,
+    workloads.reconcile_replicasets,
+    scheduler.reconcile,
+    podnet.reconcile,
+    endpoints.reconcile,
+)
+
+
+class AdmissionError(ValueError):
+    """An object the API server would refuse (e.g. a nodePort already taken)."""
+
+
+@dataclass
+class ClusterEvent:
+    kind: str
+    namespace: str
+    name: str
+    type: str
+    reason: str
+    message: str
+    source: str
+    first: float
+    last: float
+    count: int = 1
+
+
+@dataclass
+class ApplyResult:
+    obj: K8sModel
+    action: str  # created | configured | unchanged
+
+    def __str__(self) -> str:
+        return f"{resource_name(self.obj.kind)}/{self.obj.metadata.name} {self.action}"
+
+
+def resource_name(kind: str) -> str:
+    """kubectl's `<resource>.<group>` prefix, as in `deployment.apps/np-pods created`."""
+    return {"Deployment": "deployment.apps", "ReplicaSet": "replicaset.apps",
+            "EndpointSlice": "endpointslice.discovery.k8s.io"}.get(kind, kind.lower())
+
+
+@dataclass
+class Cluster:
+    lab: Lab
+    clock: Callable[[], float] = time.time
+    store: Store = field(init=False)
+    events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
+    node_transitions: dict[str, float] = field(default_factory=dict)
+    _wake: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.clock, seed=self.lab.spec.seed)
+
+    # ------------------------------------------------------------------ time
+    def now_str(self) -> str:
+        return rfc3339(self.clock())
+
+    def wake_at(self, t: float) -> None:
+        """Ask the daemon to reconcile again at time t (eviction timers and the like)."""
+        if t > self.clock() and (self._wake is None or t < self._wake):
+            self._wake = t
+
+    def take_wake(self) -> Optional[float]:
+        t, self._wake = self._wake, None
+        return t
+
+    # ------------------------------------------------------------------ bootstrap
+    def bootstrap(self) -> None:
+        for ns in SYSTEM_NAMESPACES:
+            self.store.create(Namespace(metadata=ObjectMeta(name=ns)))
+        for node in nodes.nodes_from_lab(self.lab, self.now_str()):
+            self.store.create(node)
+
+    # ------------------------------------------------------------------ events
+    def event(self, obj: K8sModel, reason: str, message: str, type_: str = "Normal", source: str = "") -> None:
+        kind, ns, name = key_of(obj)
+        now = self.clock()
+        for ev in reversed(self.events):
+            if (ev.kind, ev.namespace, ev.name, ev.reason, ev.message) == (kind, ns, name, reason, message):
+                ev.count += 1
+                ev.last = now
+                return
+        source = source or _default_source(kind)
+        self.events.append(ClusterEvent(kind, ns, name, type_, reason, message, source, now, now))
+
+    def events_for(self, kind: str, namespace: str, name: str) -> list[ClusterEvent]:
+        ns = namespace if kind in NAMESPACED else ""
+        return [e for e in self.events if (e.kind, e.namespace, e.name) == (kind, ns, name)]
+
+    # ------------------------------------------------------------------ API verbs
+    def apply(self, objs: list[K8sModel]) -> list[ApplyResult]:
+        """kubectl apply: create what is new, replace the spec of what exists. Namespaces first."""
+        ordered = sorted(objs, key=lambda o: 0 if o.kind == "Namespace" else 1)
+        results = []
+        for obj in ordered:
+            if obj.kind in NAMESPACED:
+                ns = obj.metadata.namespace or "default"
+                obj.metadata.namespace = ns
+                if self.store.find("Namespace", "", ns) is None:
+                    self.store.create(Namespace(metadata=ObjectMeta(name=ns)))
+            results.append(self._apply_one(obj))
+        return results
+
+    def _apply_one(self, obj: K8sModel) -> ApplyResult:
+        kind, ns, name = key_of(obj)
+        current = self.store.find(kind, ns, name)
+        if current is None:
+            services.admit(self, obj, None)
+            self.store.create(obj)
+            return ApplyResult(obj, "created")
+        services.admit(self, obj, current)
+        changed = False
+        for part in ("spec", "data", "string_data", "binary_data", "type", "address_type", "endpoints", "ports"):
+            if part in type(obj).model_fields and part != "status":
+                new, old = getattr(obj, part), getattr(current, part)
+                if _dump(new) != _dump(old):
+                    setattr(current, part, new)
+                    changed = True
+        for meta in ("labels", "annotations"):
+            new = getattr(obj.metadata, meta)
+            if new != getattr(current.metadata, meta):
+                setattr(current.metadata, meta, new)
+                changed = True
+        if not changed:
+            return ApplyResult(current, "unchanged")
+        if current.metadata.generation is not None:
+            current.metadata.generation += 1
+        self.store.update(current)
+        return ApplyResult(current, "configured")
+
+    def delete(self, kind: str, namespace: str, name: str) -> K8sModel:
+        obj = self.store.get(kind, namespace, name)
+        if kind == "Pod":
+            self.delete_pod(obj)
+        elif kind == "Namespace":
+            if name in SYSTEM_NAMESPACES:
+                raise AdmissionError(f'namespace "{name}" is a system namespace and cannot be deleted')
+            for o in list(self.store):
+                if o.kind in NAMESPACED and o.metadata.namespace == name and self.store.find(*key_of(o)):
+                    self.delete(o.kind, name, o.metadata.name)
+            self.store.delete(kind, "", name)
+        else:
+            self.store.delete(kind, namespace, name)
+            self._collect_garbage()
+        return obj
+
+    def delete_pod(self, pod: Pod, grace: Optional[int] = None) -> None:
+        """Graceful deletion: mark the pod; its kubelet stops it and then removes it. A pod that
+        never started anywhere goes at once."""
+        if is_terminating(pod):
+            return
+        if not pod.spec.node_name or not pod.status.pod_ip:
+            self.store.delete("Pod", pod.metadata.namespace, pod.metadata.name)
+            return
+        pod.metadata.deletion_timestamp = self.now_str()
+        if pod.metadata.annotations is None:
+            pod.metadata.annotations = {}
+        g = grace if grace is not None else pod.spec.termination_grace_period_seconds
+        pod.metadata.annotations["netemu.dev/grace-seconds"] = str(30 if g is None else g)
+        self.store.update(pod)
+
+    def finalize_pod(self, pod: Pod) -> None:
+        """The kubelet has stopped the pod: it leaves the API."""
+        try:
+            self.store.delete("Pod", pod.metadata.namespace, pod.metadata.name)
+        except NotFound:
+            pass
+
+    def scale(self, kind: str, namespace: str, name: str, replicas: int) -> K8sModel:
+        if replicas < 0:
+            raise AdmissionError("replicas must be >= 0")
+        obj = self.store.get(kind, namespace, name)
+        if not isinstance(obj, Deployment) and kind != "ReplicaSet":
+            raise AdmissionError(f"{kind.lower()} cannot be scaled")
+        obj.spec.replicas = replicas
+        self.store.update(obj)
+        return obj
+
+    def _collect_garbage(self) -> None:
+        """Delete dependents whose controlling owner is gone (cascading delete)."""
+        uids = {o.metadata.uid for o in self.store}
+        for obj in list(self.store):
+            ref = controller_of(obj)
+            if ref is not None and ref.uid not in uids:
+                if obj.kind == "Pod":
+                    self.delete_pod(obj)
+                else:
+                    self.store.delete(*key_of(obj))
+                    self._collect_garbage()
+                    return
+
+    # ------------------------------------------------------------------ the loop
+    def reconcile(self, max_passes: int = 20) -> int:
+        """Run every controller until nothing changes. Returns the number of passes."""
+        for n in range(1, max_passes + 1):
+            before = self.store.generation["*"]
+            for ctrl in CONTROLLERS:
+                ctrl(self)
+            self._collect_garbage()
+            if self.store.generation["*"] == before:
+                return n
+        return max_passes
+
+
+def _dump(v):
+    if v is None:
+        return None
+    if isinstance(v, list):
+        return [_dump(x) for x in v]
+    if hasattr(v, "dump"):
+        return v.dump()
+    return v
+
+
+def _default_source(kind: str) -> str:
+    return {"Deployment": "deployment-controller", "ReplicaSet": "replicaset-controller",
+            "Pod": "kubelet", "Node": "kubelet", "Service": "service-controller"}.get(kind, "netemu")

@@ -1,0 +1,184 @@
+"""The EndpointSlice controller: Service selector x pods -> EndpointSlices.
+
+Pods are grouped by the ports their targetPorts resolve to (a named targetPort may resolve to
+different numbers in different pods), one slice per group (split at 100 endpoints, as the
+controller does). Slices of Services without a selector are the user's and are left alone.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from netemu.control import labels
+from netemu.control.naming import generate_name
+from netemu.control.pods import is_ready, is_terminal, is_terminating
+from netemu.spec.models import (
+    Endpoint,
+    EndpointConditions,
+    EndpointPort,
+    EndpointSlice,
+    ObjectMeta,
+    ObjectReference,
+    OwnerReference,
+    Pod,
+    Service,
+)
+
+if TYPE_CHECKING:
+    from netemu.control.cluster import Cluster
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+MANAGED_BY = "endpointslice-controller.k8s.io"
+MAX_ENDPOINTS_PER_SLICE = 100
+
+
+def resolve_target_port(pod: Pod, port) -> Optional[int]:
+    """A Service port's targetPort for one pod: a number, or a containerPort found by name."""
+    target = port.target_port if port.target_port is not None else port.port
+    if isinstance(target, int):
+        return target
+    if isinstance(target, str) and target.isdigit():
+        return int(target)
+    for container in pod.spec.containers:
+        for cp in container.ports or []:
+            if cp.name == target and (cp.protocol or "TCP") == (port.protocol or "TCP"):
+                return cp.container_port
+    return None
+
+
+def _endpoint(pod: Pod, svc: Service) -> Endpoint:
+    ready = is_ready(pod) and not is_terminating(pod)
+    publish = bool(svc.spec.publish_not_ready_addresses)
+    hostname = None
+    if pod.spec.hostname and pod.spec.subdomain == svc.metadata.name:
+        hostname = pod.spec.hostname
+    return Endpoint(
+        addresses=[pod.status.pod_ip],
+        conditions=EndpointConditions(ready=ready or (publish and not is_terminating(pod)),
+                                      serving=is_ready(pod), terminating=is_terminating(pod)),
+        hostname=hostname,
+        node_name=pod.spec.node_name,
+        target_ref=ObjectReference(kind="Pod", namespace=pod.metadata.namespace, name=pod.metadata.name,
+                                   uid=pod.metadata.uid),
+    )
+
+
+def desired_slices(svc: Service, pods: list[Pod]) -> dict[tuple, list[Endpoint]]:
+    """Endpoints grouped by their resolved port tuple, in pod name order."""
+    groups: dict[tuple, list[Endpoint]] = {}
+    for pod in sorted(pods, key=lambda p: p.metadata.name):
+        if not pod.status.pod_ip or is_terminal(pod):
+            continue
+        if not labels.matches_map(svc.spec.selector, pod.metadata.labels):
+            continue
+        ports = []
+        for sp in svc.spec.ports or []:
+            n = resolve_target_port(pod, sp)
+            if n is not None:
+                ports.append((sp.name or "", sp.protocol or "TCP", n, sp.app_protocol))
+        key = tuple(ports)
+        groups.setdefault(key, []).append(_endpoint(pod, svc))
+    return groups
+
+
+def reconcile(c: "Cluster") -> None:
+    slices_by_svc: dict[tuple[str, str], list[EndpointSlice]] = {}
+    for s in c.store.list("EndpointSlice"):
+        if (s.metadata.labels or {}).get(MANAGED_BY_LABEL) == MANAGED_BY:
+            svc_name = (s.metadata.labels or {}).get(SERVICE_NAME_LABEL, "")
+            slices_by_svc.setdefault((s.metadata.namespace, svc_name), []).append(s)
+    pods_by_ns: dict[str, list[Pod]] = {}
+    for p in c.store.list("Pod"):
+        pods_by_ns.setdefault(p.metadata.namespace, []).append(p)
+
+    for svc in c.store.list("Service"):
+        ns, name = svc.metadata.namespace, svc.metadata.name
+        existing = slices_by_svc.pop((ns, name), [])
+        if not svc.spec.selector or svc.spec.type == "ExternalName":
+            for s in existing:
+                c.store.delete("EndpointSlice", ns, s.metadata.name)
+            continue
+        want: list[tuple[tuple, list[Endpoint]]] = []
+        for key, eps in desired_slices(svc, pods_by_ns.get(ns, [])).items():
+            for i in range(0, len(eps), MAX_ENDPOINTS_PER_SLICE):
+                want.append((key, eps[i:i + MAX_ENDPOINTS_PER_SLICE]))
+        if not want:
+            want = [((), [])]  # a Service with no endpoints still has one (empty) slice
+        _apply(c, svc, existing, want)
+    for (ns, _), leftovers in slices_by_svc.items():  # their Service is gone
+        for s in leftovers:
+            c.store.delete("EndpointSlice", ns, s.metadata.name)
+
+
+def _apply(c: "Cluster", svc: Service, existing: list[EndpointSlice], want) -> None:
+    ns = svc.metadata.namespace
+    pool = sorted(existing, key=lambda s: s.metadata.name)
+    for key, eps in want:
+        ports = [EndpointPort(name=n, protocol=proto, port=port, app_protocol=app) for n, proto, port, app in key]
+        # reuse a slice with the same ports first, so names stay stable across changes
+        match = next((s for s in pool if _port_key(s) == key), None) or (pool[0] if pool else None)
+        if match is not None:
+            pool.remove(match)
+            new_dump = [e.dump() for e in eps], [p.dump() for p in ports]
+            if ([e.dump() for e in match.endpoints], [p.dump() for p in match.ports or []]) != new_dump:
+                match.endpoints, match.ports = eps, ports
+                c.store.update(match)
+            continue
+        taken = {s.metadata.name for s in c.store.list("EndpointSlice", ns)}
+        sl = EndpointSlice(
+            metadata=ObjectMeta(
+                name=generate_name(f"{svc.metadata.name}-", c.store.rng, taken),
+                generate_name=f"{svc.metadata.name}-",
+                namespace=ns,
+                labels={SERVICE_NAME_LABEL: svc.metadata.name, MANAGED_BY_LABEL: MANAGED_BY},
+                owner_references=[OwnerReference(api_version="v1", kind="Service", name=svc.metadata.name,
+                                                 uid=svc.metadata.uid or "", controller=True)],
+            ),
+            address_type="IPv4",
+            endpoints=eps,
+            ports=ports,
+        )
+        c.store.create(sl)
+    for s in pool:
+        c.store.delete("EndpointSlice", ns, s.metadata.name)
+
+
+def _port_key(s: EndpointSlice) -> tuple:
+    return tuple((p.name or "", p.protocol or "TCP", p.port, p.app_protocol) for p in s.ports or [])
+
+
+def endpoints_view(svc: Service, slices: list[EndpointSlice]) -> dict:
+    """The classic v1 Endpoints object, derived from the Service's slices (as the
+    endpoints mirroring controller keeps it): ready addresses, not-ready ones, and ports."""
+    subsets: dict[tuple, dict] = {}
+    for s in slices:
+        ports = tuple((p.name or "", p.port, p.protocol or "TCP") for p in s.ports or [])
+        sub = subsets.setdefault(ports, {"addresses": [], "notReadyAddresses": [],
+                                         "ports": [{"name": n, "port": p, "protocol": pr} if n else
+                                                   {"port": p, "protocol": pr} for n, p, pr in ports]})
+        for ep in s.endpoints:
+            for addr in ep.addresses:
+                entry = {"ip": addr}
+                if ep.hostname:
+                    entry["hostname"] = ep.hostname
+                if ep.node_name:
+                    entry["nodeName"] = ep.node_name
+                if ep.target_ref:
+                    entry["targetRef"] = ep.target_ref.dump()
+                ready = ep.conditions.ready is not False
+                sub["addresses" if ready else "notReadyAddresses"].append(entry)
+    out_subsets = []
+    for sub in subsets.values():
+        if not sub["addresses"] and not sub["notReadyAddresses"]:
+            continue
+        sub["addresses"].sort(key=lambda a: a["ip"])
+        sub = {k: v for k, v in sub.items() if v}
+        out_subsets.append(sub)
+    meta = {"name": svc.metadata.name, "namespace": svc.metadata.namespace,
+            "creationTimestamp": svc.metadata.creation_timestamp}
+    if svc.metadata.labels:
+        meta["labels"] = dict(svc.metadata.labels)
+    obj = {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta}
+    if out_subsets:
+        obj["subsets"] = out_subsets
+    return obj

@@ -1,0 +1,102 @@
+"""Address and port allocation: node pod subnets, pod IPs, cluster IPs, node ports.
+
+Pure functions of declared state: what is taken is read from the objects themselves, so a
+restart or a `down`/`up` never needs a separate allocation table.
+"""
+from __future__ import annotations
+
+import ipaddress
+import random
+from typing import Iterable, Optional
+
+
+class Exhausted(Exception):
+    pass
+
+
+def node_pod_cidrs(pod_cidr: str, prefix: int, count: int) -> list[str]:
+    """One /prefix per node, in node order (node 0 gets the first subnet)."""
+    net = ipaddress.ip_network(pod_cidr)
+    subnets = net.subnets(new_prefix=prefix)
+    out = []
+    for _ in range(count):
+        try:
+            out.append(str(next(subnets)))
+        except StopIteration:
+            raise Exhausted(f"pod CIDR {pod_cidr} has fewer than {count} /{prefix} subnets") from None
+    return out
+
+
+def gateway_of(subnet: str) -> str:
+    """The node's bridge (cni0) address: the first host of its pod subnet."""
+    return str(next(ipaddress.ip_network(subnet).hosts()))
+
+
+def next_pod_ip(subnet: str, used: Iterable[str], last: Optional[str]) -> str:
+    """host-local IPAM: the next free address after the last one handed out, wrapping around, so
+    that a replaced pod gets a new address (as on a real node)."""
+    net = ipaddress.ip_network(subnet)
+    hosts = list(net.hosts())[1:]  # the first host is the bridge gateway
+    taken = {ipaddress.ip_address(u) for u in used}
+    start = 0
+    if last:
+        try:
+            start = hosts.index(ipaddress.ip_address(last)) + 1
+        except ValueError:
+            start = 0
+    for i in range(len(hosts)):
+        ip = hosts[(start + i) % len(hosts)]
+        if ip not in taken:
+            return str(ip)
+    raise Exhausted(f"no free pod address left in {subnet}")
+
+
+def allocate_cluster_ip(service_cidr: str, used: Iterable[str], rng: random.Random) -> str:
+    """A random free address from the service CIDR, preferring the upper band the way the API
+    server does (the lower band is left for addresses people pick by hand, like kube-dns's)."""
+    net = ipaddress.ip_network(service_cidr)
+    taken = {ipaddress.ip_address(u) for u in used if u and u != "None"}
+    size = net.num_addresses
+    lo = 1
+    # kube-apiserver: min(max(16, size/16), 256) addresses form the static (lower) band
+    static_band = min(max(16, size // 16), 256)
+    ranges = [(lo + static_band, size - 1), (lo, size - 1)]
+    for first, last in ranges:
+        if first >= last:
+            continue
+        for _ in range(64):
+            ip = net.network_address + rng.randrange(first, last)
+            if ip not in taken:
+                return str(ip)
+        for off in range(first, last):
+            ip = net.network_address + off
+            if ip not in taken:
+                return str(ip)
+    raise Exhausted(f"service CIDR {service_cidr} is full")
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    a, _, b = text.partition("-")
+    return int(a), int(b)
+
+
+def allocate_node_port(port_range: str, used: Iterable[int], rng: random.Random) -> int:
+    lo, hi = parse_port_range(port_range)
+    taken = set(used)
+    if len(taken) >= hi - lo + 1:
+        raise Exhausted(f"no free node port left in {port_range}")
+    for _ in range(64):
+        p = rng.randint(lo, hi)
+        if p not in taken:
+            return p
+    for p in range(lo, hi + 1):
+        if p not in taken:
+            return p
+    raise Exhausted(f"no free node port left in {port_range}")
+
+
+def in_cidr(ip: str, cidr: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
+    except ValueError:
+        return False

@@ -1,0 +1,280 @@
+"""The lab's API: JSON lines over a root-only Unix socket.
+
+A request is one line `{"op": ..., ...}`; most answers are one line. Streaming operations
+(`wait`) send progress lines and end with a line holding "result" or "error".
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from netemu.control import labels as labelsel
+from netemu.control.cluster import AdmissionError
+from netemu.control.nodes import set_unschedulable
+from netemu.control.pods import is_ready, is_terminating
+from netemu.control.store import Conflict, NotFound
+from netemu.spec.models import KINDS, NAMESPACED
+
+log = logging.getLogger("netemu.api")
+
+
+class ApiError(Exception):
+    pass
+
+
+class Api:
+    def __init__(self, daemon):
+        self.d = daemon
+        self.cluster = daemon.cluster
+        self.server = None
+        self.shutdown = asyncio.Event()
+
+    async def serve(self, sock) -> None:
+        self.server = await asyncio.start_unix_server(self._client, sock=sock, limit=64 << 20)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            req = json.loads(line)
+            op = req.get("op", "")
+            handler = getattr(self, f"op_{op.replace('-', '_')}", None)
+            if handler is None:
+                raise ApiError(f"unknown operation {op!r}")
+            if getattr(handler, "streaming", False):
+                await handler(req, lambda msg: _send(writer, msg))
+            else:
+                result = handler(req)
+                if asyncio.iscoroutine(result):
+                    result = await result
+                await _send(writer, {"result": result})
+        except (NotFound, Conflict, AdmissionError, ApiError, ValueError) as e:
+            await _send(writer, {"error": str(e)})
+        except Exception as e:  # never kill the daemon for one bad request
+            log.exception("request failed")
+            await _send(writer, {"error": f"internal error: {type(e).__name__}: {e}"})
+        finally:
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------------ reads
+    def op_ping(self, req):
+        return {"lab": self.d.name, "pid": os.getpid(), "uptime": time.time() - self.d.started,
+                "syncs": self.d.sync_count}
+
+    def op_lab(self, req):
+        return self.d.lab.dump()
+
+    def op_get(self, req):
+        kind = req["kind"]
+        ns = req.get("namespace")  # None: all namespaces
+        name = req.get("name")
+        store = self.cluster.store
+        if kind == "Endpoints":
+            return self._endpoints(ns, name)
+        if name:
+            return [store.get(kind, ns or "default", name).dump()]
+        objs = store.list(kind, ns if kind in NAMESPACED else None)
+        if req.get("selector"):
+            sel = labelsel.parse(req["selector"])
+            objs = [o for o in objs if labelsel.matches(sel, o.metadata.labels)]
+        return [o.dump() for o in sorted(objs, key=lambda o: (o.metadata.namespace or "", o.metadata.name))]
+
+    def _endpoints(self, ns, name):
+        from netemu.control.endpoints import SERVICE_NAME_LABEL, endpoints_view
+
+        store = self.cluster.store
+        svcs = [store.get("Service", ns or "default", name)] if name else store.list("Service", ns)
+        out = []
+        for svc in sorted(svcs, key=lambda s: (s.metadata.namespace, s.metadata.name)):
+            if svc.spec.type == "ExternalName":
+                continue
+            slices = [s for s in store.list("EndpointSlice", svc.metadata.namespace)
+                      if (s.metadata.labels or {}).get(SERVICE_NAME_LABEL) == svc.metadata.name]
+            out.append(endpoints_view(svc, slices))
+        return out
+
+    def op_events(self, req):
+        out = []
+        for e in self.cluster.events:
+            if req.get("namespace") and e.namespace not in (req["namespace"], ""):
+                continue
+            if req.get("kind") and (e.kind, e.name) != (req["kind"], req.get("name")):
+                continue
+            out.append(vars(e))
+        return out
+
+    def op_runtime(self, req):
+        """Where a pod's processes live, for exec / logs."""
+        ns, name = req.get("namespace") or "default", req["name"]
+        pod = self.cluster.store.get("Pod", ns, name)
+        rt = self.d.kubelet.runtime(ns, name) if self.d.kubelet else None
+        from netemu import paths
+
+        if rt is None or rt.sandbox_pid is None:
+            raise ApiError(f'pod "{name}" is not running (status: {pod.status.phase})')
+        cg = self.d.cgroups.pod(rt.cgroup_id)
+        return {
+            "sandbox_pid": rt.sandbox_pid,
+            "cgroups": list(cg.dirs) if cg else [],
+            "netns": rt.netns,
+            "node": rt.node,
+            "containers": {c: {"pid": crt.pid, "log": paths.container_log(self.d.name, ns, name, c)}
+                           for c, crt in rt.containers.items()},
+        }
+
+    def op_node_netns(self, req):
+        node = self.cluster.store.get("Node", "", req["name"])
+        return self.d.net.node_netns(node.metadata.name)
+
+    # ------------------------------------------------------------------ writes
+    def op_apply(self, req):
+        objs = [_model(o) for o in req["objects"]]
+        results = self.cluster.apply(objs)
+        self.d.kick()
+        return [str(r) for r in results]
+
+    def op_delete(self, req):
+        kind, ns, name = req["kind"], req.get("namespace") or "default", req["name"]
+        pod_grace = req.get("grace")
+        if kind == "Pod" and pod_grace is not None:
+            self.cluster.delete_pod(self.cluster.store.get("Pod", ns, name), grace=int(pod_grace))
+        else:
+            self.cluster.delete(kind, ns, name)
+        self.d.kick()
+        return f"{kind.lower()} \"{name}\" deleted"
+
+    def op_scale(self, req):
+        obj = self.cluster.scale(req["kind"], req.get("namespace") or "default", req["name"], int(req["replicas"]))
+        self.d.kick()
+        return f"{_resource(obj.kind)}/{obj.metadata.name} scaled"
+
+    def op_cordon(self, req):
+        node = self.cluster.store.get("Node", "", req["name"])
+        changed = set_unschedulable(self.cluster, node, bool(req.get("value", True)))
+        self.d.kick()
+        verb = "cordoned" if req.get("value", True) else "uncordoned"
+        return f"node/{node.metadata.name} {verb if changed else 'already ' + verb}"
+
+    def op_drain(self, req):
+        node = self.cluster.store.get("Node", "", req["name"])
+        set_unschedulable(self.cluster, node, True)
+        evicted = []
+        for pod in self.cluster.store.list("Pod"):
+            if pod.spec.node_name == node.metadata.name and not is_terminating(pod):
+                self.cluster.delete_pod(pod)
+                evicted.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
+        self.d.kick()
+        return {"node": node.metadata.name, "evicted": evicted}
+
+    async def op_node(self, req):
+        up = bool(req["up"])
+        await self.d.set_node(req["name"], up)
+        return f"node/{req['name']} {'up' if up else 'down'}"
+
+    async def op_down(self, req):
+        self.shutdown.set()
+        return "stopping"
+
+    # ------------------------------------------------------------------ waiting
+    async def op_wait(self, req, send):
+        """Stream progress until a condition holds: `ready` (every pod Ready, every node Ready),
+        `rollout` (a Deployment fully rolled out), `deleted` (pods gone)."""
+        what = req.get("for", "ready")
+        timeout = float(req.get("timeout", 120))
+        pred, describe = self._condition(what, req)
+        deadline = time.time() + timeout
+        last = None
+        while True:
+            fut = self.d.wait_for(pred)
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), min(0.25, max(0.0, deadline - time.time())))
+                await send({"progress": describe(), "final": True})
+                await send({"result": True})
+                return
+            except asyncio.TimeoutError:
+                pass
+            msg = describe()
+            if msg != last:
+                await send({"progress": msg})
+                last = msg
+            if time.time() >= deadline:
+                await send({"error": f"timed out after {timeout:g}s: {msg}"})
+                return
+    op_wait.streaming = True
+
+    def _condition(self, what, req):
+        store = self.cluster.store
+        if what == "ready":
+            def pred():
+                nodes = store.list("Node")
+                pods = [p for p in store.list("Pod") if not is_terminating(p)]
+                deps_ok = all(_deployment_done(d) for d in store.list("Deployment"))
+                return all(_node_ready(n) for n in nodes) and all(is_ready(p) for p in pods) and deps_ok
+
+            def describe():
+                nodes = store.list("Node")
+                pods = [p for p in store.list("Pod") if not is_terminating(p)]
+                return (f"nodes {sum(_node_ready(n) for n in nodes)}/{len(nodes)} Ready, "
+                        f"pods {sum(is_ready(p) for p in pods)}/{len(pods)} Ready")
+            return pred, describe
+        if what == "rollout":
+            ns, name = req.get("namespace") or "default", req["name"]
+
+            def pred():
+                return _deployment_done(store.get("Deployment", ns, name))
+
+            def describe():
+                d = store.get("Deployment", ns, name)
+                want = d.spec.replicas if d.spec.replicas is not None else 1
+                st = d.status
+                if st.updated_replicas < want:
+                    return (f'Waiting for deployment "{name}" rollout to finish: {st.updated_replicas} out of '
+                            f"{want} new replicas have been updated...")
+                if st.replicas > st.updated_replicas:
+                    return (f'Waiting for deployment "{name}" rollout to finish: {st.replicas - st.updated_replicas}'
+                            " old replicas are pending termination...")
+                if st.available_replicas < st.updated_replicas:
+                    return (f'Waiting for deployment "{name}" rollout to finish: {st.available_replicas} of '
+                            f"{st.updated_replicas} updated replicas are available...")
+                return f'deployment "{name}" successfully rolled out'
+            return pred, describe
+        raise ApiError(f"cannot wait for {what!r}")
+
+
+def _deployment_done(d) -> bool:
+    want = d.spec.replicas if d.spec.replicas is not None else 1
+    st = d.status
+    return (st.observed_generation or 0) >= (d.metadata.generation or 0) and st.updated_replicas == want \
+        and st.replicas == want and st.available_replicas == want
+
+
+def _node_ready(n) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+
+
+def _model(data: dict):
+    kind = data.get("kind")
+    model = KINDS.get(kind)
+    if model is None:
+        raise ApiError(f"kind {kind!r} is not supported")
+    return model.model_validate(data)
+
+
+def _resource(kind: str) -> str:
+    from netemu.control.cluster import resource_name
+
+    return resource_name(kind)
+
+
+async def _send(writer: asyncio.StreamWriter, msg: Any) -> None:
+    writer.write(json.dumps(msg).encode() + b"\n")
+    await writer.drain()

@@ -1,0 +1,239 @@
+"""One lab's control process: store -> controllers -> data plane, in a level-triggered loop.
+
+Every change (an API call, a process exit, a probe result, a timer) only *kicks* the loop; the
+loop then recomputes the desired state from the store and makes the kernel match it. Running a
+pass twice is harmless, so nothing depends on seeing every event.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any, Callable, Optional
+
+from netemu import paths
+from netemu.control.cluster import Cluster
+from netemu.control.nodes import internal_ip, set_ready
+from netemu.dataplane.cgroups import LabCgroups
+from netemu.dataplane.kubelet import Kubelet
+from netemu.dataplane.labnet import LabNet, NodeNet
+from netemu.dataplane.launcher import LauncherClient
+from netemu.spec.models import K8sModel, Lab
+
+log = logging.getLogger("netemu.daemon")
+
+
+class LabDaemon:
+    def __init__(self, lab: Lab, objects: list[K8sModel], launcher: LauncherClient, cgroups: LabCgroups,
+                 progress: Callable[[str], None] = lambda s: None):
+        self.lab = lab
+        self.name = lab.metadata.name
+        self.cluster = Cluster(lab)
+        self.initial_objects = objects
+        self.launcher = launcher
+        self.cgroups = cgroups
+        self.progress = progress
+        self.net: Optional[LabNet] = None
+        self.kubelet: Optional[Kubelet] = None
+        self.proxy = None  # the kube-proxy syncer, per node (set up in build)
+        self._kick = asyncio.Event()
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
+        self._pending: dict[int, asyncio.Future] = {}
+        self._stopping = False
+        self._persisted_gen = -1
+        self._last_persist = 0.0
+        self.started = time.time()
+        self.sync_count = 0
+
+    # ------------------------------------------------------------------ launcher bridge
+    def _on_launcher_readable(self) -> None:
+        try:
+            data = self.launcher.sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        if not data:
+            log.error("the pod launcher exited")
+            asyncio.get_running_loop().remove_reader(self.launcher.sock.fileno())
+            return
+        msg = json.loads(data)
+        if "event" in msg:
+            if msg["event"] == "exit" and self.kubelet is not None:
+                self.kubelet.on_exit(msg["pid"], msg["status"])
+            return
+        fut = self._pending.pop(msg.get("id"), None)
+        if fut is not None and not fut.done():
+            if "error" in msg:
+                fut.set_exception(RuntimeError(msg["error"]))
+            else:
+                fut.set_result(msg["pid"])
+
+    async def launch(self, op: str, **fields: Any) -> int:
+        rid, _ = self.launcher.request(op, **fields)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        return await fut
+
+    # ------------------------------------------------------------------ lifecycle
+    def node_nets(self) -> list[NodeNet]:
+        return [NodeNet(n.metadata.name, internal_ip(n), n.spec.pod_cidr) for n in
+                sorted(self.cluster.store.list("Node"), key=lambda n: _node_order(self.lab, n.metadata.name))]
+
+    async def build(self) -> None:
+        """Bring the lab up. On any failure the caller tears everything down."""
+        loop = asyncio.get_running_loop()
+        self.launcher.sock.setblocking(False)
+        loop.add_reader(self.launcher.sock.fileno(), self._on_launcher_readable)
+        spec = self.lab.spec
+        self.cluster.bootstrap()
+        self.net = LabNet(self.name, spec.network, spec.gateway, spec.service_cidr, self.node_nets())
+        self.progress(f"building the lab network: {len(self.net.nodes)} nodes")
+        await asyncio.to_thread(self.net.build)
+        self.kubelet = Kubelet(self.name, self.cluster, self.net, self.cgroups, self.launch, self.kick)
+        self._build_proxy()
+        for node in self.cluster.store.list("Node"):
+            self.kubelet.set_node_up(node.metadata.name, True)
+            set_ready(self.cluster, node, True, "KubeletReady", "kubelet is posting ready status")
+        results = self.cluster.apply(self.initial_objects)
+        for r in results:
+            self.progress(str(r))
+        self.kick()
+
+    def _build_proxy(self) -> None:
+        """kube-proxy for every node (iptables today; the mode comes from the Lab document)."""
+        try:
+            from netemu.dataplane.kubeproxy import KubeProxy
+        except ImportError:  # not built yet
+            return
+        self.proxy = KubeProxy(self.lab, self.net)
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    async def run(self) -> None:
+        """The reconcile loop."""
+        while not self._stopping:
+            wake = self.cluster.take_wake()
+            timeout = max(0.0, wake - time.time()) if wake else 5.0
+            try:
+                await asyncio.wait_for(self._kick.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
+            if self._stopping:
+                break
+            try:
+                await self.sync_once()
+            except Exception:
+                log.exception("sync failed")
+                await asyncio.sleep(0.5)
+                self.kick()
+
+    async def sync_once(self) -> None:
+        self.sync_count += 1
+        self.cluster.reconcile()
+        if self.kubelet is not None:
+            await self.kubelet.sync()
+        self.cluster.reconcile()
+        if self.proxy is not None:
+            await self.proxy.sync(self.cluster.store)
+        self._persist()
+        self._check_waiters()
+
+    # ------------------------------------------------------------------ waiting (up, rollout)
+    def wait_for(self, predicate: Callable[[], bool]) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        if predicate():
+            fut.set_result(True)
+        else:
+            self._waiters.append((predicate, fut))
+        return fut
+
+    def _check_waiters(self) -> None:
+        keep = []
+        for pred, fut in self._waiters:
+            if fut.done():
+                continue
+            try:
+                ok = pred()
+            except Exception as e:
+                fut.set_exception(e)
+                continue
+            if ok:
+                fut.set_result(True)
+            else:
+                keep.append((pred, fut))
+        self._waiters = keep
+
+    # ------------------------------------------------------------------ node failure
+    async def set_node(self, node: str, up: bool) -> None:
+        obj = self.cluster.store.get("Node", "", node)
+        await asyncio.to_thread(self.net.set_node_link, node, up)
+        self.kubelet.set_node_up(node, up)
+        if up:
+            set_ready(self.cluster, obj, True, "KubeletReady", "kubelet is posting ready status")
+        else:
+            set_ready(self.cluster, obj, False, "NodeStatusUnknown", "Kubelet stopped posting node status.")
+        self.kick()
+
+    # ------------------------------------------------------------------ persistence
+    def _persist(self, force: bool = False) -> None:
+        gen = self.cluster.store.generation["*"]
+        now = time.time()
+        if not force and (gen == self._persisted_gen or now - self._last_persist < 0.5):
+            if gen != self._persisted_gen:
+                self.cluster.wake_at(self._last_persist + 0.5)
+            return
+        data = {"lab": self.lab.dump(), "daemon_pid": os.getpid(), "launcher_pid": self.launcher.pid,
+                "objects": [o.dump() for o in self.cluster.store]}
+        path = paths.state_file(self.name)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+        self._persisted_gen, self._last_persist = gen, now
+
+    # ------------------------------------------------------------------ teardown
+    async def teardown(self) -> None:
+        self._stopping = True
+        self.kick()
+        if self.kubelet is not None:
+            try:
+                await asyncio.wait_for(self.kubelet.stop_all(), 10)
+            except Exception:
+                log.exception("stopping pods")
+        if self.proxy is not None:
+            try:
+                self.proxy.close()
+            except Exception:
+                log.exception("stopping kube-proxy")
+
+
+def _node_order(lab: Lab, name: str) -> int:
+    for i, n in enumerate(lab.spec.nodes or []):
+        if n.name == name:
+            return i
+    return 1 << 30
+
+
+def socket_path(lab: str) -> str:
+    return paths.api_socket(lab)
+
+
+def unix_server_socket(path: str) -> socket.socket:
+    """Root-only API socket: the directory is 0700 and the socket 0600."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        s.bind(path)
+    finally:
+        os.umask(old)
+    s.listen(64)
+    s.setblocking(False)
+    return s

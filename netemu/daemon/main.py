@@ -1,0 +1,145 @@
+"""Starting a lab's control process, and its life until `down`.
+
+`netemu up` forks the control process from itself (the lab file is already parsed and
+validated; no second interpreter start), detaches it, and reads its build progress from a
+pipe. A failed build is rolled back by the control process before it reports the error.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import traceback
+from typing import Callable, Optional
+
+from netemu import paths
+from netemu.dataplane.cgroups import LabCgroups
+from netemu.dataplane import launcher as launcher_mod
+from netemu.spec.models import K8sModel, Lab
+
+log = logging.getLogger("netemu.daemon")
+
+
+class BuildFailed(RuntimeError):
+    pass
+
+
+def spawn(lab: Lab, objects: list[K8sModel], on_progress: Callable[[str], None]) -> int:
+    """Fork the control process; return its pid once the lab's network is built.
+    Raises BuildFailed (with the reason) if building failed; everything is rolled back then."""
+    name = lab.metadata.name
+    os.makedirs(paths.lab_dir(name), mode=0o700, exist_ok=True)
+    os.chmod(paths.RUN_DIR, 0o755)
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _daemon_process(lab, objects, w)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    daemon_pid = None
+    with os.fdopen(r, "r") as pipe:
+        for line in pipe:
+            tag, _, text = line.rstrip("\n").partition(" ")
+            if tag == "PID":
+                daemon_pid = int(text)
+            elif tag == "P":
+                on_progress(text)
+            elif tag == "E":
+                raise BuildFailed(text.replace("\\n", "\n"))
+            elif tag == "OK":
+                return daemon_pid or 0
+    raise BuildFailed("the control process exited during start-up; see " + paths.daemon_log(name))
+
+
+def _daemon_process(lab: Lab, objects: list[K8sModel], w: int) -> None:
+    name = lab.metadata.name
+    pipe = os.fdopen(w, "w", buffering=1)
+
+    def say(tag: str, text: str = "") -> None:
+        try:
+            pipe.write(f"{tag} {text}".rstrip() + "\n")
+        except (BrokenPipeError, ValueError):
+            pass
+
+    logf = os.open(paths.daemon_log(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(logf, 1)
+    os.dup2(logf, 2)
+    os.close(logf)
+    os.close(devnull)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with open(paths.pid_file(name), "w") as f:
+        f.write(str(os.getpid()))
+    say("PID", str(os.getpid()))
+    cg = LabCgroups(name)
+    cg.setup()
+    cg.join_lab(os.getpid())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # fork the launcher before the event loop and any thread exists
+    lpid, lsock = launcher_mod.start()
+    client = launcher_mod.LauncherClient(lpid, lsock)
+    error = None
+    try:
+        asyncio.run(_main(lab, objects, client, cg, say))
+    except BaseException as e:
+        log.exception("control process failed")
+        error = f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)
+    finally:
+        _stop_launcher(client)
+        from netemu.dataplane.teardown import full_teardown
+
+        full_teardown(name, exclude_pids=(os.getpid(),))
+        if error:  # reported only once everything is rolled back
+            say("E", error.replace("\n", "\\n"))
+        try:
+            pipe.close()
+        except Exception:
+            pass
+
+
+def _stop_launcher(client) -> None:
+    try:
+        client.sock.close()
+        os.kill(client.pid, signal.SIGKILL)
+    except (OSError, ProcessLookupError):
+        pass
+
+
+async def _main(lab: Lab, objects, client, cg, say) -> None:
+    from netemu.daemon.api import Api
+    from netemu.daemon.lab import LabDaemon, unix_server_socket
+
+    name = lab.metadata.name
+    daemon = LabDaemon(lab, objects, client, cg, progress=lambda s: say("P", s))
+    api = Api(daemon)
+    await api.serve(unix_server_socket(paths.api_socket(name)))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, api.shutdown.set)
+    try:
+        await daemon.build()
+    except BaseException:
+        await daemon.teardown()
+        raise
+    runner = asyncio.create_task(daemon.run())
+    say("OK")
+    await api.shutdown.wait()
+    log.info("shutting down")
+    await daemon.teardown()
+    runner.cancel()
+    api.server.close()

@@ -1,0 +1,460 @@
+"""The kubelet of every node: makes the pods the control plane bound to a node real.
+
+For each bound pod with an address it creates the network namespace and veth (in batches),
+writes resolv.conf/hosts, forks the sandbox and the containers from the launcher, restarts
+containers that exit (crash-loop back-off), runs probes, and reports status back into the
+store. A node that is down has a dead kubelet: nothing there is restarted, probed or reported.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from netemu import paths
+from netemu.control import podenv
+from netemu.control.pods import is_terminating, set_condition
+from netemu.control.store import rfc3339
+from netemu.dataplane import podfiles, probes
+from netemu.dataplane.cgroups import LabCgroups, kill_all
+from netemu.dataplane.labnet import LabNet, PodNet
+from netemu.spec.models import (
+    Container,
+    ContainerState,
+    ContainerStateRunning,
+    ContainerStateTerminated,
+    ContainerStateWaiting,
+    ContainerStatus,
+    Pod,
+)
+from netemu.workloads import resolve as resolve_program
+
+log = logging.getLogger("netemu.kubelet")
+
+PodKey = tuple[str, str]
+
+
+@dataclass
+class ContainerRt:
+    spec: Container
+    pid: Optional[int] = None
+    started_at: Optional[float] = None
+    restart_count: int = 0
+    last_terminated: Optional[ContainerStateTerminated] = None
+    waiting_reason: Optional[str] = "ContainerCreating"
+    waiting_message: Optional[str] = None
+    next_start: float = 0.0
+    backoff: float = 0.0
+    ready: bool = False
+    started: bool = False  # startup probe passed (or none)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    probe_tasks: list[asyncio.Task] = field(default_factory=list)
+    kill_reason: Optional[str] = None
+    warned: bool = False
+
+
+@dataclass
+class PodRt:
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    netns: str
+    cgroup_id: str
+    sandbox_pid: Optional[int] = None
+    containers: dict[str, ContainerRt] = field(default_factory=dict)
+    stopping: bool = False
+    started_at: float = 0.0
+
+    @property
+    def key(self) -> PodKey:
+        return (self.namespace, self.name)
+
+
+class Kubelet:
+    def __init__(self, lab: str, cluster, net: LabNet, cgroups: LabCgroups, launch: Callable,
+                 on_change: Callable[[], None]):
+        self.lab = lab
+        self.cluster = cluster
+        self.net = net
+        self.cgroups = cgroups
+        self.launch = launch  # async (op, **fields) -> pid
+        self.on_change = on_change
+        self.pods: dict[PodKey, PodRt] = {}
+        self.by_pid: dict[int, tuple[PodRt, Optional[ContainerRt]]] = {}
+        self.node_up: dict[str, bool] = {}
+        self.failed_create: dict[PodKey, float] = {}
+        self._stops: dict[PodKey, asyncio.Task] = {}
+
+    # ------------------------------------------------------------------ the sync pass
+    async def sync(self) -> None:
+        store = self.cluster.store
+        api = {(p.metadata.namespace, p.metadata.name): p for p in store.list("Pod")}
+        now = time.time()
+
+        # pods whose API object is gone (or was replaced) are stopped
+        for key, rt in list(self.pods.items()):
+            pod = api.get(key)
+            if (pod is None or pod.metadata.uid != rt.uid) and not rt.stopping and self.node_up.get(rt.node):
+                self._stop(rt, grace=0, finalize=None)
+
+        to_create: list[Pod] = []
+        for key, pod in api.items():
+            node = pod.spec.node_name
+            if not node or not self.node_up.get(node):
+                continue
+            rt = self.pods.get(key)
+            if is_terminating(pod):
+                if rt is None:
+                    self.cluster.finalize_pod(pod)
+                elif not rt.stopping:
+                    grace = float((pod.metadata.annotations or {}).get("netemu.dev/grace-seconds", "30"))
+                    self._stop(rt, grace=grace, finalize=pod)
+                continue
+            if rt is None:
+                if pod.status.pod_ip and now >= self.failed_create.get(key, 0) and key not in self._stops:
+                    to_create.append(pod)
+                continue
+            for c in rt.containers.values():
+                if c.pid is None and c.next_start <= now and not rt.stopping:
+                    await self._start_container(rt, pod, c)
+        if to_create:
+            await self._create(to_create)
+        for key, pod in api.items():
+            rt = self.pods.get(key)
+            if rt is not None and self.node_up.get(rt.node) and not rt.stopping:
+                self._push_status(pod, rt)
+        # crash-loop timers: ask to be woken when the next restart is due
+        due = [c.next_start for rt in self.pods.values() for c in rt.containers.values()
+               if c.pid is None and c.next_start > now and not rt.stopping]
+        if due:
+            self.cluster.wake_at(min(due))
+
+    # ------------------------------------------------------------------ creating pods
+    async def _create(self, pods: list[Pod]) -> None:
+        nets = []
+        for pod in pods:
+            prefix = int(self.net.nodes[pod.spec.node_name].pod_cidr.split("/")[1])
+            nets.append(PodNet(pod.metadata.namespace, pod.metadata.name, pod.spec.node_name, pod.status.pod_ip,
+                               prefix, self.net.nodes[pod.spec.node_name].gateway))
+            self.cgroups.create(pod.metadata.uid)
+        try:
+            await asyncio.to_thread(self.net.add_pods, nets)
+        except Exception as e:  # a batch failed: retry pod by pod so one bad pod does not block all
+            log.warning("pod network batch failed (%s); retrying one by one", e)
+            if len(pods) > 1:
+                await asyncio.to_thread(self.net.remove_pods, [(p.namespace, p.name) for p in nets])
+                for pod in pods:
+                    await self._create([pod])
+                return
+            self._create_failed(pods[0], f"Failed to create pod sandbox: {e}")
+            await asyncio.to_thread(self.net.remove_pods, [(nets[0].namespace, nets[0].name)])
+            return
+        for pod in pods:
+            await self._start_pod(pod)
+
+    def _create_failed(self, pod: Pod, message: str) -> None:
+        key = (pod.metadata.namespace, pod.metadata.name)
+        self.failed_create[key] = time.time() + 2.0
+        self.cluster.event(pod, "FailedCreatePodSandBox", message, type_="Warning", source="kubelet")
+        self.cluster.wake_at(self.failed_create[key])
+        self.cgroups.remove(pod.metadata.uid)
+
+    async def _start_pod(self, pod: Pod) -> None:
+        ns, name = pod.metadata.namespace, pod.metadata.name
+        netns = self.net.pod_netns(ns, name)
+        binds = podfiles.write(paths.netns_etc(netns), pod, self.cluster.lab)
+        cg = self.cgroups.pod(pod.metadata.uid)
+        rt = PodRt(ns, name, pod.metadata.uid, pod.spec.node_name, netns, pod.metadata.uid, started_at=time.time())
+        try:
+            rt.sandbox_pid = await self.launch("sandbox", netns=f"/run/netns/{netns}",
+                                               hostname=podenv.pod_hostname(pod),
+                                               binds=binds, cgroups=list(cg.dirs) if cg else [])
+        except Exception as e:
+            self._create_failed(pod, f"Failed to create pod sandbox: {e}")
+            await asyncio.to_thread(self.net.remove_pods, [(ns, name)])
+            return
+        self.failed_create.pop(rt.key, None)
+        self.pods[rt.key] = rt
+        self.by_pid[rt.sandbox_pid] = (rt, None)
+        os.makedirs(paths.logs_dir(self.lab), exist_ok=True)
+        for c in pod.spec.containers:
+            rt.containers[c.name] = ContainerRt(spec=c)
+        for c in rt.containers.values():
+            await self._start_container(rt, pod, c)
+
+    async def _start_container(self, rt: PodRt, pod: Pod, c: ContainerRt) -> None:
+        spec = c.spec
+        store = self.cluster.store
+        services = [s for s in store.list("Service", rt.namespace)]
+        env = podenv.container_env(pod, spec, services, lookup=store.find)
+        cmd, args = podenv.command_line(spec, env)
+        program = resolve_program(spec.image, cmd, args)
+        if program.warning and not c.warned:
+            c.warned = True
+            self.cluster.event(pod, "StandIn", f"container {spec.name}: {program.warning}", type_="Warning",
+                               source="kubelet")
+        cg = self.cgroups.pod(rt.cgroup_id)
+        msg = dict(sandbox=rt.sandbox_pid, cgroups=list(cg.dirs) if cg else [], env=env,
+                   cwd=spec.working_dir or "/",
+                   log=paths.container_log(self.lab, rt.namespace, rt.name, spec.name))
+        if program.kind == "exec":
+            msg["argv"] = list(program.argv)
+        else:
+            ports = [dict(port=p.container_port, protocol=p.protocol or "TCP", name=p.name) for p in spec.ports or []]
+            msg["builtin"] = program.name
+            msg["ctx"] = dict(pod_name=rt.name, namespace=rt.namespace, pod_ip=pod.status.pod_ip or "",
+                              node_name=rt.node, image=spec.image or "", container_name=spec.name,
+                              ports=ports, env=env, args=list(args or []))
+        try:
+            pid = await self.launch("container", **msg)
+        except Exception as e:
+            c.last_terminated = ContainerStateTerminated(exit_code=128, reason="StartError", message=str(e),
+                                                         finished_at=rfc3339(time.time()))
+            c.waiting_reason, c.waiting_message = "RunContainerError", str(e)
+            self._schedule_restart(c, failed=True)
+            self.cluster.event(pod, "Failed", f"Error: {e}", type_="Warning", source="kubelet")
+            self.on_change()
+            return
+        c.pid = pid
+        c.exited = asyncio.Event()
+        c.started_at = time.time()
+        c.waiting_reason = c.waiting_message = None
+        c.kill_reason = None
+        c.started = spec.startup_probe is None
+        c.ready = spec.readiness_probe is None and c.started
+        self.by_pid[pid] = (rt, c)
+        self.cluster.event(pod, "Started", f"Started container {spec.name}", source="kubelet")
+        for kind in ("startup", "readiness", "liveness"):
+            if getattr(spec, f"{kind}_probe") is not None:
+                c.probe_tasks.append(asyncio.create_task(self._probe_loop(rt, c, kind)))
+        self.on_change()
+
+    def _schedule_restart(self, c: ContainerRt, failed: bool) -> None:
+        spec = self.cluster.lab.spec
+        now = time.time()
+        ran = now - (c.started_at or now)
+        if ran > 600:  # a container that ran for 10 minutes starts over without back-off
+            c.backoff = 0.0
+        c.next_start = now + c.backoff
+        c.backoff = min(spec.restart_backoff_max_seconds,
+                        max(spec.restart_backoff_seconds, c.backoff * 2))
+        if c.next_start > now:
+            c.waiting_reason = c.waiting_reason if failed and c.waiting_reason else "CrashLoopBackOff"
+            c.waiting_message = (f"back-off {int(c.next_start - now)}s restarting failed container="
+                                 f"{c.spec.name}")
+            self.cluster.wake_at(c.next_start)
+
+    # ------------------------------------------------------------------ exits
+    def on_exit(self, pid: int, status: int) -> None:
+        entry = self.by_pid.pop(pid, None)
+        if entry is None:
+            return
+        rt, c = entry
+        if c is None:  # the sandbox died: its namespaces go with it, so the pod is rebuilt
+            rt.sandbox_pid = None
+            if not rt.stopping:
+                log.warning("sandbox of %s/%s exited; recreating the pod", rt.namespace, rt.name)
+                self._stop(rt, grace=0, finalize=None)
+            return
+        code = os.waitstatus_to_exitcode(status)
+        exit_code = code if code >= 0 else 128 - code
+        sig = -code if code < 0 else None
+        reason = c.kill_reason or ("Completed" if exit_code == 0 else "Error")
+        c.last_terminated = ContainerStateTerminated(
+            exit_code=exit_code, signal=sig, reason=reason,
+            started_at=rfc3339(c.started_at or time.time()), finished_at=rfc3339(time.time()))
+        c.pid = None
+        c.ready = False
+        c.exited.set()
+        for t in c.probe_tasks:
+            t.cancel()
+        c.probe_tasks.clear()
+        if rt.stopping or not self.node_up.get(rt.node):
+            return
+        pod = self.cluster.store.find("Pod", rt.namespace, rt.name)
+        policy = (pod.spec.restart_policy if pod else None) or "Always"
+        if policy == "Always" or (policy == "OnFailure" and exit_code != 0):
+            c.restart_count += 1
+            c.waiting_reason = None
+            self._schedule_restart(c, failed=False)
+            if pod is not None and c.kill_reason is None:
+                self.cluster.event(pod, "BackOff" if c.next_start > time.time() else "Restarting",
+                                   f"container {c.spec.name} exited with code {exit_code}; restarting",
+                                   type_="Warning", source="kubelet")
+        self.on_change()
+
+    # ------------------------------------------------------------------ probes
+    async def _probe_loop(self, rt: PodRt, c: ContainerRt, kind: str) -> None:
+        probe = getattr(c.spec, f"{kind}_probe")
+        period = probe.period_seconds or 10
+        success_needed = probe.success_threshold or 1
+        failure_needed = probe.failure_threshold or 3
+        successes = failures = 0
+        await asyncio.sleep(probe.initial_delay_seconds or 0)
+        node_ns = self.net.node_netns(rt.node)
+        while c.pid is not None and not rt.stopping:
+            if not self.node_up.get(rt.node) or (kind != "startup" and not c.started):
+                await asyncio.sleep(period)
+                continue
+            pod = self.cluster.store.find("Pod", rt.namespace, rt.name)
+            pod_ip = pod.status.pod_ip if pod else None
+            if not pod_ip:
+                return
+            res = await probes.run_probe(probe, c.spec, node_netns=node_ns, pod_ip=pod_ip,
+                                         sandbox_pid=rt.sandbox_pid)
+            if c.pid is None or rt.stopping:
+                return
+            if res.ok:
+                successes, failures = successes + 1, 0
+            else:
+                successes, failures = 0, failures + 1
+                if pod is not None:
+                    self.cluster.event(pod, "Unhealthy", f"{kind.capitalize()} probe failed: {res.message}",
+                                       type_="Warning", source="kubelet")
+            if kind == "readiness":
+                if res.ok and successes >= success_needed and not c.ready:
+                    c.ready = True
+                    self.on_change()
+                elif not res.ok and failures >= failure_needed and c.ready:
+                    c.ready = False
+                    self.on_change()
+            elif kind == "startup":
+                if res.ok:
+                    c.started = True
+                    c.ready = c.spec.readiness_probe is None
+                    self.on_change()
+                    return
+                if failures >= failure_needed:
+                    self._kill_container(c, "startup probe failed")
+                    return
+            elif kind == "liveness" and failures >= failure_needed:
+                if pod is not None:
+                    self.cluster.event(pod, "Killing",
+                                       f"Container {c.spec.name} failed liveness probe, will be restarted",
+                                       source="kubelet")
+                self._kill_container(c, "liveness probe failed")
+                return
+            await asyncio.sleep(period)
+
+    def _kill_container(self, c: ContainerRt, why: str) -> None:
+        c.kill_reason = "Error"
+        if c.pid is not None:
+            _signal(c.pid, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ stopping pods
+    def _stop(self, rt: PodRt, grace: float, finalize: Optional[Pod]) -> None:
+        rt.stopping = True
+        task = asyncio.create_task(self._stop_pod(rt, grace, finalize))
+        self._stops[rt.key] = task
+
+    async def _stop_pod(self, rt: PodRt, grace: float, finalize: Optional[Pod]) -> None:
+        try:
+            for c in rt.containers.values():
+                for t in c.probe_tasks:
+                    t.cancel()
+                if c.pid is not None:
+                    _signal(c.pid, signal.SIGTERM)
+            waits = [c.exited.wait() for c in rt.containers.values() if c.pid is not None]
+            if waits:
+                try:
+                    await asyncio.wait_for(asyncio.gather(*waits), timeout=max(grace, 0.05))
+                except asyncio.TimeoutError:
+                    pass
+            cg = self.cgroups.pod(rt.cgroup_id)
+            if cg is not None:
+                await asyncio.to_thread(kill_all, cg.procs_dir)
+            if rt.sandbox_pid is not None:
+                _signal(rt.sandbox_pid, signal.SIGKILL)
+            await asyncio.to_thread(self.net.remove_pods, [(rt.namespace, rt.name)])
+            self.cgroups.remove(rt.cgroup_id)
+            for c in rt.containers.values():
+                try:
+                    os.unlink(paths.container_log(self.lab, rt.namespace, rt.name, c.spec.name))
+                except FileNotFoundError:
+                    pass
+        finally:
+            if self.pods.get(rt.key) is rt:
+                del self.pods[rt.key]
+            self._stops.pop(rt.key, None)
+            if finalize is not None:
+                current = self.cluster.store.find("Pod", rt.namespace, rt.name)
+                if current is not None and current.metadata.uid == rt.uid:
+                    self.cluster.finalize_pod(current)
+            self.on_change()
+
+    async def stop_all(self) -> None:
+        for rt in list(self.pods.values()):
+            if not rt.stopping:
+                self._stop(rt, grace=0, finalize=None)
+        if self._stops:
+            await asyncio.gather(*list(self._stops.values()), return_exceptions=True)
+
+    # ------------------------------------------------------------------ status
+    def _push_status(self, pod: Pod, rt: PodRt) -> None:
+        now_s = self.cluster.now_str()
+        before = pod.status.dump()
+        statuses = []
+        for name, c in rt.containers.items():
+            if c.pid is not None:
+                state = ContainerState(running=ContainerStateRunning(started_at=rfc3339(c.started_at)))
+            elif c.waiting_reason or c.next_start > time.time():
+                state = ContainerState(waiting=ContainerStateWaiting(reason=c.waiting_reason or "CrashLoopBackOff",
+                                                                     message=c.waiting_message))
+            elif c.last_terminated is not None:
+                state = ContainerState(terminated=c.last_terminated)
+            else:
+                state = ContainerState(waiting=ContainerStateWaiting(reason="ContainerCreating"))
+            statuses.append(ContainerStatus(
+                name=name, image=c.spec.image or "", ready=c.ready, started=c.pid is not None and c.started,
+                restart_count=c.restart_count,
+                state=state,
+                last_state=ContainerState(terminated=c.last_terminated) if c.last_terminated and c.pid else None,
+                container_id=f"netemu://{c.pid}" if c.pid else None,
+            ))
+        st = pod.status
+        st.container_statuses = statuses
+        all_ready = bool(statuses) and all(s.ready for s in statuses)
+        any_running = any(c.pid is not None for c in rt.containers.values())
+        started_once = all(c.started_at is not None for c in rt.containers.values())
+        if any_running or started_once:
+            st.phase = "Running"
+        if st.start_time is None:
+            st.start_time = rfc3339(rt.started_at)
+        set_condition(pod, "PodReadyToStartContainers", rt.sandbox_pid is not None, now_s)
+        set_condition(pod, "Initialized", True, now_s)
+        reason = None if all_ready else "ContainersNotReady"
+        msg = None if all_ready else "containers with unready status: [" + " ".join(
+            s.name for s in statuses if not s.ready) + "]"
+        set_condition(pod, "ContainersReady", all_ready, now_s, reason, msg)
+        set_condition(pod, "Ready", all_ready, now_s, reason, msg)
+        set_condition(pod, "PodScheduled", True, now_s)
+        _order_conditions(pod)
+        if pod.status.dump() != before:
+            self.cluster.store.update(pod)
+
+    # ------------------------------------------------------------------ for exec / logs
+    def runtime(self, namespace: str, name: str) -> Optional[PodRt]:
+        return self.pods.get((namespace, name))
+
+    def set_node_up(self, node: str, up: bool) -> None:
+        self.node_up[node] = up
+
+
+_CONDITION_ORDER = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+
+
+def _order_conditions(pod: Pod) -> None:
+    pod.status.conditions = sorted(pod.status.conditions or [],
+                                   key=lambda c: _CONDITION_ORDER.index(c.type) if c.type in _CONDITION_ORDER else 99)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,121 @@
+"""Container probes, run from the pod's node as kubelet runs them.
+
+HTTP and TCP probes open their socket inside the node's network namespace (the socket stays
+there after the thread steps back), so a probe crosses the node's bridge and veth like a real
+kubelet's. Exec probes run the command inside the pod's namespaces.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+from typing import Optional
+
+from netemu.dataplane import nsutil
+from netemu.spec.models import Container, Probe
+
+USER_AGENT = "kube-probe/1.31"
+
+
+@dataclass
+class ProbeResult:
+    ok: bool
+    message: str = ""
+
+
+def resolve_port(container: Container, port) -> Optional[int]:
+    if isinstance(port, int):
+        return port
+    if isinstance(port, str) and port.isdigit():
+        return int(port)
+    for cp in container.ports or []:
+        if cp.name == port:
+            return cp.container_port
+    return None
+
+
+async def run_probe(probe: Probe, container: Container, *, node_netns: str, pod_ip: str,
+                    sandbox_pid: Optional[int]) -> ProbeResult:
+    timeout = probe.timeout_seconds or 1
+    try:
+        if probe.http_get is not None:
+            return await asyncio.wait_for(_http(probe, container, node_netns, pod_ip), timeout)
+        if probe.tcp_socket is not None:
+            return await asyncio.wait_for(_tcp(probe, container, node_netns, pod_ip), timeout)
+        if probe.exec is not None:
+            return await _exec(probe, sandbox_pid, timeout)
+    except asyncio.TimeoutError:
+        return ProbeResult(False, f"timeout after {timeout}s")
+    except OSError as e:
+        return ProbeResult(False, str(e))
+    return ProbeResult(True)
+
+
+async def _connect(node_netns: str, host: str, port: int) -> socket.socket:
+    sock = nsutil.socket_in(node_netns)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _http(probe: Probe, container: Container, node_netns: str, pod_ip: str) -> ProbeResult:
+    act = probe.http_get
+    port = resolve_port(container, act.port)
+    if port is None:
+        return ProbeResult(False, f"port {act.port!r} not found in container {container.name}")
+    host = act.host or pod_ip
+    path = act.path or "/"
+    headers = {"Host": f"{host}:{port}", "User-Agent": USER_AGENT, "Accept": "*/*", "Connection": "close"}
+    for h in act.http_headers or []:
+        headers[h.name] = h.value
+    req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    loop = asyncio.get_running_loop()
+    sock = await _connect(node_netns, host, port)
+    try:
+        await loop.sock_sendall(sock, req.encode())
+        data = b""
+        while b"\r\n" not in data and len(data) < 4096:
+            chunk = await loop.sock_recv(sock, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    status_line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+    parts = status_line.split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return ProbeResult(False, f"bad HTTP response {status_line!r}")
+    code = int(parts[1])
+    if 200 <= code < 400:
+        return ProbeResult(True)
+    return ProbeResult(False, f"HTTP probe failed with statuscode: {code}")
+
+
+async def _tcp(probe: Probe, container: Container, node_netns: str, pod_ip: str) -> ProbeResult:
+    port = resolve_port(container, probe.tcp_socket.port)
+    if port is None:
+        return ProbeResult(False, f"port {probe.tcp_socket.port!r} not found")
+    sock = await _connect(node_netns, probe.tcp_socket.host or pod_ip, port)
+    sock.close()
+    return ProbeResult(True)
+
+
+async def _exec(probe: Probe, sandbox_pid: Optional[int], timeout: float) -> ProbeResult:
+    if sandbox_pid is None:
+        return ProbeResult(False, "pod sandbox is not running")
+    argv = ["nsenter", "-t", str(sandbox_pid), "-n", "-u", "-m", "--", *probe.exec.command]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return ProbeResult(False, f"command timed out after {timeout}s")
+    if proc.returncode == 0:
+        return ProbeResult(True)
+    return ProbeResult(False, f"command exited with {proc.returncode}: {out.decode(errors='replace')[:200]}")

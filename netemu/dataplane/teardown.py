@@ -1,0 +1,26 @@
+"""Removing every trace of a lab by name: processes (through the lab's cgroups), namespaces,
+the host link, cgroups and files. It needs no state, so it works after a crash, and running it
+twice is harmless."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from netemu import paths
+from netemu.dataplane.cgroups import LabCgroups
+from netemu.dataplane.labnet import sweep
+
+
+def full_teardown(lab: str, exclude_pids: tuple[int, ...] = ()) -> list[str]:
+    others = [x for x in paths.running_labs() if x != lab]
+    cg = LabCgroups(lab)
+    for pid in exclude_pids:
+        cg.leave(pid)
+    cg.teardown(exclude=exclude_pids)
+    removed = sweep(lab, others)
+    shutil.rmtree(paths.lab_dir(lab), ignore_errors=True)
+    try:
+        os.rmdir(paths.RUN_DIR)
+    except OSError:
+        pass
+    return removed

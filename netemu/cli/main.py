@@ -84,6 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS")
     _common(p)
 
+    p = sub.add_parser("expose", help="make a Service for a deployment, pod or service",
+                       epilog="example: netemu expose deployment np-pods --type=NodePort --name=np-svc2 --port=80")
+    p.add_argument("resource", help="deployment|replicaset|pod|service (or kind/NAME)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--name", dest="service_name", help="the Service's name (default: the object's)")
+    p.add_argument("--type", default="ClusterIP", choices=["ClusterIP", "NodePort", "LoadBalancer"])
+    p.add_argument("--port", type=int, help="the Service's port (default: the container ports)")
+    p.add_argument("--target-port", help="container port number or name (default: --port)")
+    p.add_argument("--protocol", choices=["TCP", "UDP", "SCTP"])
+    p.add_argument("--external-ip", help="external IP(s), comma separated")
+    p.add_argument("--session-affinity", choices=["None", "ClientIP"])
+    p.add_argument("--cluster-ip")
+    p.add_argument("--load-balancer-ip")
+    p.add_argument("--selector", help="key=value,... (default: the object's selector)")
+    _common(p)
+
     p = sub.add_parser("scale", help="set a deployment's replicas")
     p.add_argument("resource", help="deployment or deployment/NAME")
     p.add_argument("name", nargs="?")
@@ -173,6 +189,7 @@ def dispatch(args) -> int:
         "apply": ops_cmds.cmd_apply,
         "delete": ops_cmds.cmd_delete,
         "scale": ops_cmds.cmd_scale,
+        "expose": ops_cmds.cmd_expose,
         "rollout": ops_cmds.cmd_rollout,
         "exec": exec_cmds.cmd_exec,
         "logs": exec_cmds.cmd_logs,

@@ -114,3 +114,13 @@ def cmd_node(args) -> int:
     client = _client(args)
     print(client.call("node", name=args.node, up=args.action == "up"))
     return 0
+
+
+def cmd_expose(args) -> int:
+    client = _client(args)
+    kind, name = split_ref(args.resource, args.name)
+    print(client.call("expose", kind=kind, namespace=args.namespace or "default", name=name,
+                      service_name=args.service_name, type=args.type, port=args.port, target_port=args.target_port,
+                      protocol=args.protocol, external_ip=args.external_ip, session_affinity=args.session_affinity,
+                      cluster_ip=args.cluster_ip, load_balancer_ip=args.load_balancer_ip, selector=args.selector))
+    return 0

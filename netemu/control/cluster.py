@@ -68,6 +68,7 @@ class Cluster:
     clock: Callable[[], float] = time.time
     store: Store = field(init=False)
     events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
+    _event_index: dict = field(default_factory=dict)
     node_transitions: dict[str, float] = field(default_factory=dict)
     _wake: Optional[float] = None
 
@@ -98,13 +99,18 @@ class Cluster:
     def event(self, obj: K8sModel, reason: str, message: str, type_: str = "Normal", source: str = "") -> None:
         kind, ns, name = key_of(obj)
         now = self.clock()
-        for ev in reversed(self.events):
-            if (ev.kind, ev.namespace, ev.name, ev.reason, ev.message) == (kind, ns, name, reason, message):
-                ev.count += 1
-                ev.last = now
-                return
-        source = source or _default_source(kind)
-        self.events.append(ClusterEvent(kind, ns, name, type_, reason, message, source, now, now))
+        key = (kind, ns, name, reason, message)
+        ev = self._event_index.get(key)
+        if ev is not None and ev.count > 0:  # the same event again: count it, like the API server
+            ev.count += 1
+            ev.last = now
+            return
+        if len(self.events) == self.events.maxlen:
+            old = self.events[0]
+            self._event_index.pop((old.kind, old.namespace, old.name, old.reason, old.message), None)
+        ev = ClusterEvent(kind, ns, name, type_, reason, message, source or _default_source(kind), now, now)
+        self.events.append(ev)
+        self._event_index[key] = ev
 
     def events_for(self, kind: str, namespace: str, name: str) -> list[ClusterEvent]:
         ns = namespace if kind in NAMESPACED else ""

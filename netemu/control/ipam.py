@@ -34,20 +34,22 @@ def gateway_of(subnet: str) -> str:
 
 def next_pod_ip(subnet: str, used: Iterable[str], last: Optional[str]) -> str:
     """host-local IPAM: the next free address after the last one handed out, wrapping around, so
-    that a replaced pod gets a new address (as on a real node)."""
+    that a replaced pod gets a new address (as on a real node). The first host is the bridge."""
     net = ipaddress.ip_network(subnet)
-    hosts = list(net.hosts())[1:]  # the first host is the bridge gateway
-    taken = {ipaddress.ip_address(u) for u in used}
+    base = int(net.network_address)
+    first, count = 2, net.num_addresses - 3  # skip network, gateway (.1) and broadcast
+    if count <= 0:
+        raise Exhausted(f"no free pod address left in {subnet}")
+    taken = {int(ipaddress.ip_address(u)) - base for u in used}
     start = 0
     if last:
-        try:
-            start = hosts.index(ipaddress.ip_address(last)) + 1
-        except ValueError:
-            start = 0
-    for i in range(len(hosts)):
-        ip = hosts[(start + i) % len(hosts)]
-        if ip not in taken:
-            return str(ip)
+        off = int(ipaddress.ip_address(last)) - base
+        if first <= off < first + count:
+            start = off - first + 1
+    for i in range(count):
+        off = first + (start + i) % count
+        if off not in taken:
+            return str(ipaddress.ip_address(base + off))
     raise Exhausted(f"no free pod address left in {subnet}")
 
 

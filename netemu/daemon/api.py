@@ -142,6 +142,24 @@ class Api:
         self.d.kick()
         return [str(r) for r in results]
 
+    def op_expose(self, req):
+        from netemu.control.expose import ExposeError, expose
+
+        obj = self.cluster.store.get(req["kind"], req.get("namespace") or "default", req["name"])
+        try:
+            svc = expose(obj, name=req.get("service_name"), type_=req.get("type") or "ClusterIP",
+                         port=req.get("port"), target_port=req.get("target_port"), protocol=req.get("protocol"),
+                         external_ip=req.get("external_ip"), session_affinity=req.get("session_affinity"),
+                         cluster_ip=req.get("cluster_ip"), load_balancer_ip=req.get("load_balancer_ip"),
+                         selector=_selector_map(req.get("selector")))
+        except ExposeError as e:
+            raise ApiError(str(e)) from None
+        if self.cluster.store.find("Service", svc.metadata.namespace, svc.metadata.name):
+            raise ApiError(f'services "{svc.metadata.name}" already exists')
+        self.cluster.apply([svc])
+        self.d.kick()
+        return f"service/{svc.metadata.name} exposed"
+
     def op_delete(self, req):
         kind, ns, name = req["kind"], req.get("namespace") or "default", req["name"]
         pod_grace = req.get("grace")
@@ -248,6 +266,18 @@ class Api:
                 return f'deployment "{name}" successfully rolled out'
             return pred, describe
         raise ApiError(f"cannot wait for {what!r}")
+
+
+def _selector_map(text):
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        if not sep:
+            raise ApiError(f"--selector {text!r}: expected key=value pairs")
+        out[k.strip()] = v.strip()
+    return out
 
 
 def _deployment_done(d) -> bool:

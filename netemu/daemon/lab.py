@@ -7,6 +7,7 @@ pass twice is harmless, so nothing depends on seeing every event.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ class LabDaemon:
         self._kick = asyncio.Event()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._pending: dict[int, asyncio.Future] = {}
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._writer_armed = False
         self._stopping = False
         self._persisted_gen = -1
         self._last_persist = 0.0
@@ -71,10 +74,30 @@ class LabDaemon:
                 fut.set_result(msg["pid"])
 
     async def launch(self, op: str, **fields: Any) -> int:
-        rid, _ = self.launcher.request(op, **fields)
+        """Ask the launcher for a process; returns its pid once its set-up is done."""
+        self.launcher._next += 1
+        rid = self.launcher._next
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
+        self._outbox.append(json.dumps({"op": op, "id": rid, **fields}).encode())
+        self._flush_outbox()
         return await fut
+
+    def _flush_outbox(self) -> None:
+        """Send queued requests; when the launcher's socket is full, wait until it drains."""
+        loop = asyncio.get_running_loop()
+        while self._outbox:
+            try:
+                self.launcher.sock.send(self._outbox[0])
+            except BlockingIOError:
+                if not self._writer_armed:
+                    loop.add_writer(self.launcher.sock.fileno(), self._flush_outbox)
+                    self._writer_armed = True
+                return
+            self._outbox.popleft()
+        if self._writer_armed:
+            loop.remove_writer(self.launcher.sock.fileno())
+            self._writer_armed = False
 
     # ------------------------------------------------------------------ lifecycle
     def node_nets(self) -> list[NodeNet]:
@@ -83,14 +106,18 @@ class LabDaemon:
 
     async def build(self) -> None:
         """Bring the lab up. On any failure the caller tears everything down."""
-        loop = asyncio.get_running_loop()
-        self.launcher.sock.setblocking(False)
-        loop.add_reader(self.launcher.sock.fileno(), self._on_launcher_readable)
         spec = self.lab.spec
         self.cluster.bootstrap()
         self.net = LabNet(self.name, spec.network, spec.gateway, spec.service_cidr, self.node_nets())
         self.progress(f"building the lab network: {len(self.net.nodes)} nodes")
         await asyncio.to_thread(self.net.build)
+        # the launcher starts once /run/netns is a mount point, so that its private mount
+        # namespace can leave the per-pod netns mounts out (see launcher._private_mounts)
+        from netemu.dataplane import launcher as launcher_mod
+
+        self.launcher.pid, self.launcher.sock = launcher_mod.start()
+        self.launcher.sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(self.launcher.sock.fileno(), self._on_launcher_readable)
         self.kubelet = Kubelet(self.name, self.cluster, self.net, self.cgroups, self.launch, self.kick)
         self._build_proxy()
         for node in self.cluster.store.list("Node"):

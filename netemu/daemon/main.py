@@ -91,9 +91,7 @@ def _daemon_process(lab: Lab, objects: list[K8sModel], w: int) -> None:
     cg.setup()
     cg.join_lab(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # fork the launcher before the event loop and any thread exists
-    lpid, lsock = launcher_mod.start()
-    client = launcher_mod.LauncherClient(lpid, lsock)
+    client = launcher_mod.LauncherClient(0, None)  # started once the lab's namespaces exist
     error = None
     try:
         asyncio.run(_main(lab, objects, client, cg, say))
@@ -115,8 +113,10 @@ def _daemon_process(lab: Lab, objects: list[K8sModel], w: int) -> None:
 
 def _stop_launcher(client) -> None:
     try:
-        client.sock.close()
-        os.kill(client.pid, signal.SIGKILL)
+        if client.sock is not None:
+            client.sock.close()
+        if client.pid:
+            os.kill(client.pid, signal.SIGKILL)
     except (OSError, ProcessLookupError):
         pass
 

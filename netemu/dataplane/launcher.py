@@ -1,8 +1,10 @@
 """The pod launcher: one preloaded process per lab that forks pod sandboxes and containers.
 
-Starting a pod must not cost a fresh Python interpreter, so the control process forks this
-launcher once, early, with the built-in workloads already imported; every pod process is then a
-fork of it (copy-on-write pages shared with the launcher and with each other).
+Starting a pod must not cost a fresh Python interpreter: the launcher is started once per lab
+with the built-in workloads already imported, and every pod process is a fork of it
+(copy-on-write pages shared with the launcher and with each other). It is a fresh, lean
+interpreter rather than a fork of the control process, because fork time grows with the
+parent's memory.
 
     sandbox   enters the pod's network namespace, unshares UTS (hostname = pod name) and mount
               namespaces (its own resolv.conf and hosts), joins the pod's cgroup and then only
@@ -10,8 +12,9 @@ fork of it (copy-on-write pages shared with the launcher and with each other).
     container enters the sandbox's namespaces and cgroup, then execs a command or runs a
               built-in stand-in for the image.
 
-The launcher reaps every child and reports exits to the control process. Messages are JSON
-over a SOCK_SEQPACKET socketpair (one message per packet).
+Each child reports the end of its set-up through a pipe; the launcher does not wait for it
+(it forks the next child meanwhile) and answers the request when the pipe closes. It reaps
+every child and reports exits. Messages are JSON over a SOCK_SEQPACKET socketpair.
 """
 from __future__ import annotations
 
@@ -28,22 +31,15 @@ from typing import Any, Optional
 from netemu.dataplane import nsutil
 
 
-def start(cgroup_join=None) -> tuple[int, socket.socket]:
-    """Fork the launcher. Returns (pid, the control end of its socket)."""
+def start() -> tuple[int, socket.socket]:
+    """Start the launcher. Returns (pid, the control process's end of its socket)."""
+    import subprocess
+
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid == 0:
-        parent.close()
-        try:
-            os.setsid()
-            _preload()
-            Launcher(child).serve()
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(0)
+    proc = subprocess.Popen([sys.executable, "-m", "netemu.dataplane.launcher", str(child.fileno())],
+                            pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
     child.close()
-    return pid, parent
+    return proc.pid, parent
 
 
 def _preload() -> None:
@@ -54,9 +50,39 @@ def _preload() -> None:
     gc.freeze()  # keep the collector from touching (and so copying) inherited objects
 
 
+_HOST_ROOT = -1  # a handle on the host's root directory, for reaching /run/netns
+
+
+def _private_mounts() -> None:
+    """Give the launcher a mount namespace without the network namespaces' mounts.
+
+    Each sandbox unshares a mount namespace, which copies the parent's mount table, and a
+    slave copy receives every later `ip netns add`/`del`: with one bind mount per pod in
+    /run/netns that is O(pods) per pod, O(pods^2) per lab. Sandboxes copy this small table
+    instead, and open /run/netns/<pod> through a handle on the host's root."""
+    global _HOST_ROOT
+    _HOST_ROOT = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        nsutil.unshare(nsutil.CLONE_NEWNS)
+        nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_SLAVE)
+    except OSError:
+        return
+    try:
+        nsutil.umount("/run/netns")
+    except OSError:
+        pass
+
+
+def _open_host(path: str) -> int:
+    if _HOST_ROOT >= 0 and path.startswith("/"):
+        return os.open(path.lstrip("/"), os.O_RDONLY, dir_fd=_HOST_ROOT)
+    return os.open(path, os.O_RDONLY)
+
+
 class Launcher:
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        self.sel = selectors.DefaultSelector()
         self.rfd, self.wfd = os.pipe()
         os.set_blocking(self.wfd, False)
         os.set_blocking(self.rfd, False)
@@ -64,54 +90,40 @@ class Launcher:
         signal.signal(signal.SIGCHLD, lambda *a: None)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # set-up pipes of children still starting: fd -> (request id, pid, bytes read)
+        self.starting: dict[int, list] = {}
+        self.early_exits: dict[int, int] = {}  # exits of children whose start is not answered yet
 
     def serve(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.sock, selectors.EVENT_READ, "msg")
-        sel.register(self.rfd, selectors.EVENT_READ, "sig")
+        self.sel.register(self.sock, selectors.EVENT_READ, "msg")
+        self.sel.register(self.rfd, selectors.EVENT_READ, "sig")
         while True:
-            for key, _ in sel.select():
-                if key.data == "sig":
+            events = self.sel.select()
+            # set-up results first, so that a start is always answered before its exit is sent
+            for key, _ in sorted(events, key=lambda e: e[0].data != "setup"):
+                if key.data == "setup":
+                    self._setup_readable(key.fd)
+                elif key.data == "sig":
                     try:
                         os.read(self.rfd, 4096)
                     except BlockingIOError:
                         pass
-                    self._reap()
-                else:
+                elif key.data == "msg":
                     data = self.sock.recv(1 << 20)
-                    if not data:  # the control process is gone: so is the lab's brain
+                    if not data:  # the control process is gone, and with it the lab's brain
                         return
-                    msg = json.loads(data)
-                    try:
-                        reply = {"id": msg.get("id"), "pid": self._handle(msg)}
-                    except Exception as e:  # report, keep serving
-                        reply = {"id": msg.get("id"), "error": f"{type(e).__name__}: {e}"}
-                    self._send(reply)
+                    self._request(json.loads(data))
             self._reap()
 
     def _send(self, msg: dict) -> None:
         self.sock.send(json.dumps(msg).encode())
 
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            self._send({"event": "exit", "pid": pid, "status": status})
-
-    def _handle(self, msg: dict) -> int:
-        op = msg["op"]
-        if op == "sandbox":
-            return self._fork_checked(_sandbox_main, msg)
-        if op == "container":
-            return self._fork_checked(_container_main, msg)
-        raise ValueError(f"unknown op {op}")
-
-    def _fork_checked(self, target, msg: dict) -> int:
-        """Fork; the child reports through a pipe whether its set-up worked before going on."""
+    def _request(self, msg: dict) -> None:
+        op = msg.get("op")
+        target = {"sandbox": _sandbox_main, "container": _container_main}.get(op)
+        if target is None:
+            self._send({"id": msg.get("id"), "error": f"unknown op {op}"})
+            return
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -128,11 +140,45 @@ class Launcher:
                 code = 127
             os._exit(code)
         os.close(w)
-        with os.fdopen(r, "rb") as f:
-            err = f.read()  # EOF when the child closed the pipe: set-up done (or it failed)
+        os.set_blocking(r, False)
+        self.starting[r] = [msg.get("id"), pid, b""]
+        self.sel.register(r, selectors.EVENT_READ, "setup")
+
+    def _setup_readable(self, fd: int) -> None:
+        entry = self.starting[fd]
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if chunk:
+            entry[2] += chunk
+            return
+        # EOF: the child closed the pipe (set-up done, or exec) or died
+        self.sel.unregister(fd)
+        os.close(fd)
+        del self.starting[fd]
+        rid, pid, err = entry
         if err:
-            raise RuntimeError(err.decode(errors="replace"))
-        return pid
+            self._send({"id": rid, "error": err.decode(errors="replace")})
+            self.early_exits.pop(pid, None)
+            return
+        self._send({"id": rid, "pid": pid})
+        if pid in self.early_exits:
+            self._send({"event": "exit", "pid": pid, "status": self.early_exits.pop(pid)})
+
+    def _reap(self) -> None:
+        starting = {e[1] for e in self.starting.values()}
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in starting:
+                self.early_exits[pid] = status
+            else:
+                self._send({"event": "exit", "pid": pid, "status": status})
 
 
 def _child_reset(keep: tuple[int, ...]) -> None:
@@ -140,14 +186,13 @@ def _child_reset(keep: tuple[int, ...]) -> None:
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     os.setpgid(0, 0)
-    # only the set-up pipe survives into the pod
-    fds = sorted(int(x) for x in os.listdir("/proc/self/fd"))
-    for fd in fds:
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    # only the set-up pipe (and the host root handle, closed after use) survive into the pod
+    keep = tuple(sorted(set(keep) | ({_HOST_ROOT} if _HOST_ROOT >= 0 else set())))
+    lo = 3
+    for fd in keep:
+        os.closerange(lo, fd)
+        lo = fd + 1
+    os.closerange(lo, 1 << 16)
 
 
 def _join_cgroups(dirs: list[str]) -> None:
@@ -158,13 +203,16 @@ def _join_cgroups(dirs: list[str]) -> None:
 
 def _sandbox_main(msg: dict, ready_fd: int) -> None:
     _join_cgroups(msg.get("cgroups") or [])
-    with open(msg["netns"]) as f:
-        nsutil.setns(f.fileno(), nsutil.CLONE_NEWNET)
+    fd = _open_host(msg["netns"])
+    nsutil.setns(fd, nsutil.CLONE_NEWNET)
+    os.close(fd)
+    if _HOST_ROOT >= 0:
+        os.close(_HOST_ROOT)
     nsutil.unshare(nsutil.CLONE_NEWUTS | nsutil.CLONE_NEWNS)
     nsutil.sethostname(msg["hostname"])
     # private mounts: nothing we bind here may propagate back to the host
     nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_SLAVE)
-    for src, dst in msg.get("binds") or []:
+    for src, dst in msg.get("binds") or []:  # /etc is the same file system in every mount namespace
         if os.path.exists(src) and os.path.exists(dst):
             nsutil.mount(src, dst, None, nsutil.MS_BIND)
     # /sys shows the mounting process's network namespace (as `ip netns exec` arranges)
@@ -185,9 +233,10 @@ def _sandbox_main(msg: dict, ready_fd: int) -> None:
 
 def _container_main(msg: dict, ready_fd: int) -> None:
     sandbox = msg["sandbox"]
-    # open all namespace handles first: after entering the mount namespace /proc paths still work,
-    # but doing it up front keeps the order of setns calls free
+    # open every namespace handle before entering any of them
     fds = {ns: os.open(f"/proc/{sandbox}/ns/{ns}", os.O_RDONLY) for ns in ("net", "uts", "mnt")}
+    if _HOST_ROOT >= 0:
+        os.close(_HOST_ROOT)
     _join_cgroups(msg.get("cgroups") or [])
     nsutil.setns(fds["net"], nsutil.CLONE_NEWNET)
     nsutil.setns(fds["uts"], nsutil.CLONE_NEWUTS)
@@ -203,7 +252,7 @@ def _container_main(msg: dict, ready_fd: int) -> None:
     os.close(log)
     os.close(devnull)
     env = dict(msg.get("env") or {})
-    if "argv" in msg and msg["argv"]:
+    if msg.get("argv"):
         argv = msg["argv"]
         path = _which(argv[0], env.get("PATH"))
         if path is None:
@@ -243,16 +292,25 @@ def _set_comm(name: bytes) -> None:
 
 
 class LauncherClient:
-    """The control process's end: request/response plus exit events, over the socketpair.
-    Used from asyncio: the socket is registered with the loop by the kubelet."""
+    """The control process's end: requests out, replies and exit events in."""
 
     def __init__(self, pid: int, sock: socket.socket):
         self.pid = pid
         self.sock = sock
         self._next = 0
 
-    def request(self, op: str, **fields: Any) -> tuple[int, dict]:
+    def request(self, op: str, **fields: Any) -> int:
         self._next += 1
-        msg = {"op": op, "id": self._next, **fields}
-        self.sock.send(json.dumps(msg).encode())
-        return self._next, msg
+        self.sock.send(json.dumps({"op": op, "id": self._next, **fields}).encode())
+        return self._next
+
+
+if __name__ == "__main__":
+    try:
+        sock = socket.socket(fileno=int(sys.argv[1]))
+        _private_mounts()
+        _preload()
+        Launcher(sock).serve()
+    except BaseException:
+        traceback.print_exc()
+        raise SystemExit(1)

@@ -1,0 +1,8 @@
+#!/bin/sh
+# Set up everything on a fresh Debian 12 machine (as root) and run the whole test suite:
+# fast unit tests, then privileged end-to-end tests that build real labs.
+set -eu
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+"$REPO/scripts/setup.sh"
+cd "$REPO"
+exec "$REPO/.venv/bin/python" -m pytest -q -p no:cacheprovider --timeout=300 tests/unit tests/e2e "$@"

@@ -1,0 +1,161 @@
+"""Privileged end-to-end fixtures: real labs with unique names and addresses, always torn down.
+
+Every lab a test makes gets a name no other test uses and its own /24, pod and service ranges,
+so labs can run side by side. After the whole run `ip netns list` must be what it was before.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+_counter = itertools.count(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="end-to-end tests build real namespaces: run as root")
+        for item in items:
+            if "e2e" in str(item.fspath):
+                item.add_marker(skip)
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def netns_unchanged():
+    """A test run must leave `ip netns list` as it found it."""
+    before = _netns()
+    yield
+    leaked = _netns() - before
+    assert not leaked, f"namespaces leaked by the tests: {sorted(leaked)}"
+
+
+def netemu(*args: str, check: bool = True, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "-m", "netemu", *args], capture_output=True, text=True,
+                         timeout=timeout, input=input)
+    if check and res.returncode != 0:
+        raise AssertionError(f"netemu {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+class TestLab:
+    """A lab under test: its name, addresses, and helpers that talk to it."""
+
+    def __init__(self, name: str, index: int):
+        self.name = name
+        self.index = index
+        self.network = f"192.168.{200 + index % 50}.0/24"
+        net = ipaddress.ip_network(self.network)
+        self.gateway = str(net.network_address + 1)
+        self.node_ips = {"m-k8s": str(net.network_address + 10),
+                         "w1-k8s": str(net.network_address + 101),
+                         "w2-k8s": str(net.network_address + 102),
+                         "w3-k8s": str(net.network_address + 103)}
+        self.pod_cidr = f"172.{20 + index % 10}.0.0/16"
+        self.service_cidr = f"10.{100 + index % 50}.0.0/16"
+        self.dns_ip = f"10.{100 + index % 50}.0.10"
+        self.up_result: subprocess.CompletedProcess | None = None
+
+    def lab_doc(self, **spec) -> str:
+        nodes = "\n".join(
+            f"  - {{name: {n}, ip: {ip}{', role: control-plane' if n == 'm-k8s' else ''}}}"
+            for n, ip in self.node_ips.items())
+        extra = "".join(f"  {k}: {v}\n" for k, v in spec.items())
+        return (f"apiVersion: netemu.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: {self.name}\nspec:\n"
+                f"  network: {self.network}\n  gateway: {self.gateway}\n  podCIDR: {self.pod_cidr}\n"
+                f"  serviceCIDR: {self.service_cidr}\n  clusterDNS: {self.dns_ip}\n"
+                f"  podEvictionTimeoutSeconds: 2\n  restartBackoffSeconds: 1\n"
+                f"  nodes:\n{nodes}\n{extra}")
+
+    def up(self, manifests: str = "", *, tmp_path, check: bool = True, lab_spec: dict | None = None,
+           extra_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        path = tmp_path / f"{self.name}.yaml"
+        path.write_text(self.lab_doc(**(lab_spec or {})) + ("---\n" + manifests if manifests else ""))
+        self.up_result = netemu("up", str(path), *extra_args, check=check, timeout=180)
+        return self.up_result
+
+    def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return netemu(*args, "--lab", self.name, check=check, timeout=timeout)
+
+    def get(self, kind: str, *args: str) -> list[dict]:
+        out = self.run("get", kind, *args, "-o", "json").stdout
+        doc = json.loads(out)
+        return doc["items"] if doc.get("kind") == "List" else [doc]
+
+    def pods(self, selector: str | None = None, running_only: bool = True) -> list[dict]:
+        items = self.get("pods", *(["-l", selector] if selector else []))
+        if running_only:
+            items = [p for p in items if not p["metadata"].get("deletionTimestamp")]
+        return items
+
+    def exec(self, pod: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        return netemu("exec", pod, "--lab", self.name, "--", *cmd, check=check, timeout=timeout)
+
+    def node_exec(self, node: str, *cmd: str, check: bool = True, timeout: float = 30):
+        return subprocess.run(["ip", "netns", "exec", f"ne-{self.name}-{node}", *cmd], capture_output=True,
+                              text=True, check=check, timeout=timeout)
+
+    def wait_for(self, predicate, timeout: float = 30, interval: float = 0.2, what: str = "condition"):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+    def down(self) -> None:
+        netemu("down", self.name, check=False)
+
+    def host_safe(self, address: str) -> None:
+        """Before the host sends anything to a lab address: the route must go into this lab."""
+        dev = subprocess.run(["ip", "-j", "route", "get", address], capture_output=True, text=True).stdout
+        routes = json.loads(dev or "[]")
+        assert routes and routes[0].get("dev", "").startswith("ne-"), \
+            f"refusing to send to {address}: it would leave through {routes}"
+
+
+@pytest.fixture
+def make_lab():
+    """Factory: make_lab() -> TestLab with a unique name; every lab made is torn down."""
+    labs: list[TestLab] = []
+
+    def factory() -> TestLab:
+        i = next(_counter) + os.getpid() % 7
+        lab = TestLab(f"t{uuid.uuid4().hex[:6]}", i)
+        labs.append(lab)
+        return lab
+
+    yield factory
+    for lab in labs:
+        lab.down()
+    for lab in labs:
+        left = [n for n in _netns() if n == f"ne-{lab.name}" or n.startswith(f"ne-{lab.name}-")]
+        assert not left, f"lab {lab.name} left namespaces behind: {left}"
+
+
+@pytest.fixture
+def lab(make_lab):
+    return make_lab()
+
+
+def curl(lab: TestLab, address: str, port: int, path: str = "/", timeout: float = 3) -> str:
+    """curl from the host, only after checking the route goes into the lab."""
+    lab.host_safe(address)
+    res = subprocess.run(["curl", "-s", "-m", str(timeout), f"http://{address}:{port}{path}"],
+                         capture_output=True, text=True)
+    return res.stdout if res.returncode == 0 else f"<curl rc={res.returncode}>"

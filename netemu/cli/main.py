@@ -204,9 +204,13 @@ def dispatch(args) -> int:
 
 
 def cmd_fmt(args) -> int:
+    from netemu.spec.errors import SpecError
     from netemu.spec.load import recovered_yaml
 
-    sys.stdout.write(recovered_yaml(args.file))
+    try:
+        sys.stdout.write(recovered_yaml(args.file))
+    except SpecError as e:
+        raise CliError(str(e)) from None
     return 0
 
 

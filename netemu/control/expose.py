@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from netemu.spec.defaults import apply_defaults
 from netemu.spec.models import K8sModel, ObjectMeta, Service, ServicePort, ServiceSpec
 
 
@@ -63,5 +64,7 @@ def expose(obj: K8sModel, *, name: Optional[str] = None, type_: str = "ClusterIP
         spec.load_balancer_ip = load_balancer_ip
     meta_labels = labels if labels is not None else dict(
         (obj.metadata.labels or {}) if obj.kind != "Pod" else (obj.metadata.labels or {}))
-    return Service(metadata=ObjectMeta(name=name or obj.metadata.name, namespace=obj.metadata.namespace,
-                                       labels=meta_labels or None), spec=spec)
+    svc = Service(metadata=ObjectMeta(name=name or obj.metadata.name, namespace=obj.metadata.namespace,
+                                      labels=meta_labels or None), spec=spec)
+    apply_defaults(svc)  # the same API defaults a loaded Service gets
+    return svc

@@ -1,0 +1,155 @@
+"""Kubernetes' API defaults, in one place: what the API server fills in when an object is created, so
+that the rest of netemu (and ``get -o yaml``) sees the same object a real cluster would show.
+
+Also the default lab: the seeds' four machines, used when a lab file has no Lab document.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Optional
+
+from netemu.spec.models import (
+    NAMESPACED, ClientIPConfig, Container, Deployment, DeploymentStrategy, EndpointSlice, K8sModel, Lab, LabNode,
+    Pod, PodSpec, Probe, ReplicaSet, Service, SessionAffinityConfig,
+)
+
+DEFAULT_NAMESPACE = "default"
+CLIENT_IP_TIMEOUT_SECONDS = 10800  # 3 hours, as kube-apiserver
+LAB_NAME_MAX = 20  # kernel object names carry the lab's name; keep room for the rest
+DEFAULT_LAB_NAME = "lab"
+
+# the seeds' machines: name, last part of the address on the lab network, role
+SEED_NODES = (("m-k8s", 10, "control-plane"), ("w1-k8s", 101, "worker"), ("w2-k8s", 102, "worker"),
+              ("w3-k8s", 103, "worker"))
+
+
+# --------------------------------------------------------------------------- objects
+def apply_defaults(obj: K8sModel) -> K8sModel:
+    """Fill in what the API server would, in place; returns ``obj``."""
+    if obj.kind in NAMESPACED and not obj.metadata.namespace:
+        obj.metadata.namespace = DEFAULT_NAMESPACE
+    if isinstance(obj, Pod):
+        default_pod_spec(obj.spec)
+    elif isinstance(obj, Deployment):
+        _default_deployment(obj)
+    elif isinstance(obj, ReplicaSet):
+        default_pod_spec(obj.spec.template.spec)
+    elif isinstance(obj, Service):
+        _default_service(obj)
+    elif isinstance(obj, EndpointSlice):
+        for p in obj.ports or []:
+            p.protocol = p.protocol or "TCP"
+    return obj
+
+
+def _default_deployment(d: Deployment) -> None:
+    spec = d.spec
+    if spec.replicas is None:
+        spec.replicas = 1
+    if spec.strategy is None:
+        spec.strategy = DeploymentStrategy()
+    if spec.strategy.type is None:
+        spec.strategy.type = "RollingUpdate"
+    if spec.strategy.type == "RollingUpdate":
+        rolling = dict(spec.strategy.rolling_update or {})
+        rolling.setdefault("maxSurge", "25%")
+        rolling.setdefault("maxUnavailable", "25%")
+        spec.strategy.rolling_update = rolling
+    if spec.revision_history_limit is None:
+        spec.revision_history_limit = 10
+    if spec.progress_deadline_seconds is None:
+        spec.progress_deadline_seconds = 600
+    default_pod_spec(spec.template.spec)
+
+
+def default_pod_spec(spec: PodSpec) -> None:
+    spec.restart_policy = spec.restart_policy or "Always"
+    spec.dns_policy = spec.dns_policy or "ClusterFirst"
+    if spec.termination_grace_period_seconds is None:
+        spec.termination_grace_period_seconds = 30
+    for c in [*spec.containers, *(spec.init_containers or [])]:
+        _default_container(c)
+
+
+def image_pull_policy(image: Optional[str]) -> str:
+    """Always for ``:latest`` or no tag, else IfNotPresent (a digest counts as a fixed version)."""
+    if not image:
+        return "Always"
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]  # a registry's port (host:5000/x) is not a tag
+    tag = last.split(":", 1)[1] if ":" in last else None
+    return "Always" if tag in (None, "latest") else "IfNotPresent"
+
+
+def _default_container(c: Container) -> None:
+    c.image_pull_policy = c.image_pull_policy or image_pull_policy(c.image)
+    for p in c.ports or []:
+        p.protocol = p.protocol or "TCP"
+    for probe in (c.readiness_probe, c.liveness_probe, c.startup_probe):
+        if probe is not None:
+            _default_probe(probe)
+
+
+def _default_probe(p: Probe) -> None:
+    for field, value in (("initial_delay_seconds", 0), ("period_seconds", 10), ("timeout_seconds", 1),
+                         ("failure_threshold", 3), ("success_threshold", 1)):
+        if getattr(p, field) is None:
+            setattr(p, field, value)
+    if p.http_get is not None:
+        p.http_get.path = p.http_get.path or "/"
+        p.http_get.scheme = p.http_get.scheme or "HTTP"
+
+
+def _default_service(s: Service) -> None:
+    spec = s.spec
+    spec.type = spec.type or "ClusterIP"
+    for p in spec.ports or []:
+        p.protocol = p.protocol or "TCP"
+        if p.target_port is None:
+            p.target_port = p.port
+    spec.session_affinity = spec.session_affinity or "None"
+    if spec.session_affinity == "ClientIP":
+        cfg = spec.session_affinity_config = spec.session_affinity_config or SessionAffinityConfig()
+        cfg.client_ip = cfg.client_ip or ClientIPConfig()
+        if cfg.client_ip.timeout_seconds is None:
+            cfg.client_ip.timeout_seconds = CLIENT_IP_TIMEOUT_SECONDS
+    if spec.type in ("NodePort", "LoadBalancer") and spec.external_traffic_policy is None:
+        spec.external_traffic_policy = "Cluster"
+    if spec.type != "ExternalName" and spec.internal_traffic_policy is None:
+        spec.internal_traffic_policy = "Cluster"
+
+
+# --------------------------------------------------------------------------- the lab
+def lab_name_from_file(stem: str) -> str:
+    """A file's stem as a lab name: a DNS label of at most LAB_NAME_MAX characters."""
+    name = re.sub(r"[^a-z0-9-]+", "-", stem.lower())
+    name = re.sub(r"-{2,}", "-", name).strip("-")[:LAB_NAME_MAX].strip("-")
+    return name or DEFAULT_LAB_NAME
+
+
+def default_lab(lab: Lab, *, file_stem: Optional[str] = None, name: Optional[str] = None) -> Lab:
+    """Fill the Lab in place: its name (``name`` from the caller wins, then the document's, then the
+    file's stem), the seeds' nodes when it lists none, and addresses derived from its network."""
+    if name:
+        lab.metadata.name = name
+    elif not lab.metadata.name:
+        lab.metadata.name = lab_name_from_file(file_stem or DEFAULT_LAB_NAME)
+    spec = lab.spec
+    try:
+        network = ipaddress.ip_network(spec.network, strict=False)
+    except ValueError:
+        return lab  # validation reports it; nothing can be derived from it
+    # a lab moved to another network keeps the seeds' layout on it: .1 host, .10 and .101-103 nodes
+    if "gateway" not in spec.model_fields_set:
+        spec.gateway = str(network.network_address + 1)
+    if spec.nodes is None and network.num_addresses > max(n for _, n, _ in SEED_NODES) + 1:
+        spec.nodes = [LabNode(name=n, ip=str(network.network_address + host), role=role)
+                      for n, host, role in SEED_NODES]
+    if "cluster_dns" not in spec.model_fields_set:
+        try:
+            spec.cluster_dns = str(ipaddress.ip_network(spec.service_cidr, strict=False).network_address + 10)
+        except ValueError:
+            pass
+    return lab

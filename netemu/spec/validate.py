@@ -1,0 +1,135 @@
+"""Semantic validation of loaded objects: every problem is reported, not just the first.
+
+Runs after defaults are applied (so a Service's type is known). Per-kind checks live in
+``validate_pods``, ``validate_services`` and ``validate_lab``; here are the object's metadata and
+what can only be seen across objects (duplicates, node ports and cluster IPs used twice).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Callable, Optional
+
+from netemu.spec.convert import Converted
+from netemu.spec.errors import Location, Report
+from netemu.spec.models import (
+    NAMESPACED, ConfigMap, Deployment, EndpointSlice, K8sModel, Lab, Pod, ReplicaSet, Secret, Service,
+)
+from netemu.spec.rules import (
+    check_config_key, check_dns_1035_label, check_dns_label, check_dns_subdomain, check_label_key,
+)
+from netemu.spec.validate_lab import check_lab_name, validate_lab
+from netemu.spec.validate_pods import check_labels, check_pod_spec, check_workload
+from netemu.spec.validate_services import check_endpoint_slice, check_service
+
+__all__ = ["validate_objects", "validate_lab", "check_lab_name"]
+
+# the name rule Kubernetes applies to each kind
+NAME_RULES: dict[str, Callable[[str], Optional[str]]] = {
+    "Pod": check_dns_subdomain,
+    "Deployment": check_dns_subdomain,
+    "ReplicaSet": check_dns_subdomain,
+    "Service": check_dns_1035_label,
+    "EndpointSlice": check_dns_subdomain,
+    "Namespace": check_dns_label,
+    "ConfigMap": check_dns_subdomain,
+    "Secret": check_dns_subdomain,
+}
+
+
+def _check_metadata(obj: K8sModel, loc: Location, report: Report) -> None:
+    meta = obj.metadata
+    if not meta.name:
+        report.error(loc, "metadata.name", "required field is missing")
+    elif (rule := NAME_RULES.get(obj.kind)) and (why := rule(meta.name)) is not None:
+        report.error(loc, "metadata.name", why)
+    if obj.kind in NAMESPACED and meta.namespace and (why := check_dns_label(meta.namespace)) is not None:
+        report.error(loc, "metadata.namespace", why)
+    if obj.kind not in NAMESPACED and meta.namespace:
+        report.warn(loc, "metadata.namespace", f"{obj.kind} is not namespaced: ignored")
+    check_labels(meta.labels, "metadata.labels", loc, report)
+    for key in meta.annotations or {}:
+        if (why := check_label_key(key)) is not None:
+            report.error(loc, "metadata.annotations", f"key {key!r} {why}")
+
+
+def _check_config(obj: ConfigMap | Secret, loc: Location, report: Report) -> None:
+    fields = (("data", obj.data), ("binaryData" if isinstance(obj, ConfigMap) else "stringData",
+                                   obj.binary_data if isinstance(obj, ConfigMap) else obj.string_data))
+    for field, values in fields:
+        for key in values or {}:
+            if (why := check_config_key(key)) is not None:
+                report.error(loc, f"{field}.{key}", f"key {why}")
+    if isinstance(obj, ConfigMap):
+        for key in set(obj.data or {}) & set(obj.binary_data or {}):
+            report.error(loc, f"binaryData.{key}", "duplicate of a key in data")
+    base64_values = (obj.binary_data if isinstance(obj, ConfigMap) else obj.data) or {}
+    field = "binaryData" if isinstance(obj, ConfigMap) else "data"
+    for key, value in base64_values.items():
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            report.error(loc, f"{field}.{key}", "must be base64-encoded (use stringData for plain text)"
+                         if isinstance(obj, Secret) else "must be base64-encoded")
+
+
+def validate_object(obj: K8sModel, loc: Location, lab: Lab, report: Report) -> None:
+    node_names = [n.name for n in lab.spec.nodes or []]
+    _check_metadata(obj, loc, report)
+    if isinstance(obj, Pod):
+        check_pod_spec(obj.spec, "spec", loc, report, node_names=node_names)
+    elif isinstance(obj, (Deployment, ReplicaSet)):
+        check_workload(obj, loc, report, node_names)
+    elif isinstance(obj, Service):
+        check_service(obj, lab.spec, loc, report)
+    elif isinstance(obj, EndpointSlice):
+        check_endpoint_slice(obj, loc, report)
+    elif isinstance(obj, (ConfigMap, Secret)):
+        _check_config(obj, loc, report)
+
+
+def _key(obj: K8sModel) -> tuple[str, str, str]:
+    return obj.kind, (obj.metadata.namespace or "") if obj.kind in NAMESPACED else "", obj.metadata.name or ""
+
+
+def _ref(obj: K8sModel) -> str:
+    ns = f"{obj.metadata.namespace}/" if obj.kind in NAMESPACED else ""
+    return f"{obj.kind} {ns}{obj.metadata.name}"
+
+
+def _check_across(items: list[Converted], report: Report) -> None:
+    seen: dict[tuple, Converted] = {}
+    node_ports: dict[tuple[int, str], tuple[Converted, str]] = {}
+    cluster_ips: dict[str, Converted] = {}
+    for c in items:
+        key = _key(c.obj)
+        if key[2] and key in seen:
+            report.error(c.loc, "metadata.name", f"{_ref(c.obj)} is defined twice (also in {seen[key].loc.where()})")
+            continue
+        seen[key] = c
+        if not isinstance(c.obj, Service):
+            continue
+        for i, p in enumerate(c.obj.spec.ports or []):
+            if p.node_port is None:
+                continue
+            np_key = (p.node_port, p.protocol or "TCP")
+            if np_key in node_ports:
+                other, other_path = node_ports[np_key]
+                report.error(c.loc, f"spec.ports[{i}].nodePort", f"{p.node_port}/{np_key[1]} is already used by "
+                             f"{_ref(other.obj)} ({other.loc.where()}: {other_path})")
+            else:
+                node_ports[np_key] = (c, f"spec.ports[{i}].nodePort")
+        ip = c.obj.spec.cluster_ip
+        if ip and ip != "None":
+            if ip in cluster_ips:
+                other = cluster_ips[ip]
+                report.error(c.loc, "spec.clusterIP",
+                             f"{ip} is already used by {_ref(other.obj)} ({other.loc.where()})")
+            else:
+                cluster_ips[ip] = c
+
+
+def validate_objects(items: list[Converted], lab: Lab, report: Report) -> None:
+    for c in items:
+        validate_object(c.obj, c.loc, lab, report.muting(c.muted))
+    _check_across(items, report)

@@ -1,0 +1,120 @@
+"""Semantic checks of the Lab document: addresses that fit together, nodes that can be built."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Optional
+
+from netemu.spec.defaults import LAB_NAME_MAX
+from netemu.spec.errors import Location, Report
+from netemu.spec.models import Lab
+from netemu.spec.rules import IPNetwork, check_dns_label, check_dns_subdomain, parse_cidr, parse_ip, parse_port_range
+from netemu.spec.validate_pods import check_labels
+
+IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh")
+MAX_NODE_POD_PREFIX = 30  # a node's pod subnet needs its bridge address and room for pods
+
+
+def check_lab_name(name: str) -> Optional[str]:
+    if len(name) > LAB_NAME_MAX:
+        return f"must be no more than {LAB_NAME_MAX} characters (kernel object names carry it), got {len(name)}"
+    return check_dns_label(name)
+
+
+def _cidr(value: str, path: str, loc: Location, report: Report) -> Optional[IPNetwork]:
+    net, why = parse_cidr(value)
+    if why:
+        report.error(loc, path, why)
+    return net
+
+
+def _usable(ip: ipaddress.IPv4Address, net: IPNetwork) -> bool:
+    return ip in net and ip not in (net.network_address, net.broadcast_address)
+
+
+def validate_lab(lab: Lab, loc: Location, report: Report) -> None:
+    spec = lab.spec
+    if lab.metadata.name and (why := check_lab_name(lab.metadata.name)) is not None:
+        report.error(loc, "metadata.name", why)
+    ranges = {"network": _cidr(spec.network, "spec.network", loc, report),
+              "podCIDR": _cidr(spec.pod_cidr, "spec.podCIDR", loc, report),
+              "serviceCIDR": _cidr(spec.service_cidr, "spec.serviceCIDR", loc, report)}
+    named = list(ranges.items())
+    for i, (a, net_a) in enumerate(named):
+        for b, net_b in named[i + 1:]:
+            if net_a and net_b and net_a.overlaps(net_b):
+                report.error(loc, f"spec.{b}", f"{net_b} overlaps spec.{a} {net_a}: the ranges must be disjoint")
+    network = ranges["network"]
+    gateway, why = parse_ip(spec.gateway)
+    if why:
+        report.error(loc, "spec.gateway", why)
+    elif network and not _usable(gateway, network):
+        report.error(loc, "spec.gateway", f"{gateway} must be a host address inside spec.network {network}")
+    _check_nodes(lab, network, gateway, loc, report)
+    _check_pod_cidr(lab, ranges["podCIDR"], loc, report)
+    service_cidr = ranges["serviceCIDR"]
+    dns, why = parse_ip(spec.cluster_dns)
+    if why:
+        report.error(loc, "spec.clusterDNS", why)
+    elif service_cidr and not _usable(dns, service_cidr):
+        report.error(loc, "spec.clusterDNS", f"{dns} must be a host address inside spec.serviceCIDR {service_cidr}")
+    if (why := check_dns_subdomain(spec.cluster_domain)) is not None:
+        report.error(loc, "spec.clusterDomain", why)
+    _, why = parse_port_range(spec.node_port_range)
+    if why:
+        report.error(loc, "spec.nodePortRange", why)
+    if spec.ipvs_scheduler not in IPVS_SCHEDULERS:
+        report.error(loc, "spec.ipvsScheduler",
+                     f"must be one of {', '.join(IPVS_SCHEDULERS)}, got {spec.ipvs_scheduler!r}")
+    for name, value in (("dnsTTL", spec.dns_ttl), ("podEvictionTimeoutSeconds", spec.pod_eviction_timeout_seconds),
+                        ("restartBackoffSeconds", spec.restart_backoff_seconds)):
+        if value < 0:
+            report.error(loc, f"spec.{name}", f"must be >= 0, got {value}")
+    if spec.restart_backoff_max_seconds < spec.restart_backoff_seconds:
+        report.error(loc, "spec.restartBackoffMaxSeconds", "must be >= restartBackoffSeconds")
+
+
+def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location, report: Report) -> None:
+    nodes = lab.spec.nodes
+    if nodes is None:
+        report.error(loc, "spec.nodes", f"no nodes: the default nodes (.10, .101-.103) do not fit in "
+                                        f"spec.network {lab.spec.network}; list the nodes")
+        return
+    names: dict[str, int] = {}
+    ips: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        path = f"spec.nodes[{i}]"
+        if (why := check_dns_label(node.name)) is not None:
+            report.error(loc, f"{path}.name", why)
+        elif node.name in names:
+            report.error(loc, f"{path}.name",
+                         f"duplicate node name {node.name!r} (also spec.nodes[{names[node.name]}])")
+        names.setdefault(node.name, i)
+        check_labels(node.labels, f"{path}.labels", loc, report)
+        ip, why = parse_ip(node.ip)
+        if why:
+            report.error(loc, f"{path}.ip", why)
+            continue
+        if network and not _usable(ip, network):
+            report.error(loc, f"{path}.ip", f"{ip} must be a host address inside spec.network {network}")
+        if gateway is not None and ip == gateway:
+            report.error(loc, f"{path}.ip", f"{ip} is the gateway (the host's address on the lab network)")
+        if str(ip) in ips:
+            report.error(loc, f"{path}.ip", f"duplicate node address {ip} (also spec.nodes[{ips[str(ip)]}])")
+        ips.setdefault(str(ip), i)
+    if not any(n.role == "worker" for n in nodes):
+        report.error(loc, "spec.nodes", "needs at least one node with role worker (pods run on workers)")
+
+
+def _check_pod_cidr(lab: Lab, pod_cidr: Optional[IPNetwork], loc: Location, report: Report) -> None:
+    prefix = lab.spec.node_pod_prefix
+    if pod_cidr is None:
+        return
+    if not pod_cidr.prefixlen <= prefix <= MAX_NODE_POD_PREFIX:
+        report.error(loc, "spec.nodePodPrefix", f"must be between the podCIDR's prefix /{pod_cidr.prefixlen} "
+                                                f"and /{MAX_NODE_POD_PREFIX}, got /{prefix}")
+        return
+    count = len(lab.spec.nodes or [])
+    room = 2 ** (prefix - pod_cidr.prefixlen)
+    if count > room:
+        report.error(loc, "spec.podCIDR", f"{pod_cidr} has room for {room} node subnets of /{prefix}, "
+                                          f"but the lab has {count} nodes")

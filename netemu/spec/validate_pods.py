@@ -1,0 +1,207 @@
+"""Semantic checks of pods and of the workloads that template them (Deployment, ReplicaSet)."""
+from __future__ import annotations
+
+import re
+from typing import Optional, Union
+
+from netemu.spec.errors import Location, Report, join_path
+from netemu.spec.models import (
+    Container, Deployment, LabelSelector, PodSpec, PodTemplateSpec, Probe, ReplicaSet,
+)
+from netemu.spec.rules import check_dns_label, check_label_key, check_label_value, check_port, check_port_name
+
+IntOrString = Union[int, str]
+_PERCENT = re.compile(r"^\d+%$")
+
+
+# --------------------------------------------------------------------------- labels and selectors
+def check_labels(labels: Optional[dict[str, str]], path: str, loc: Location, report: Report) -> None:
+    for key, value in (labels or {}).items():
+        if (why := check_label_key(key)) is not None:
+            report.error(loc, path, f"key {key!r} {why}")
+        if (why := check_label_value(str(value))) is not None:
+            report.error(loc, join_path(path, _key(key)), f"value {value!r} {why}")
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'["{key}"]'
+
+
+def selector_matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in (selector.match_labels or {}).items()):
+        return False
+    for req in selector.match_expressions or []:
+        present, value = req.key in labels, labels.get(req.key)
+        ok = {"In": present and value in (req.values or []),
+              "NotIn": not present or value not in (req.values or []),
+              "Exists": present,
+              "DoesNotExist": not present}[req.operator]
+        if not ok:
+            return False
+    return True
+
+
+def check_selector(selector: LabelSelector, path: str, loc: Location, report: Report) -> bool:
+    """Syntax of a label selector; False when it is empty (which selects everything)."""
+    check_labels(selector.match_labels, join_path(path, "matchLabels"), loc, report)
+    for i, req in enumerate(selector.match_expressions or []):
+        rpath = join_path(path, f"matchExpressions[{i}]")
+        if (why := check_label_key(req.key)) is not None:
+            report.error(loc, join_path(rpath, "key"), why)
+        if req.operator in ("In", "NotIn") and not req.values:
+            report.error(loc, join_path(rpath, "values"), f"must be non-empty for operator {req.operator}")
+        if req.operator in ("Exists", "DoesNotExist") and req.values:
+            report.error(loc, join_path(rpath, "values"), f"must be empty for operator {req.operator}")
+    return bool(selector.match_labels or selector.match_expressions)
+
+
+# --------------------------------------------------------------------------- pods
+def check_pod_spec(spec: PodSpec, path: str, loc: Location, report: Report, *, node_names: list[str]) -> None:
+    if not spec.containers:
+        report.error(loc, join_path(path, "containers"), "must have at least one container")
+    seen: dict[str, str] = {}
+    groups = (("containers", spec.containers), ("initContainers", spec.init_containers or []))
+    for group, containers in groups:
+        for i, c in enumerate(containers):
+            cpath = join_path(path, f"{group}[{i}]")
+            if c.name in seen:
+                report.error(loc, join_path(cpath, "name"),
+                             f"duplicate container name {c.name!r} (also {seen[c.name]})")
+            seen.setdefault(c.name, cpath)
+            _check_container(c, cpath, loc, report)
+    if spec.termination_grace_period_seconds is not None and spec.termination_grace_period_seconds < 0:
+        report.error(loc, join_path(path, "terminationGracePeriodSeconds"),
+                     f"must be >= 0, got {spec.termination_grace_period_seconds}")
+    check_labels(spec.node_selector, join_path(path, "nodeSelector"), loc, report)
+    if spec.node_name and node_names and spec.node_name not in node_names:
+        report.warn(loc, join_path(path, "nodeName"),
+                    f"no node {spec.node_name!r} in this lab (nodes: {', '.join(node_names)}): the pod stays Pending")
+
+
+def _check_container(c: Container, path: str, loc: Location, report: Report) -> None:
+    if (why := check_dns_label(c.name)) is not None:
+        report.error(loc, join_path(path, "name"), why)
+    if not c.image:
+        report.error(loc, join_path(path, "image"), "required field is missing")
+    port_names: set[str] = set()
+    for i, p in enumerate(c.ports or []):
+        ppath = join_path(path, f"ports[{i}]")
+        if (why := check_port(p.container_port)) is not None:
+            report.error(loc, join_path(ppath, "containerPort"), why)
+        if p.host_port is not None and (why := check_port(p.host_port)) is not None:
+            report.error(loc, join_path(ppath, "hostPort"), why)
+        if p.name is not None:
+            if (why := check_port_name(p.name)) is not None:
+                report.error(loc, join_path(ppath, "name"), why)
+            elif p.name in port_names:
+                report.error(loc, join_path(ppath, "name"), f"duplicate port name {p.name!r}")
+            port_names.add(p.name)
+    for i, env in enumerate(c.env or []):
+        if env.value is not None and env.value_from is not None:
+            report.error(loc, join_path(path, f"env[{i}]"), "may not have both value and valueFrom")
+    for field, probe in (("readinessProbe", c.readiness_probe), ("livenessProbe", c.liveness_probe),
+                         ("startupProbe", c.startup_probe)):
+        if probe is not None:
+            _check_probe(probe, join_path(path, field), field, port_names, loc, report)
+
+
+def _check_probe(p: Probe, path: str, field: str, port_names: set[str], loc: Location, report: Report) -> None:
+    handlers = [name for name, h in (("httpGet", p.http_get), ("tcpSocket", p.tcp_socket), ("exec", p.exec))
+                if h is not None]
+    if len(handlers) != 1:
+        report.error(loc, path, "must have exactly one handler of httpGet, tcpSocket or exec"
+                     + (f", got {' and '.join(handlers)}" if handlers else ", got none"))
+    for name, action in (("httpGet", p.http_get), ("tcpSocket", p.tcp_socket)):
+        if action is None:
+            continue
+        ppath = join_path(path, f"{name}.port")
+        if isinstance(action.port, int):
+            if (why := check_port(action.port)) is not None:
+                report.error(loc, ppath, why)
+        elif action.port.isdigit():
+            report.error(loc, ppath, f"must be a number or a port name, got the string {action.port!r} (unquote it)")
+        elif action.port not in port_names:
+            known = ", ".join(sorted(port_names)) or "none"
+            report.error(loc, ppath, f"no container port named {action.port!r} (named ports: {known})")
+    if p.exec is not None and not p.exec.command:
+        report.error(loc, join_path(path, "exec.command"), "must not be empty")
+    minimums = (("initialDelaySeconds", p.initial_delay_seconds, 0), ("periodSeconds", p.period_seconds, 1),
+                ("timeoutSeconds", p.timeout_seconds, 1), ("failureThreshold", p.failure_threshold, 1),
+                ("successThreshold", p.success_threshold, 1))
+    for name, value, low in minimums:
+        if value is not None and value < low:
+            report.error(loc, join_path(path, name), f"must be >= {low}, got {value}")
+    if field != "readinessProbe" and p.success_threshold not in (None, 1):
+        report.error(loc, join_path(path, "successThreshold"), f"must be 1 for a {field}, got {p.success_threshold}")
+
+
+# --------------------------------------------------------------------------- workloads
+def _show_labels(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in labels.items()) + "}"
+
+
+def _check_template(template: PodTemplateSpec, selector: LabelSelector, loc: Location, report: Report,
+                    node_names: list[str]) -> None:
+    labels = template.metadata.labels or {}
+    check_labels(labels, "spec.template.metadata.labels", loc, report)
+    if check_selector(selector, "spec.selector", loc, report):
+        if not selector_matches(selector, labels):
+            want = _show_labels(selector.match_labels or {}) if selector.match_labels else "its matchExpressions"
+            report.error(loc, "spec.template.metadata.labels",
+                         f"{_show_labels(labels)} do not match spec.selector ({want}): "
+                         "the workload would never find its own pods")
+    else:
+        report.error(loc, "spec.selector", "must not be empty: give matchLabels (usually the template's labels)")
+    check_pod_spec(template.spec, "spec.template.spec", loc, report, node_names=node_names)
+    if template.spec.restart_policy not in (None, "Always"):
+        report.error(loc, "spec.template.spec.restartPolicy",
+                     f"must be Always for a workload's pods, got {template.spec.restart_policy!r}")
+
+
+def _check_int_or_percent(value: IntOrString, path: str, loc: Location, report: Report) -> Optional[int]:
+    """An absolute number or a percentage; returns the number (percent as-is) or None if invalid."""
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str) and _PERCENT.match(value):
+        return int(value[:-1])
+    report.error(loc, path, f"must be a number >= 0 or a percentage like '25%', got {value!r}")
+    return None
+
+
+def check_workload(obj: Union[Deployment, ReplicaSet], loc: Location, report: Report, node_names: list[str]) -> None:
+    spec = obj.spec
+    if spec.replicas is not None and spec.replicas < 0:
+        report.error(loc, "spec.replicas", f"must be >= 0, got {spec.replicas}")
+    if spec.min_ready_seconds is not None and spec.min_ready_seconds < 0:
+        report.error(loc, "spec.minReadySeconds", f"must be >= 0, got {spec.min_ready_seconds}")
+    _check_template(spec.template, spec.selector, loc, report, node_names)
+    if isinstance(obj, Deployment):
+        _check_deployment_extras(obj, loc, report)
+
+
+def _check_deployment_extras(d: Deployment, loc: Location, report: Report) -> None:
+    spec = d.spec
+    for name, value in (("revisionHistoryLimit", spec.revision_history_limit),
+                        ("progressDeadlineSeconds", spec.progress_deadline_seconds)):
+        if value is not None and value < 0:
+            report.error(loc, f"spec.{name}", f"must be >= 0, got {value}")
+    if (spec.progress_deadline_seconds is not None and spec.min_ready_seconds is not None
+            and spec.progress_deadline_seconds <= spec.min_ready_seconds):
+        report.error(loc, "spec.progressDeadlineSeconds", "must be greater than minReadySeconds")
+    strategy = spec.strategy
+    if strategy is None:
+        return
+    if strategy.type == "Recreate" and strategy.rolling_update:
+        report.error(loc, "spec.strategy.rollingUpdate", "may not be given when strategy type is Recreate")
+    if strategy.type == "RollingUpdate" and strategy.rolling_update:
+        got: dict[str, Optional[int]] = {}
+        for key in ("maxSurge", "maxUnavailable"):
+            if key in strategy.rolling_update:
+                got[key] = _check_int_or_percent(strategy.rolling_update[key], f"spec.strategy.rollingUpdate.{key}",
+                                                 loc, report)
+        if got.get("maxSurge") == 0 and got.get("maxUnavailable") == 0:
+            report.error(loc, "spec.strategy.rollingUpdate", "maxSurge and maxUnavailable may not both be 0")
+        unavailable = strategy.rolling_update.get("maxUnavailable")
+        if isinstance(unavailable, str) and got.get("maxUnavailable") is not None and got["maxUnavailable"] > 100:
+            report.error(loc, "spec.strategy.rollingUpdate.maxUnavailable", "must not be more than 100%")
+

@@ -144,6 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node")
     _common(p, namespaced=False)
 
+    p = sub.add_parser("render", help="print, without touching the kernel, the rules kube-proxy would write on a node",
+                       epilog="example: netemu render iptables -f svc.yaml --node-name w1-k8s --node-ip 192.168.1.101 "
+                       "--cluster-cidr 172.16.0.0/16")
+    p.add_argument("mode", choices=["iptables", "nftables", "ipvs"])
+    p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
+                   help="Services plus EndpointSlices (or Pods with status.podIP)")
+    p.add_argument("--node-name", required=True)
+    p.add_argument("--node-ip", action="append", metavar="IP")
+    p.add_argument("--cluster-cidr")
+    p.add_argument("--localhost-nodeports", action=argparse.BooleanOptionalAction, default=True,
+                   help="kube-proxy's --iptables-localhost-nodeports (default true)")
+    p.add_argument("--nfacct", action="store_true", help="emit the nfacct counter rules kube-proxy adds")
+    p.add_argument("--masquerade-all", action="store_true")
+    p.add_argument("--jumps", action="store_true", help="also print the jumps from built-in chains")
+
+    p = sub.add_parser("rules", help="what kube-proxy has loaded on a node now (iptables-save)")
+    p.add_argument("node")
+    _common(p, namespaced=False)
+
     p = sub.add_parser("fmt", help="print a lab file as netemu understands it (re-indents flattened YAML)")
     p.add_argument("file")
 
@@ -173,7 +192,7 @@ def main(argv=None) -> int:
 
 
 def dispatch(args) -> int:
-    from netemu.cli import exec_cmds, get_cmds, lab_cmds, ops_cmds
+    from netemu.cli import exec_cmds, get_cmds, lab_cmds, ops_cmds, render_cmds
 
     verb = args.verb
     if verb == "exec" and args.command and args.command[0] == "--":
@@ -198,6 +217,8 @@ def dispatch(args) -> int:
         "drain": ops_cmds.cmd_drain,
         "node": ops_cmds.cmd_node,
         "fmt": cmd_fmt,
+        "render": render_cmds.cmd_render,
+        "rules": render_cmds.cmd_rules,
         "check-route": cmd_check_route,
     }
     return table[verb](args)

@@ -182,3 +182,21 @@ def endpoints_view(svc: Service, slices: list[EndpointSlice]) -> dict:
     if out_subsets:
         obj["subsets"] = out_subsets
     return obj
+
+
+def slices_from_pods(services: list[Service], pods: list[Pod]) -> list[EndpointSlice]:
+    """EndpointSlices for Services and Pods given in a file (for offline rendering): the same
+    grouping as the controller, named `<service>-<n>`."""
+    out = []
+    for svc in services:
+        if not svc.spec.selector or svc.spec.type == "ExternalName":
+            continue
+        ns = svc.metadata.namespace or "default"
+        mine = [p for p in pods if (p.metadata.namespace or "default") == ns]
+        for i, (key, eps) in enumerate(desired_slices(svc, mine).items()):
+            out.append(EndpointSlice(
+                metadata=ObjectMeta(name=f"{svc.metadata.name}-{i}", namespace=ns,
+                                    labels={SERVICE_NAME_LABEL: svc.metadata.name, MANAGED_BY_LABEL: MANAGED_BY}),
+                endpoints=eps,
+                ports=[EndpointPort(name=n, protocol=proto, port=port, app_protocol=app) for n, proto, port, app in key]))
+    return out

@@ -131,6 +131,13 @@ class Api:
                            for c, crt in rt.containers.items()},
         }
 
+    async def op_rules(self, req):
+        """What is loaded on a node now (iptables-save in its namespace)."""
+        node = self.cluster.store.get("Node", "", req["name"]).metadata.name
+        if self.d.proxy is None:
+            raise ApiError("kube-proxy is not running in this lab")
+        return await asyncio.to_thread(self.d.proxy.rules, node)
+
     def op_node_netns(self, req):
         node = self.cluster.store.get("Node", "", req["name"])
         return self.d.net.node_netns(node.metadata.name)

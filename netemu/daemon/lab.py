@@ -135,6 +135,7 @@ class LabDaemon:
         except ImportError:  # not built yet
             return
         self.proxy = KubeProxy(self.lab, self.net)
+        self.cluster.store.listeners.append(self.proxy.note_change)
 
     def kick(self) -> None:
         self._kick.set()

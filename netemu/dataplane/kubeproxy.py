@@ -1,0 +1,173 @@
+"""kube-proxy on every node: the thin layer that applies what `proxy/` renders.
+
+One pass renders the node's whole view (cached per service port, so unchanged services cost
+almost nothing), one `iptables-restore --noflush` inside the node's namespace applies it
+atomically. After the first full sync only changed chains are sent (see proxy/iptables_sync).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from netemu.control.endpoints import SERVICE_NAME_LABEL
+from netemu.dataplane.labnet import LabNet
+from netemu.dataplane.proxy.iptables import base_jump_rules, canary_chains
+from netemu.dataplane.proxy.iptables_sync import IptablesSyncer
+from netemu.dataplane.proxy.conntrack import stale_udp_conntrack
+from netemu.dataplane.proxy.view import NodeProxyView, build_view, refresh_view
+from netemu.spec.models import Lab
+
+log = logging.getLogger("netemu.kubeproxy")
+
+IPTABLES_RESTORE = "iptables-restore"
+IPTABLES_SAVE = "iptables-save"
+
+
+class ApplyError(RuntimeError):
+    pass
+
+
+def run_in_netns(netns: str, argv: list[str], stdin: Optional[str] = None, timeout: float = 120) -> str:
+    """Run a tool inside a namespace (nsenter keeps it to one exec, unlike `ip netns exec`)."""
+    res = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "--", *argv], input=stdin, capture_output=True,
+                         text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise ApplyError(f"{' '.join(argv)} in {netns}: {res.stderr.strip()}")
+    return res.stdout
+
+
+def base_payload() -> str:
+    """What a fresh node needs before kube-proxy's first sync: the KUBE-* chains its built-in
+    chains jump to, the jumps themselves, and the canary chains. kube-proxy prepends each jump
+    with `iptables -I`, so the last one it ensures ends up first; on an empty chain that is the
+    same as appending them in reverse."""
+    tables: dict[str, dict] = {}
+    for table, chain in canary_chains():
+        tables.setdefault(table, {"chains": [], "rules": []})["chains"].append(chain)
+    for rule in reversed(base_jump_rules()):
+        t = tables.setdefault(rule.table, {"chains": [], "rules": []})
+        if rule.target not in t["chains"]:
+            t["chains"].append(rule.target)
+        t["rules"].append("-A " + rule.chain + " " + " ".join(_quote(a) for a in rule.args))
+    out = []
+    for table in ("mangle", "filter", "nat"):
+        if table not in tables:
+            continue
+        out.append(f"*{table}")
+        out += [f":{c} - [0:0]" for c in tables[table]["chains"]]
+        out += tables[table]["rules"]
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def _quote(arg: str) -> str:
+    return f'"{arg}"' if (" " in arg or not arg) else arg
+
+
+@dataclass
+class NodeProxy:
+    name: str
+    ip: str
+    netns: str
+    pod_cidr: str
+    syncer: IptablesSyncer = field(default_factory=IptablesSyncer)
+    view: Optional[NodeProxyView] = None
+    initialized: bool = False
+    last_sync: float = 0.0
+    last_payload_lines: int = 0
+    syncs: int = 0
+    failures: int = 0
+
+
+class KubeProxy:
+    def __init__(self, lab: Lab, net: LabNet):
+        self.lab = lab
+        self.net = net
+        self.nodes = {n.name: NodeProxy(n.name, n.ip, net.node_netns(n.name), lab.spec.pod_cidr)
+                      for n in net.nodes.values()}
+        self._seen_generation = -1
+        self._dirty: Optional[set[str]] = None  # services changed since the last sync (None: all)
+
+    def note_change(self, kind: str, event: str, obj) -> None:
+        """Store listener: remember which Services the next sync must look at again."""
+        if kind == "Service":
+            name = f"{obj.metadata.namespace}/{obj.metadata.name}"
+        elif kind == "EndpointSlice":
+            svc = (obj.metadata.labels or {}).get(SERVICE_NAME_LABEL)
+            if not svc:
+                return
+            name = f"{obj.metadata.namespace}/{svc}"
+        elif kind == "Node":
+            self._dirty = None
+            return
+        else:
+            return
+        if self._dirty is not None:
+            self._dirty.add(name)
+
+    async def sync(self, store) -> None:
+        gen = store.generation["Service"] + store.generation["EndpointSlice"]
+        if gen == self._seen_generation and all(n.initialized for n in self.nodes.values()):
+            return
+        self._seen_generation = gen
+        changed, self._dirty = self._dirty, set()
+        if changed is None:
+            services, slices = store.list("Service"), store.list("EndpointSlice")
+        else:  # only the changed Services' objects: refreshing costs O(changed), not O(all)
+            services, slices = [], []
+            for key in changed:
+                ns, name = key.split("/", 1)
+                svc = store.find("Service", ns, name)
+                if svc is not None:
+                    services.append(svc)
+            names = {tuple(k.split("/", 1)) for k in changed}
+            slices = [s for s in store.list("EndpointSlice")
+                      if (s.metadata.namespace, (s.metadata.labels or {}).get(SERVICE_NAME_LABEL)) in names]
+        await asyncio.gather(*(asyncio.to_thread(self._sync_node, n, services, slices, changed)
+                               for n in self.nodes.values()))
+
+    def _sync_node(self, node: NodeProxy, services, slices, changed) -> None:
+        t0 = time.perf_counter()
+        prev = node.view
+        if prev is None or changed is None:
+            view = build_view(services, slices, node_name=node.name, node_ips=[node.ip],
+                              cluster_cidr=node.pod_cidr)
+        else:
+            view = refresh_view(prev, changed, services, slices)
+        try:
+            if not node.initialized:
+                run_in_netns(node.netns, [IPTABLES_RESTORE, "--noflush", "-w"], base_payload())
+                node.initialized = True
+            res = node.syncer.sync(view, changed=changed)
+            if res.empty:
+                node.view = view
+                return
+            run_in_netns(node.netns, [IPTABLES_RESTORE, "--noflush", "-w"], res.payload)
+            node.view = view
+            # UDP flows to endpoints that went away would keep going there: clear them
+            for d in stale_udp_conntrack(prev, view):
+                try:
+                    run_in_netns(node.netns, ["conntrack", *d.argv()])
+                except ApplyError:
+                    pass  # nothing to delete is an error for the conntrack tool
+        except Exception as e:
+            node.failures += 1
+            node.syncer.failed()
+            log.error("kube-proxy on %s: %s", node.name, e)
+            raise
+        node.syncs += 1
+        node.last_payload_lines = res.payload.count("\n")
+        node.last_sync = time.time()
+        log.info("kube-proxy %s: %s sync, %d lines, %.1f ms", node.name, "full" if res.full else "partial",
+                 node.last_payload_lines, (time.perf_counter() - t0) * 1000)
+
+    def rules(self, node: str) -> str:
+        n = self.nodes[node]
+        return run_in_netns(n.netns, [IPTABLES_SAVE])
+
+    def close(self) -> None:
+        pass

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--container", help="(all containers of a pod share its namespaces)")
     p.add_argument("-i", "--stdin", action="store_true", help="accepted for kubectl compatibility")
     p.add_argument("-t", "--tty", action="store_true", help="accepted for kubectl compatibility")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("command", nargs="*", help="after --, as in kubectl")
     _common(p)
 
     p = sub.add_parser("logs", help="print a pod's output")
@@ -176,7 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = build_parser()
+    command = None
+    if argv and argv[0] == "exec" and "--" in argv:  # flags may come anywhere before `--`, as in kubectl
+        i = argv.index("--")
+        argv, command = argv[:i], argv[i + 1:]
     args = ap.parse_args(argv)
+    if command is not None:
+        args.command = command
     if not args.verb:
         ap.print_help()
         return 2

@@ -437,7 +437,8 @@ class Kubelet:
                 name=name, image=c.spec.image or "", ready=c.ready, started=c.pid is not None and c.started,
                 restart_count=c.restart_count,
                 state=state,
-                last_state=ContainerState(terminated=c.last_terminated) if c.last_terminated and c.pid else None,
+                last_state=(ContainerState(terminated=c.last_terminated)
+                            if c.last_terminated and state.terminated is None else None),
                 container_id=f"netemu://{c.pid}" if c.pid else None,
             ))
         st = pod.status

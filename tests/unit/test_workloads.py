@@ -6,13 +6,16 @@ import http.client
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
-from netemu.workloads import BUILTIN_NAMES, PortSpec, WorkloadContext, dnsquery, parse_image, registry, resolve, run_builtin
+from netemu.workloads import (BUILTIN_NAMES, PortSpec, WorkloadContext, dnsquery, parse_image, registry, resolve,
+                              run_builtin, runner)
 from netemu.workloads.testing import Launcher, free_port, http_request, udp_ask
 
 HOSTNAME = socket.gethostname()
@@ -131,6 +134,8 @@ def test_redis_runs_the_real_server_in_memory_when_installed(monkeypatch):
     declared = resolve("redis", None, ["redis-server", "--maxmemory", "10mb"], ports=[PortSpec(7000)])
     assert declared.argv[:3] == ("redis-server", "--port", "7000")
     assert declared.argv[-2:] == ("--maxmemory", "10mb") and declared.argv.count("redis-server") == 1
+    own = resolve("redis", None, ["--port", "7001"])
+    assert own.default_ports == (7001,) and own.argv[-2:] == ("--port", "7001")
 
 
 def test_redis_falls_back_to_the_built_in_server(monkeypatch):
@@ -138,6 +143,20 @@ def test_redis_falls_back_to_the_built_in_server(monkeypatch):
     program = resolve("docker.io/library/redis:latest", None, None)
     assert (program.kind, program.name, program.default_ports) == ("builtin", "redis", (6379,))
     assert "built-in redis" in program.warning
+
+
+def test_every_builtin_name_resolve_can_give_has_a_runner():
+    assert BUILTIN_NAMES == set(runner.BUILTINS)
+
+
+def test_the_package_imports_nothing_but_the_standard_library():
+    # the launcher imports it before forking every pod: third-party weight would be in each pod
+    code = ("import sys, sysconfig; before = set(sys.modules); import netemu.workloads;"
+            "std = sysconfig.get_paths()['stdlib'];"
+            "print([n for n in set(sys.modules) - before if getattr(sys.modules[n], '__file__', None)"
+            " and not sys.modules[n].__file__.startswith(std) and not n.startswith('netemu')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_run_builtin_rejects_an_unknown_name():
@@ -160,19 +179,23 @@ def test_echo_hname_answers_its_hostname_on_any_path_with_keep_alive(launcher):
     conn.close()
     assert sockets[0] is sockets[1] is not None  # both requests on one kept-alive connection
     assert bodies == [(200, "text/html; charset=utf-8", HOSTNAME + "\n")] * 2
-    log = pod.log_text()
-    assert re.search(rf'^127\.0\.0\.1 - - \[{TIME_LOCAL}\] "GET /any/path\?x=1 HTTP/1\.1" 200 {len(HOSTNAME) + 1} '
-                     r'"-" "tester/1\.0"$', log, re.M), log
+    line = (rf'^127\.0\.0\.1 - - \[{TIME_LOCAL}\] "GET /any/path\?x=1 HTTP/1\.1" '
+            rf'200 {len(HOSTNAME) + 1} "-" "tester/1\.0"$')
+    assert _wait_for(lambda: re.search(line, pod.log_text(), re.M)), pod.log_text()  # logged just after replying
+
+
+def _wait_for(condition, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return result
 
 
 def test_an_idle_stand_in_has_no_thread_but_its_main_one(launcher):
     port = free_port()
     pod = launcher.start("echo-hname", ports=[port])
     assert http_request(port)[0] == 200
-    deadline = time.monotonic() + 5
-    while pod.threads() > 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert pod.threads() == 1
+    assert _wait_for(lambda: pod.threads() == 1)
 
 
 def test_generic_answers_the_hostname_on_every_declared_port(launcher):
@@ -365,9 +388,10 @@ def test_a_taken_port_makes_the_stand_in_exit_1_with_the_reason(launcher):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        pod = launcher.start("nginx", ports=[taken.getsockname()[1]], ready=False)
+        port = taken.getsockname()[1]
+        pod = launcher.start("nginx", ports=[port], ready=False)
         assert pod.wait_exit() == 1
-    assert f"bind() to 127.0.0.1:{taken.getsockname()[1]}/TCP failed (98: Address already in use)" in pod.log_text()
+    assert f"bind() to 127.0.0.1:{port}/TCP failed (98: Address already in use)" in pod.log_text()
 
 
 def test_sleep_just_sleeps(launcher):
@@ -375,3 +399,13 @@ def test_sleep_just_sleeps(launcher):
     time.sleep(0.2)
     assert pod.poll() is None and pod.threads() == 1
     assert "listening on no ports" in pod.log_text()
+
+
+def test_a_malformed_request_gets_400_and_an_access_log_line(launcher):
+    port = free_port()
+    pod = launcher.start("nginx", ports=[port])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GARBAGE\r\n\r\n")  # one word: taken as HTTP/0.9, so a bare error page comes back
+        assert b"400 - Bad request syntax" in s.recv(4096)
+    assert _wait_for(lambda: '"GARBAGE" 400 0' in pod.log_text()), pod.log_text()
+    assert http_request(port)[0] == 200

@@ -83,7 +83,8 @@ def test_forked_stand_ins_stay_small():
         sizes = [pss_kb(pid) for pid in children]
         mean = sum(sizes) / len(sizes)
         print(f"\nPss of {CHILDREN} forked echo-hname stand-ins: mean {mean / 1024:.2f} MB, "
-              f"min {min(sizes) / 1024:.2f} MB, max {max(sizes) / 1024:.2f} MB; parent {pss_kb(parent.pid) / 1024:.2f} MB")
+              f"min {min(sizes) / 1024:.2f} MB, max {max(sizes) / 1024:.2f} MB; "
+              f"parent {pss_kb(parent.pid) / 1024:.2f} MB")
         assert mean < LIMIT_KB
     finally:
         for pid in children:  # the parent's children are killed one by one, by PID

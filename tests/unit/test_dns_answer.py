@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+import pytest
 import yaml
-from dnslib import QTYPE, RCODE, RR, DNSRecord
+from dnslib import EDNS0, QTYPE, RCODE, RR, DNSRecord, EDNSOption
 
 from netemu.dns.answer import answer
+from netemu.dns.names import ip_from_reverse
 from netemu.dns.zone import ClusterZone
-from netemu.spec.models import KINDS
+from netemu.spec.models import KINDS, EndpointSlice, Pod, Service
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dns"
 SERIAL = 1499347823  # the serial CoreDNS's test SOAs show (they do not compare it; we do)
@@ -78,11 +80,6 @@ def check(reply: DNSRecord, case: Case) -> None:
 def soa(zone: str = "cluster.local.", minttl: int = 5, ttl: int = 5) -> str:
     return f"{zone} {ttl} IN SOA ns.dns.{zone} hostmaster.{zone} {SERIAL} 7200 1800 86400 {minttl}"
 
-
-import pytest  # noqa: E402
-
-from netemu.dns.names import ip_from_reverse  # noqa: E402
-from netemu.spec.models import EndpointSlice, Pod, Service  # noqa: E402
 
 SOA = soa()
 
@@ -205,7 +202,8 @@ NAMESPACE_CASES = [
     Case("svc1.testns.svc.cluster.local.", "A", "NOERROR", ["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"]),
     Case("svc1.nsnoexist.svc.cluster.local.", "A", "NXDOMAIN", ns=[SOA]),
     # not in CoreDNS's table: with all namespaces exposed, unexposedns serves its svc1
-    Case("svc1.unexposedns.svc.cluster.local.", "A", "NOERROR", ["svc1.unexposedns.svc.cluster.local. 5 IN A 10.0.0.2"]),
+    Case("svc1.unexposedns.svc.cluster.local.", "A", "NOERROR",
+         ["svc1.unexposedns.svc.cluster.local. 5 IN A 10.0.0.2"]),
 ]
 
 
@@ -239,7 +237,8 @@ def test_coredns_preserve_case(serve_zone, case):
 
 # ----------------------------------------------------------------------------- pods
 POD_INSECURE_CASES = [
-    Case("10-240-0-1.podns.pod.cluster.local.", "A", "NOERROR", ["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"]),
+    Case("10-240-0-1.podns.pod.cluster.local.", "A", "NOERROR",
+         ["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"]),
     Case("172-0-0-2.podns.pod.cluster.local.", "A", "NOERROR", ["172-0-0-2.podns.pod.cluster.local. 5 IN A 172.0.0.2"]),
     # (CoreDNS's table shows minimum 30 here but does not compare it; the TTL option sets it)
     Case("blah.podns.pod.cluster.local.", "A", "NXDOMAIN", ns=[SOA]),
@@ -263,7 +262,8 @@ def test_coredns_pods_insecure(case):
 
 
 POD_VERIFIED_CASES = [
-    Case("10-240-0-1.podns.pod.cluster.local.", "A", "NOERROR", ["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"]),
+    Case("10-240-0-1.podns.pod.cluster.local.", "A", "NOERROR",
+         ["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"]),
     Case("podns.pod.cluster.local.", "A", "NOERROR", ns=[SOA]),
     Case("svcns.svc.cluster.local.", "A", "NOERROR", ns=[SOA]),
     Case("pod-nons.pod.cluster.local.", "A", "NXDOMAIN", ns=[SOA]),
@@ -338,7 +338,8 @@ def test_coredns_ns_records_name_the_services_behind_the_server():
 def test_ns_of_the_lab_is_kube_dns():
     """In a lab the DNS pod is kube-dns's endpoint: NS names the kube-dns Service."""
     svc = Service.model_validate({"metadata": {"name": "kube-dns", "namespace": "kube-system"},
-                                  "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}})
+                                  "spec": {"clusterIP": "10.96.0.10",
+                                           "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}})
     sl = EndpointSlice.model_validate({"metadata": {"name": "kube-dns-x", "namespace": "kube-system",
                                                     "labels": {"kubernetes.io/service-name": "kube-dns"}},
                                        "endpoints": [{"addresses": ["172.16.0.2"]}]})
@@ -494,7 +495,8 @@ def test_endpoint_hostname_from_pod_hostname_and_subdomain():
     svc = _service("db", clusterIP="None", ports=HTTP)
     pod = _pod("db-0-x1", "default", "172.16.1.2", hostname="db-0", subdomain="db")
     other = _pod("web-1", "default", "172.16.1.3", hostname="web-1", subdomain="elsewhere")
-    sl = _slice("db", [{"addresses": ["172.16.1.2"], "targetRef": {"kind": "Pod", "name": "db-0-x1", "namespace": "default"}},
+    sl = _slice("db", [{"addresses": ["172.16.1.2"],
+                        "targetRef": {"kind": "Pod", "name": "db-0-x1", "namespace": "default"}},
                        {"addresses": ["172.16.1.3"], "targetRef": {"kind": "Pod", "name": "web-1"}}], HTTP)
     zone = ClusterZone.build([svc], [sl], [pod, other], serial=SERIAL)
     check(ask(zone, "db-0.db.default.svc.cluster.local."),
@@ -516,7 +518,8 @@ def test_srv_for_each_named_port_with_weights_sharing_100(lab_zone):
         extra=["web.default.svc.cluster.local. 30 IN A 10.96.0.30"]))
     check(ask(lab_zone, "_dns._tcp.web.default.svc.cluster.local.", "SRV"), Case("", "", "NXDOMAIN", ns=[LAB_SOA]))
     # an endpoint by name serves the slice's port numbers, not the Service's
-    check(ask(lab_zone, "_http._tcp.172-16-1-9.web.default.svc.cluster.local.", "SRV"), Case("", "", "NXDOMAIN", ns=[LAB_SOA]))
+    check(ask(lab_zone, "_http._tcp.172-16-1-9.web.default.svc.cluster.local.", "SRV"),
+          Case("", "", "NXDOMAIN", ns=[LAB_SOA]))
     check(ask(lab_zone, "172-16-1-9.web.default.svc.cluster.local.", "SRV"), Case("", "", "NOERROR", [
         "172-16-1-9.web.default.svc.cluster.local. 30 IN SRV 0 100 8080 172-16-1-9.web.default.svc.cluster.local."],
         extra=["172-16-1-9.web.default.svc.cluster.local. 30 IN A 172.16.1.9"]))
@@ -593,9 +596,9 @@ def test_header_flags_follow_miekg_set_reply(lab_zone):
 
 
 def test_edns_is_echoed(lab_zone):
-    from dnslib import EDNS0, EDNSOption
     request = DNSRecord.question("redis.default.svc.cluster.local.")
-    request.add_ar(EDNS0(udp_len=1232, flags="do", opts=[EDNSOption(10, b"\x01" * 8), EDNSOption(8, b"\x00\x01\x18\x00")]))
+    cookie, client_subnet = EDNSOption(10, b"\x01" * 8), EDNSOption(8, b"\x00\x01\x18\x00")
+    request.add_ar(EDNS0(udp_len=1232, flags="do", opts=[cookie, client_subnet]))
     opt = [rr for rr in answer(lab_zone, request).ar if rr.rtype == QTYPE.OPT]
     assert len(opt) == 1
     assert (opt[0].rclass, opt[0].edns_ver, opt[0].edns_do) == (1232, 0, 1)
@@ -603,7 +606,6 @@ def test_edns_is_echoed(lab_zone):
 
 
 def test_edns_version_1_is_badvers(lab_zone):
-    from dnslib import EDNS0
     request = DNSRecord.question("redis.default.svc.cluster.local.")
     request.add_ar(EDNS0(version=1, udp_len=1232))
     reply = answer(lab_zone, request)

@@ -6,6 +6,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 
@@ -247,3 +248,30 @@ def test_dig_sees_an_authoritative_nxdomain_with_soa(server):
     out = run_dig(server.port, "nosuch.default.svc.cluster.local")
     assert "status: NXDOMAIN" in out and "flags: qr aa rd;" in out
     assert "hostmaster.cluster.local." in out
+
+
+def test_a_port_in_use_fails_cleanly(server):
+    def dns_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name.startswith("dns-"))
+
+    before = dns_threads()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(OSError):
+            serve("127.0.0.1", make_zone(), port=0, metrics_port=taken.getsockname()[1],
+                  health_port=None, ready_port=None)
+    # the failed server stopped the threads it had started; the running one still answers
+    assert dns_threads() == before
+    assert addresses(query(server.port, "redis.default.svc.cluster.local")) == ["10.96.0.20"]
+
+
+def test_a_failing_answer_is_servfail_and_the_server_lives_on(server, monkeypatch):
+    def broken(zone, request):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("netemu.dns.server.answer", broken)
+    assert RCODE[query(server.port, "redis.default.svc.cluster.local").header.rcode] == "SERVFAIL"
+    monkeypatch.undo()
+    # the failure was not cached: the same question is answered once the bug is gone
+    assert addresses(query(server.port, "redis.default.svc.cluster.local")) == ["10.96.0.20"]

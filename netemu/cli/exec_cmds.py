@@ -24,7 +24,7 @@ def cmd_exec(args) -> int:
                 f.write(str(os.getpid()))
         except OSError:
             pass
-    argv = ["nsenter", "-t", str(rt["sandbox_pid"]), "-n", "-u", "-m", "--", *args.command]
+    argv = ["nsenter", *rt["enter"], "--", *args.command]
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
            "TERM": os.environ.get("TERM", "xterm"), "HOSTNAME": args.pod, "LANG": "C.UTF-8"}
     sys.stdout.flush()

@@ -119,11 +119,12 @@ class Api:
         rt = self.d.kubelet.runtime(ns, name) if self.d.kubelet else None
         from netemu import paths
 
-        if rt is None or rt.sandbox_pid is None:
+        enter = self.d.kubelet.nsenter_args(rt) if rt is not None else None
+        if enter is None:
             raise ApiError(f'pod "{name}" is not running (status: {pod.status.phase})')
         cg = self.d.cgroups.pod(rt.cgroup_id)
         return {
-            "sandbox_pid": rt.sandbox_pid,
+            "enter": enter,
             "cgroups": list(cg.dirs) if cg else [],
             "netns": rt.netns,
             "node": rt.node,

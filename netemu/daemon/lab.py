@@ -71,10 +71,11 @@ class LabDaemon:
             if "error" in msg:
                 fut.set_exception(RuntimeError(msg["error"]))
             else:
-                fut.set_result(msg["pid"])
+                fut.set_result(msg)
 
-    async def launch(self, op: str, **fields: Any) -> int:
-        """Ask the launcher for a process; returns its pid once its set-up is done."""
+    async def launch(self, op: str, **fields: Any) -> dict:
+        """Ask the launcher for a sandbox or a process; returns its answer ({"pid": ...} once a
+        process's set-up is done, {"sandbox": ...} for a sandbox)."""
         self.launcher._next += 1
         rid = self.launcher._next
         fut = asyncio.get_running_loop().create_future()
@@ -110,15 +111,20 @@ class LabDaemon:
         self.cluster.bootstrap()
         self.net = LabNet(self.name, spec.network, spec.gateway, spec.service_cidr, self.node_nets())
         self.progress(f"building the lab network: {len(self.net.nodes)} nodes")
-        await asyncio.to_thread(self.net.build)
-        # the launcher starts once /run/netns is a mount point, so that its private mount
-        # namespace can leave the per-pod netns mounts out (see launcher._private_mounts)
+        t0 = time.perf_counter()
+        # the launcher boots while the wires are made; it only needs /run/netns to be a mount
+        # point already, so that its private mount namespace can leave the netns mounts out
+        # (see launcher._private_mounts): the lab's first namespace makes it one
+        await asyncio.to_thread(self.net.create_namespaces)
         from netemu.dataplane import launcher as launcher_mod
 
         self.launcher.pid, self.launcher.sock = launcher_mod.start()
+        await asyncio.to_thread(self.net.build)
+        log.info("lab network built in %.3fs", time.perf_counter() - t0)
         self.launcher.sock.setblocking(False)
         asyncio.get_running_loop().add_reader(self.launcher.sock.fileno(), self._on_launcher_readable)
-        self.kubelet = Kubelet(self.name, self.cluster, self.net, self.cgroups, self.launch, self.kick)
+        self.kubelet = Kubelet(self.name, self.cluster, self.net, self.cgroups, self.launch, self.kick,
+                               lambda: self.launcher.pid)
         self._build_proxy()
         for node in self.cluster.store.list("Node"):
             self.kubelet.set_node_up(node.metadata.name, True)

@@ -66,7 +66,7 @@ class PodRt:
     node: str
     netns: str
     cgroup_id: str
-    sandbox_pid: Optional[int] = None
+    sandbox: Optional[dict] = None  # the launcher's descriptors on the pod's UTS and mount namespaces
     containers: dict[str, ContainerRt] = field(default_factory=dict)
     stopping: bool = False
     started_at: float = 0.0
@@ -78,12 +78,13 @@ class PodRt:
 
 class Kubelet:
     def __init__(self, lab: str, cluster, net: LabNet, cgroups: LabCgroups, launch: Callable,
-                 on_change: Callable[[], None]):
+                 on_change: Callable[[], None], launcher_pid: Callable[[], int]):
         self.lab = lab
         self.cluster = cluster
         self.net = net
         self.cgroups = cgroups
-        self.launch = launch  # async (op, **fields) -> pid
+        self.launch = launch  # async (op, **fields) -> the launcher's answer
+        self.launcher_pid = launcher_pid
         self.on_change = on_change
         self.pods: dict[PodKey, PodRt] = {}
         self.by_pid: dict[int, tuple[PodRt, Optional[ContainerRt]]] = {}
@@ -195,16 +196,14 @@ class Kubelet:
         cg = self.cgroups.pod(pod.metadata.uid)
         rt = PodRt(ns, name, pod.metadata.uid, pod.spec.node_name, netns, pod.metadata.uid, started_at=time.time())
         try:
-            rt.sandbox_pid = await self.launch("sandbox", netns=f"/run/netns/{netns}",
-                                               hostname=podenv.pod_hostname(pod),
-                                               binds=binds, cgroups=list(cg.dirs) if cg else [])
+            rt.sandbox = (await self.launch("sandbox", netns=f"/run/netns/{netns}", hostname=podenv.pod_hostname(pod),
+                                            binds=binds))["sandbox"]
         except Exception as e:
             self._create_failed(pod, f"Failed to create pod sandbox: {e}")
             await asyncio.to_thread(self.net.remove_pods, [(ns, name)])
             return
         self.failed_create.pop(rt.key, None)
         self.pods[rt.key] = rt
-        self.by_pid[rt.sandbox_pid] = (rt, None)
         os.makedirs(paths.logs_dir(self.lab), exist_ok=True)
         for c in pod.spec.containers:
             rt.containers[c.name] = ContainerRt(spec=c)
@@ -223,7 +222,7 @@ class Kubelet:
             self.cluster.event(pod, "StandIn", f"container {spec.name}: {program.warning}", type_="Warning",
                                source="kubelet")
         cg = self.cgroups.pod(rt.cgroup_id)
-        msg = dict(sandbox=rt.sandbox_pid, cgroups=list(cg.dirs) if cg else [], env=env,
+        msg = dict(sandbox=rt.sandbox, netns=f"/run/netns/{rt.netns}", cgroups=list(cg.dirs) if cg else [], env=env,
                    cwd=spec.working_dir or "/",
                    log=paths.container_log(self.lab, rt.namespace, rt.name, spec.name))
         if program.kind == "exec":
@@ -235,7 +234,7 @@ class Kubelet:
                               node_name=rt.node, image=spec.image or "", container_name=spec.name,
                               ports=ports, env=env, args=list(args or []))
         try:
-            pid = await self.launch("container", **msg)
+            pid = (await self.launch("container", **msg))["pid"]
         except Exception as e:
             c.last_terminated = ContainerStateTerminated(exit_code=128, reason="StartError", message=str(e),
                                                          finished_at=rfc3339(time.time()))
@@ -279,12 +278,6 @@ class Kubelet:
         if entry is None:
             return
         rt, c = entry
-        if c is None:  # the sandbox died: its namespaces go with it, so the pod is rebuilt
-            rt.sandbox_pid = None
-            if not rt.stopping:
-                log.warning("sandbox of %s/%s exited; recreating the pod", rt.namespace, rt.name)
-                self._stop(rt, grace=0, finalize=None)
-            return
         code = os.waitstatus_to_exitcode(status)
         exit_code = code if code >= 0 else 128 - code
         sig = -code if code < 0 else None
@@ -330,7 +323,7 @@ class Kubelet:
             if not pod_ip:
                 return
             res = await probes.run_probe(probe, c.spec, node_netns=node_ns, pod_ip=pod_ip,
-                                         sandbox_pid=rt.sandbox_pid)
+                                         enter=self.nsenter_args(rt))
             if c.pid is None or rt.stopping:
                 return
             if res.ok:
@@ -392,8 +385,9 @@ class Kubelet:
             cg = self.cgroups.pod(rt.cgroup_id)
             if cg is not None:
                 await asyncio.to_thread(kill_all, cg.procs_dir)
-            if rt.sandbox_pid is not None:
-                _signal(rt.sandbox_pid, signal.SIGKILL)
+            if rt.sandbox is not None:
+                await self.launch("release", fds=[rt.sandbox["uts"], rt.sandbox["mnt"]])
+                rt.sandbox = None
             await asyncio.to_thread(self.net.remove_pods, [(rt.namespace, rt.name)])
             self.cgroups.remove(rt.cgroup_id)
             for c in rt.containers.values():
@@ -450,7 +444,7 @@ class Kubelet:
             st.phase = "Running"
         if st.start_time is None:
             st.start_time = rfc3339(rt.started_at)
-        set_condition(pod, "PodReadyToStartContainers", rt.sandbox_pid is not None, now_s)
+        set_condition(pod, "PodReadyToStartContainers", rt.sandbox is not None, now_s)
         set_condition(pod, "Initialized", True, now_s)
         reason = None if all_ready else "ContainersNotReady"
         msg = None if all_ready else "containers with unready status: [" + " ".join(
@@ -465,6 +459,14 @@ class Kubelet:
     # ------------------------------------------------------------------ for exec / logs
     def runtime(self, namespace: str, name: str) -> Optional[PodRt]:
         return self.pods.get((namespace, name))
+
+    def nsenter_args(self, rt: PodRt) -> Optional[list[str]]:
+        """nsenter options that enter a pod's namespaces (held by the launcher's descriptors)."""
+        if rt.sandbox is None:
+            return None
+        lp = self.launcher_pid()
+        return [f"--net=/run/netns/{rt.netns}", f"--uts=/proc/{lp}/fd/{rt.sandbox['uts']}",
+                f"--mount=/proc/{lp}/fd/{rt.sandbox['mnt']}"]
 
     def set_node_up(self, node: str, up: bool) -> None:
         self.node_up[node] = up

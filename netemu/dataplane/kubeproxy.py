@@ -139,14 +139,14 @@ class KubeProxy:
         else:
             view = refresh_view(prev, changed, services, slices)
         try:
-            if not node.initialized:
-                run_in_netns(node.netns, [IPTABLES_RESTORE, "--noflush", "-w"], base_payload())
-                node.initialized = True
             res = node.syncer.sync(view, changed=changed)
-            if res.empty:
+            if res.empty and node.initialized:
                 node.view = view
                 return
-            run_in_netns(node.netns, [IPTABLES_RESTORE, "--noflush", "-w"], res.payload)
+            # a fresh node gets the base chains and jumps in the same restore (one process)
+            payload = res.payload if node.initialized else base_payload() + res.payload
+            run_in_netns(node.netns, [IPTABLES_RESTORE, "--noflush", "-w"], payload)
+            node.initialized = True
             node.view = view
             # UDP flows to endpoints that went away would keep going there: clear them
             for d in stale_udp_conntrack(prev, view):

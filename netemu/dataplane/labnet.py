@@ -62,9 +62,12 @@ class LabNet:
         return names.node_netns(self.lab, node)
 
     # ------------------------------------------------------------------ build
-    def build(self) -> None:
-        prefix = self.network.prefixlen
+    def create_namespaces(self) -> None:
         ip_batch([f"netns add {self.switch}"] + [f"netns add {self.node_netns(n)}" for n in self.nodes])
+
+    def build(self) -> None:
+        """Wire the namespaces made by create_namespaces()."""
+        prefix = self.network.prefixlen
         # the host's end first: if the name is taken the lab stops here, before touching more
         ip_batch([
             f"link add {self.host_link} type veth peer name {names.SWITCH_HOST_PORT} netns {self.switch}",
@@ -138,19 +141,16 @@ class LabNet:
             for p in group:
                 veth = names.pod_veth(p.namespace, p.name)
                 cmds += [
-                    f"link add {veth} type veth peer name {names.POD_IF} netns {self.pod_netns(p.namespace, p.name)}",
+                    # the pod's end is created inside the pod's namespace, as its second link
+                    f"link add {veth} type veth peer name {names.POD_IF} netns {self.pod_netns(p.namespace, p.name)}"
+                    f" index {POD_IF_INDEX}",
                     f"link set {veth} master {names.NODE_BRIDGE} up",
                     # a pod reaching its own Service may be sent back to itself (hairpin)
                     f"link set dev {veth} type bridge_slave hairpin on",
                 ]
             ip_batch(cmds, netns=self.node_netns(node))
         for p in pods:
-            ip_batch([
-                "link set lo up",
-                f"addr add {p.ip}/{p.prefixlen} dev {names.POD_IF}",
-                f"link set {names.POD_IF} up",
-                f"route add default via {p.gateway} dev {names.POD_IF}",
-            ], netns=self.pod_netns(p.namespace, p.name))
+            configure_pod_interface(self.pod_netns(p.namespace, p.name), p)
 
     def remove_pods(self, pods: Iterable[tuple[str, str]]) -> None:
         """Deleting a pod's namespace deletes its veth pair with it."""
@@ -182,6 +182,26 @@ def sweep(lab: str, other_labs: Optional[list[str]] = None) -> list[str]:
     except OSError:
         pass
     return owned
+
+
+POD_IF_INDEX = 2  # lo is 1 in a new namespace
+
+
+def configure_pod_interface(netns: str, p: PodNet) -> None:
+    """Address and routes inside a pod, over netlink from this thread entering the pod's
+    namespace: no `ip` process per pod (about 2 ms instead of 8 ms a pod here)."""
+    from pyroute2 import IPRoute
+
+    with nsutil.in_netns(netns):
+        # the lab is IPv4: no link-local addresses, DAD or router solicitations per pod
+        for scope in ("all", "default"):
+            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
+                f.write("1")
+        with IPRoute() as ipr:
+            ipr.link("set", index=1, state="up")
+            ipr.addr("add", index=POD_IF_INDEX, address=p.ip, prefixlen=p.prefixlen)
+            ipr.link("set", index=POD_IF_INDEX, state="up")
+            ipr.route("add", dst="default", gateway=p.gateway, oif=POD_IF_INDEX)
 
 
 def _quiet_host_link(link: str) -> None:

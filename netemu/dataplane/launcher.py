@@ -6,11 +6,13 @@ with the built-in workloads already imported, and every pod process is a fork of
 interpreter rather than a fork of the control process, because fork time grows with the
 parent's memory.
 
-    sandbox   enters the pod's network namespace, unshares UTS (hostname = pod name) and mount
-              namespaces (its own resolv.conf and hosts), joins the pod's cgroup and then only
-              holds those namespaces, like the pause container.
-    container enters the sandbox's namespaces and cgroup, then execs a command or runs a
-              built-in stand-in for the image.
+    sandbox   the pod's UTS namespace (hostname = pod name) and mount namespace (its own
+              resolv.conf and hosts, /sys of its network namespace), made by the launcher itself
+              without a fork: it steps into new namespaces, keeps a file descriptor on each and
+              steps back. Those descriptors hold the namespaces, as a pause container would,
+              at no process and no memory per pod.
+    container a fork that enters the pod's network namespace, the sandbox's UTS and mount
+              namespaces and the pod's cgroup, then execs a command or runs a built-in stand-in.
 
 Each child reports the end of its set-up through a pipe; the launcher does not wait for it
 (it forks the next child meanwhile) and answers the request when the pipe closes. It reaps
@@ -53,6 +55,9 @@ def _preload() -> None:
 _HOST_ROOT = -1  # a handle on the host's root directory, for reaching /run/netns
 
 
+_HOME: dict[str, int] = {}  # the launcher's own namespaces, to step back into
+
+
 def _private_mounts() -> None:
     """Give the launcher a mount namespace without the network namespaces' mounts.
 
@@ -71,6 +76,8 @@ def _private_mounts() -> None:
         nsutil.umount("/run/netns")
     except OSError:
         pass
+    for ns in ("net", "uts", "mnt"):
+        _HOME[ns] = os.open(f"/proc/self/ns/{ns}", os.O_RDONLY)
 
 
 def _open_host(path: str) -> int:
@@ -120,7 +127,22 @@ class Launcher:
 
     def _request(self, msg: dict) -> None:
         op = msg.get("op")
-        target = {"sandbox": _sandbox_main, "container": _container_main}.get(op)
+        if op == "sandbox":
+            try:
+                uts, mnt = make_sandbox(msg)
+                self._send({"id": msg.get("id"), "sandbox": {"uts": uts, "mnt": mnt}})
+            except Exception as e:
+                self._send({"id": msg.get("id"), "error": f"{type(e).__name__}: {e}"})
+            return
+        if op == "release":
+            for fd in msg.get("fds") or []:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._send({"id": msg.get("id"), "released": True})
+            return
+        target = {"container": _container_main}.get(op)
         if target is None:
             self._send({"id": msg.get("id"), "error": f"unknown op {op}"})
             return
@@ -186,13 +208,11 @@ def _child_reset(keep: tuple[int, ...]) -> None:
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     os.setpgid(0, 0)
-    # only the set-up pipe (and the host root handle, closed after use) survive into the pod
-    keep = tuple(sorted(set(keep) | ({_HOST_ROOT} if _HOST_ROOT >= 0 else set())))
-    lo = 3
-    for fd in keep:
-        os.closerange(lo, fd)
-        lo = fd + 1
-    os.closerange(lo, 1 << 16)
+
+
+def _close_all_but(keep: int) -> None:
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)
 
 
 def _join_cgroups(dirs: list[str]) -> None:
@@ -201,48 +221,54 @@ def _join_cgroups(dirs: list[str]) -> None:
             f.write(str(os.getpid()))
 
 
-def _sandbox_main(msg: dict, ready_fd: int) -> None:
-    _join_cgroups(msg.get("cgroups") or [])
-    fd = _open_host(msg["netns"])
-    nsutil.setns(fd, nsutil.CLONE_NEWNET)
-    os.close(fd)
-    if _HOST_ROOT >= 0:
-        os.close(_HOST_ROOT)
-    nsutil.unshare(nsutil.CLONE_NEWUTS | nsutil.CLONE_NEWNS)
-    nsutil.sethostname(msg["hostname"])
-    # private mounts: nothing we bind here may propagate back to the host
-    nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_SLAVE)
-    for src, dst in msg.get("binds") or []:  # /etc is the same file system in every mount namespace
-        if os.path.exists(src) and os.path.exists(dst):
-            nsutil.mount(src, dst, None, nsutil.MS_BIND)
-    # /sys shows the mounting process's network namespace (as `ip netns exec` arranges)
+def make_sandbox(msg: dict) -> tuple[int, int]:
+    """New UTS and mount namespaces for a pod, set up and held by two descriptors; the
+    launcher is back in its own namespaces afterwards (it is single-threaded, so setns into a
+    mount namespace is allowed)."""
+    fds: list[int] = []
     try:
-        nsutil.umount("/sys")
-        nsutil.mount(msg["hostname"], "/sys", "sysfs", 0)
-    except OSError:
-        pass
-    _set_comm(b"pause")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(ready_fd)  # set-up done
-    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
-    while True:
-        signal.pause()
+        net = _open_host(msg["netns"])
+        try:
+            nsutil.setns(net, nsutil.CLONE_NEWNET)  # so that the sysfs mounted below is the pod's
+        finally:
+            os.close(net)
+        nsutil.unshare(nsutil.CLONE_NEWUTS | nsutil.CLONE_NEWNS)
+        nsutil.sethostname(msg["hostname"])
+        nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_SLAVE)
+        for src, dst in msg.get("binds") or []:  # /etc is the same file system in every mount namespace
+            if os.path.exists(src) and os.path.exists(dst):
+                nsutil.mount(src, dst, None, nsutil.MS_BIND)
+        try:  # /sys shows the mounting process's network namespace, as `ip netns exec` arranges
+            nsutil.umount("/sys")
+            nsutil.mount(msg["hostname"], "/sys", "sysfs", 0)
+        except OSError:
+            pass
+        fds = [os.open("/proc/self/ns/uts", os.O_RDONLY), os.open("/proc/self/ns/mnt", os.O_RDONLY)]
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    finally:
+        _go_home()
+    return fds[0], fds[1]
+
+
+def _go_home() -> None:
+    nsutil.setns(_HOME["mnt"], nsutil.CLONE_NEWNS)
+    nsutil.setns(_HOME["uts"], nsutil.CLONE_NEWUTS)
+    nsutil.setns(_HOME["net"], nsutil.CLONE_NEWNET)
+    os.chdir("/")
 
 
 def _container_main(msg: dict, ready_fd: int) -> None:
     sandbox = msg["sandbox"]
-    # open every namespace handle before entering any of them
-    fds = {ns: os.open(f"/proc/{sandbox}/ns/{ns}", os.O_RDONLY) for ns in ("net", "uts", "mnt")}
-    if _HOST_ROOT >= 0:
-        os.close(_HOST_ROOT)
+    net = _open_host(msg["netns"])
     _join_cgroups(msg.get("cgroups") or [])
-    nsutil.setns(fds["net"], nsutil.CLONE_NEWNET)
-    nsutil.setns(fds["uts"], nsutil.CLONE_NEWUTS)
-    nsutil.setns(fds["mnt"], nsutil.CLONE_NEWNS)
-    for fd in fds.values():
-        os.close(fd)
+    nsutil.setns(net, nsutil.CLONE_NEWNET)
+    nsutil.setns(sandbox["uts"], nsutil.CLONE_NEWUTS)
+    nsutil.setns(sandbox["mnt"], nsutil.CLONE_NEWNS)
+    # nothing of the launcher's survives into the container but the set-up pipe
+    _close_all_but(ready_fd)
     os.chdir(msg.get("cwd") or "/")
     log = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -308,6 +334,11 @@ class LauncherClient:
 if __name__ == "__main__":
     try:
         sock = socket.socket(fileno=int(sys.argv[1]))
+        import resource
+
+        # two descriptors hold each pod's namespaces: allow as many as the system lets us
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         _private_mounts()
         _preload()
         Launcher(sock).serve()

@@ -35,7 +35,7 @@ def resolve_port(container: Container, port) -> Optional[int]:
 
 
 async def run_probe(probe: Probe, container: Container, *, node_netns: str, pod_ip: str,
-                    sandbox_pid: Optional[int]) -> ProbeResult:
+                    enter: Optional[list[str]]) -> ProbeResult:
     timeout = probe.timeout_seconds or 1
     try:
         if probe.http_get is not None:
@@ -43,7 +43,7 @@ async def run_probe(probe: Probe, container: Container, *, node_netns: str, pod_
         if probe.tcp_socket is not None:
             return await asyncio.wait_for(_tcp(probe, container, node_netns, pod_ip), timeout)
         if probe.exec is not None:
-            return await _exec(probe, sandbox_pid, timeout)
+            return await _exec(probe, enter, timeout)
     except asyncio.TimeoutError:
         return ProbeResult(False, f"timeout after {timeout}s")
     except OSError as e:
@@ -104,10 +104,10 @@ async def _tcp(probe: Probe, container: Container, node_netns: str, pod_ip: str)
     return ProbeResult(True)
 
 
-async def _exec(probe: Probe, sandbox_pid: Optional[int], timeout: float) -> ProbeResult:
-    if sandbox_pid is None:
+async def _exec(probe: Probe, enter: Optional[list[str]], timeout: float) -> ProbeResult:
+    if enter is None:
         return ProbeResult(False, "pod sandbox is not running")
-    argv = ["nsenter", "-t", str(sandbox_pid), "-n", "-u", "-m", "--", *probe.exec.command]
+    argv = ["nsenter", *enter, "--", *probe.exec.command]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     try:

@@ -170,10 +170,11 @@ def cmd_down(args) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it is done)."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
         return False
 
 

@@ -117,7 +117,8 @@ def _stop_launcher(client) -> None:
             client.sock.close()
         if client.pid:
             os.kill(client.pid, signal.SIGKILL)
-    except (OSError, ProcessLookupError):
+            os.waitpid(client.pid, 0)  # reaped here, or it would linger in the lab's cgroup
+    except (OSError, ProcessLookupError, ChildProcessError):
         pass
 
 

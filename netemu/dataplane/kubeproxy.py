@@ -23,8 +23,6 @@ from netemu.spec.models import Lab
 
 log = logging.getLogger("netemu.kubeproxy")
 
-IPTABLES_RESTORE = "iptables-restore"
-IPTABLES_SAVE = "iptables-save"
 
 
 class ApplyError(RuntimeError):
@@ -86,6 +84,9 @@ class NodeProxy:
 class KubeProxy:
     def __init__(self, lab: Lab, net: LabNet):
         self.lab = lab
+        backend = lab.spec.iptables_backend
+        self.restore_cmd = f"iptables-{backend}-restore"
+        self.save_cmd = f"iptables-{backend}-save"
         self.net = net
         self.nodes = {n.name: NodeProxy(n.name, n.ip, net.node_netns(n.name), lab.spec.pod_cidr)
                       for n in net.nodes.values()}
@@ -145,7 +146,7 @@ class KubeProxy:
                 return
             # a fresh node gets the base chains and jumps in the same restore (one process)
             payload = res.payload if node.initialized else base_payload() + res.payload
-            run_in_netns(node.netns, [IPTABLES_RESTORE, "--noflush", "-w"], payload)
+            run_in_netns(node.netns, [self.restore_cmd, "--noflush", "-w"], payload)
             node.initialized = True
             node.view = view
             # UDP flows to endpoints that went away would keep going there: clear them
@@ -167,7 +168,7 @@ class KubeProxy:
 
     def rules(self, node: str) -> str:
         n = self.nodes[node]
-        return run_in_netns(n.netns, [IPTABLES_SAVE])
+        return run_in_netns(n.netns, [self.save_cmd])
 
     def close(self) -> None:
         pass

@@ -498,6 +498,8 @@ class LabSpec(K8sModel):
     cluster_domain: str = "cluster.local"
     dns_ttl: int = Field(default=30, alias="dnsTTL")
     proxy_mode: Literal["iptables", "nftables", "ipvs"] = "iptables"
+    # which iptables kube-proxy runs in the nodes: Debian's default (nft) or legacy (x_tables)
+    iptables_backend: Literal["nft", "legacy"] = "nft"
     ipvs_scheduler: str = "rr"
     node_port_range: str = "30000-32767"
     # how long a node may be down before its pods are evicted and rescheduled

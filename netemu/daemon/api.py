@@ -47,7 +47,9 @@ class Api:
             handler = getattr(self, f"op_{op.replace('-', '_')}", None)
             if handler is None:
                 raise ApiError(f"unknown operation {op!r}")
-            if getattr(handler, "streaming", False):
+            if getattr(handler, "raw", False):  # the handler owns the connection's bytes
+                await handler(req, writer)
+            elif getattr(handler, "streaming", False):
                 await handler(req, lambda msg: _send(writer, msg))
             else:
                 result = handler(req)
@@ -211,6 +213,11 @@ class Api:
         return "stopping"
 
     # ------------------------------------------------------------------ waiting
+    async def op_dns_watch(self, req, writer):
+        """A DNS pod subscribes to the cluster zone (see daemon/dnsfeed.py)."""
+        await self.d.dns.serve(writer)
+    op_dns_watch.raw = True
+
     async def op_wait(self, req, send):
         """Stream progress until a condition holds: `ready` (every pod Ready, every node Ready),
         `rollout` (a Deployment fully rolled out), `deleted` (pods gone)."""

@@ -40,6 +40,9 @@ class LabDaemon:
         self.net: Optional[LabNet] = None
         self.kubelet: Optional[Kubelet] = None
         self.proxy = None  # the kube-proxy syncer, per node (set up in build)
+        from netemu.daemon.dnsfeed import ZonePublisher
+
+        self.dns = ZonePublisher(lab)
         self._kick = asyncio.Event()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._pending: dict[int, asyncio.Future] = {}
@@ -129,10 +132,18 @@ class LabDaemon:
         for node in self.cluster.store.list("Node"):
             self.kubelet.set_node_up(node.metadata.name, True)
             set_ready(self.cluster, node, True, "KubeletReady", "kubelet is posting ready status")
+        self.cluster.apply(self._addons())
         results = self.cluster.apply(self.initial_objects)
         for r in results:
             self.progress(str(r))
         self.kick()
+
+    def _addons(self) -> list:
+        from netemu.control import addons
+
+        cp = next((n for n in self.lab.spec.nodes or [] if n.role == "control-plane"), None)
+        objs = addons.kubernetes_service(self.lab, cp.ip) if cp else []
+        return objs + addons.coredns(self.lab, paths.api_socket(self.name))
 
     def _build_proxy(self) -> None:
         """kube-proxy for every node (iptables today; the mode comes from the Lab document)."""
@@ -168,11 +179,13 @@ class LabDaemon:
     async def sync_once(self) -> None:
         self.sync_count += 1
         self.cluster.reconcile()
+        self.dns.update(self.cluster.store)  # before pods start: a new DNS pod waits for its zone
         if self.kubelet is not None:
             await self.kubelet.sync()
         self.cluster.reconcile()
         if self.proxy is not None:
             await self.proxy.sync(self.cluster.store)
+        self.dns.update(self.cluster.store)
         self._persist()
         self._check_waiters()
 

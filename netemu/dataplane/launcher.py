@@ -291,12 +291,11 @@ def _container_main(msg: dict, ready_fd: int) -> None:
     os.environ.update(env)
     c = dict(msg["ctx"])
     c["ports"] = [PortSpec(**p) for p in c.get("ports") or []]
-    ctx = WorkloadContext(**c)
+    ctx = WorkloadContext(**c, on_ready=lambda: os.close(ready_fd))
     _set_comm(msg["builtin"].encode()[:15])
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    os.close(ready_fd)
-    run_builtin(msg["builtin"], ctx)
+    run_builtin(msg["builtin"], ctx)  # closes the set-up pipe once it listens
 
 
 def _which(cmd: str, path: Optional[str]) -> Optional[str]:

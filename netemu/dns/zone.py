@@ -18,10 +18,11 @@ import time
 from dataclasses import dataclass
 from functools import cached_property, partial
 from types import MappingProxyType
-from typing import Iterable, Literal, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Literal, Mapping, NamedTuple, Optional, Sequence, Union
 
 from netemu.dns.names import canonical_ip, dashed
-from netemu.spec.models import EndpointSlice, Namespace, Pod, Service
+if TYPE_CHECKING:  # the DNS pod's process unpickles zones without pydantic
+    from netemu.spec.models import EndpointSlice, Namespace, Pod, Service
 
 PodsMode = Literal["disabled", "insecure", "verified"]
 
@@ -100,6 +101,15 @@ class ClusterZone:
     @property
     def domain_labels(self) -> NameLabels:
         return tuple(self.domain.split("."))
+
+    def __reduce__(self):
+        """Pickled for the DNS pods (read-only views become dicts, derived caches are left
+        out: the receiver rebuilds them on first use)."""
+        fields = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        for f, v in fields.items():
+            if isinstance(v, MappingProxyType):
+                fields[f] = dict(v)
+        return (_unpickle_zone, (fields,))
 
     @cached_property
     def service_ptr(self) -> Mapping[str, NameLabels]:
@@ -239,6 +249,13 @@ class ClusterZone:
             dns_server_ips=tuple(dns_server_ips),
             _versions=MappingProxyType(versions),
         )
+
+
+def _unpickle_zone(fields: dict) -> ClusterZone:
+    for f, v in fields.items():
+        if isinstance(v, dict):
+            fields[f] = MappingProxyType(v)
+    return ClusterZone(**fields)
 
 
 def _namespaces(given, services, pods) -> set[str]:

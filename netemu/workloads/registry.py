@@ -23,6 +23,8 @@ STAND_INS: dict[str, tuple[str, int]] = {
     "kuar-demo/kuard-arm": ("kuard", 8080),
     "redis": ("redis", 6379),
     "subicura/counter": ("counter", 3000),
+    "coredns/coredns": ("coredns", 53),
+    "coredns": ("coredns", 53),
 }
 
 # Images whose default process is an interactive shell (CMD sh/bash, no ENTRYPOINT): in a

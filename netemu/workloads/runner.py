@@ -7,6 +7,7 @@ import signal
 import threading
 from typing import Callable, NoReturn
 
+from netemu.workloads.coredns import start_coredns
 from netemu.workloads.counter import start_counter
 from netemu.workloads.echo import start_echo_hname, start_echo_ip, start_generic
 from netemu.workloads.kuard import start_kuard
@@ -31,6 +32,7 @@ BUILTINS: dict[str, tuple[Starter, str]] = {
     "redis": (start_redis, "built-in redis (in memory, a subset of the commands)"),
     "counter": (start_counter, "subicura/counter (hits counted in redis)"),
     "sleep": (lambda ctx, loop: None, "sleep (nothing to serve)"),
+    "coredns": (start_coredns, "CoreDNS (the cluster zone, from the lab's control process)"),
 }
 
 
@@ -54,6 +56,8 @@ def run_builtin(name: str, ctx: WorkloadContext, *, bind_address: str = "0.0.0.0
     where = ", ".join(loop.endpoints) or "no ports"
     write_log(f"netemu: stand-in {description} for image {ctx.image or '(none)'} "
               f"in pod {ctx.namespace}/{ctx.pod_name}, listening on {where}\n")
+    if ctx.on_ready is not None:
+        ctx.on_ready()
     loop.run_forever()
 
 

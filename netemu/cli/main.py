@@ -163,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node")
     _common(p, namespaced=False)
 
+    p = sub.add_parser("dns", help="ask the cluster DNS from a pod (or a node), like dig",
+                       epilog="examples:\n  netemu dns np-svc --from <pod>\n  netemu dns _http._tcp.np-svc SRV\n"
+                       "  netemu dns 10.96.0.10.in-addr.arpa PTR",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name")
+    p.add_argument("type", nargs="?", default="A", help="A, AAAA, SRV, PTR, TXT, SOA, NS, CNAME (default A)")
+    p.add_argument("--from", dest="from_pod", metavar="POD", help="ask from this pod (default: from node m-k8s)")
+    p.add_argument("--node", help="ask from this node")
+    p.add_argument("--server", help="DNS server address (default: the lab's clusterDNS)")
+    p.add_argument("--no-search", dest="search", action="store_false", help="do not apply the pod's search list")
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument("-v", "--verbose", action="store_true")
+    _common(p)
+
     p = sub.add_parser("fmt", help="print a lab file as netemu understands it (re-indents flattened YAML)")
     p.add_argument("file")
 
@@ -198,7 +212,7 @@ def main(argv=None) -> int:
 
 
 def dispatch(args) -> int:
-    from netemu.cli import exec_cmds, get_cmds, lab_cmds, ops_cmds, render_cmds
+    from netemu.cli import dns_cmds, exec_cmds, get_cmds, lab_cmds, ops_cmds, render_cmds
 
     verb = args.verb
     if verb == "exec" and args.command and args.command[0] == "--":
@@ -224,6 +238,7 @@ def dispatch(args) -> int:
         "node": ops_cmds.cmd_node,
         "fmt": cmd_fmt,
         "render": render_cmds.cmd_render,
+        "dns": dns_cmds.cmd_dns,
         "rules": render_cmds.cmd_rules,
         "check-route": cmd_check_route,
     }

@@ -101,8 +101,9 @@ class TestLab:
             items = [p for p in items if not p["metadata"].get("deletionTimestamp")]
         return items
 
-    def exec(self, pod: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-        return netemu("exec", pod, "--lab", self.name, "--", *cmd, check=check, timeout=timeout)
+    def exec(self, pod: str, *cmd: str, check: bool = True, timeout: float = 30,
+             namespace: str = "default") -> subprocess.CompletedProcess:
+        return netemu("exec", pod, "--lab", self.name, "-n", namespace, "--", *cmd, check=check, timeout=timeout)
 
     def node_exec(self, node: str, *cmd: str, check: bool = True, timeout: float = 30):
         return subprocess.run(["ip", "netns", "exec", f"ne-{self.name}-{node}", *cmd], capture_output=True,

@@ -284,3 +284,28 @@ spec:
     lab.wait_for(lambda: "hello from sleeper" in lab.run("logs", "sleeper").stdout, what="sleeper's log")
     table = lab.run("get", "pods").stdout
     assert "crasher" in table and "sleeper" in table
+
+
+def test_network_already_routed_on_the_host_is_refused(lab, tmp_path):
+    """A lab whose network the host already reaches some other way must not start."""
+    link = f"ne-tc{lab.name[-6:]}"[:15]
+    # a veth pair (this kernel has no dummy links), both ends in the root namespace, no traffic
+    subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", f"{link}p"],
+                   check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{lab.gateway.rsplit('.', 1)[0]}.77/24", "dev", link], check=True)
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        res = lab.up(HNAME.format(replicas=1), tmp_path=tmp_path, check=False)
+        assert res.returncode != 0
+        assert "already in use on this host" in res.stderr and link in res.stderr
+        assert not os.path.exists(f"/run/netemu/{lab.name}")
+    finally:
+        subprocess.run(["ip", "link", "del", link])
+
+
+def test_check_route_guards_the_host(lab, tmp_path):
+    res = netemu("check-route", lab.node_ips["w1-k8s"], check=False)
+    assert res.returncode != 0  # no lab yet: the address would leave through the default route
+    lab.up(HNAME.format(replicas=1), tmp_path=tmp_path)
+    res = netemu("check-route", lab.node_ips["w1-k8s"], "--lab", lab.name)
+    assert f"ne-{lab.name}" in res.stdout

@@ -36,6 +36,8 @@ tables.TABLES["Endpoints"] = (["NAME", "ENDPOINTS", "AGE"], [], endpoints_row)
 
 def cmd_get(args) -> int:
     client = _client(args)
+    if getattr(args, "watch", False):
+        return _watch(client, args)
     refs = args.resource.split(",") if args.resource != "all" else ["pods", "services", "deployments", "replicasets"]
     fmt = args.output or ""
     first = True
@@ -61,6 +63,54 @@ def cmd_get(args) -> int:
         print(tables.table(kind, items, wide=fmt == "wide",
                            all_namespaces=getattr(args, "all_namespaces", False) and kind not in CLUSTER_SCOPED))
     return 0
+
+
+def _watch(client: Client, args) -> int:
+    """`get -w`: the table, then a line each time an object changes or goes (like kubectl)."""
+    kind, name = split_ref(args.resource, args.name)
+    ns = _namespace(args, kind)
+    wide = args.output == "wide"
+    all_ns = getattr(args, "all_namespaces", False) and kind not in CLUSTER_SCOPED
+    headers, wide_headers, row = tables.TABLES[kind]
+    hdr = (["NAMESPACE"] if all_ns else []) + list(headers) + (wide_headers if wide else [])
+    seen: dict[tuple, list[str]] = {}
+    widths: list[int] = []
+    first = True
+    try:
+        while True:
+            now = time.time()
+            items = client.call("get", kind=kind, namespace=ns, name=name, selector=args.selector)
+            current = {}
+            for o in items:
+                key = (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+                r = row(o, wide, now)
+                current[key] = (([key[0]] if all_ns else []) + r)
+            if first:
+                rows = list(current.values())
+                widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(hdr)]
+                print(_line(hdr, widths))
+                for r in rows:
+                    print(_line(r, widths))
+                first = False
+            else:
+                for key, r in current.items():
+                    old = seen.get(key)
+                    # AGE alone changing is not news
+                    if old is None or _without_age(old, hdr) != _without_age(r, hdr):
+                        print(_line(r, widths), flush=True)
+            seen = current
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _without_age(r: list[str], hdr: list[str]) -> list[str]:
+    return [c for c, h in zip(r, hdr) if h not in ("AGE", "RESTARTS")] + [
+        c.split(" ")[0] for c, h in zip(r, hdr) if h == "RESTARTS"]
+
+
+def _line(cells: list[str], widths: list[int]) -> str:
+    return "   ".join(c.ljust(widths[i]) if i < len(widths) else c for i, c in enumerate(cells)).rstrip()
 
 
 def _print_events(client: Client, args) -> int:

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="wide|json|yaml|name")
     p.add_argument("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
     p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("-w", "--watch", action="store_true", help="after the table, print each change (Ctrl-C ends)")
     _common(p)
 
     p = sub.add_parser("describe", help="show an object in detail, with its events")

@@ -81,9 +81,17 @@ def cmd_up(args) -> int:
 
         full_teardown(name)
     problems = _overlaps_running_labs(name, lab.spec)
+    from netemu.dataplane import uplink
     from netemu.dataplane.hostnet import network_conflicts
 
-    problems += network_conflicts(lab.spec.network)
+    if lab.spec.uplink:
+        try:
+            for w in uplink.preflight(lab.spec.uplink, lab.spec.network,
+                                      force=getattr(args, "force_uplink", False), lab=name):
+                warn(w)
+        except uplink.UplinkError as e:
+            raise CliError(str(e)) from None
+    problems += network_conflicts(lab.spec.network, own_link=uplink.host_side_link(lab.spec.uplink))
     if problems:
         raise CliError(f'cannot start lab "{name}": its addresses are already in use on this host:\n  - '
                        + "\n  - ".join(problems)

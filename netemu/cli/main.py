@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "Kubernetes manifests (- for stdin)")
     p.add_argument("--name", help="lab name (default: the Lab document's name, else the file name)")
     p.add_argument("--proxy-mode", choices=["iptables", "nftables", "ipvs"], help="override spec.proxyMode")
-    p.add_argument("--uplink", metavar="IFACE", help="put a real interface on the lab segment")
+    p.add_argument("--uplink", metavar="IFACE", help="put a real interface on the lab segment (IFACE, or "
+                   "NETNS/IFACE for one inside a named network namespace); `down` gives it back")
+    p.add_argument("--force-uplink", action="store_true", help="take the --uplink interface even if it carries "
+                   "a default route, routes to other networks or addresses outside the lab network")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for Ready (default 120)")
     p.add_argument("--no-wait", action="store_true", help="return once the network is built")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -178,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     _common(p)
 
+    from netemu.cli import capture_cmds, graph_cmds, trace_cmds
+
+    graph_cmds.add_parser(sub)
+    capture_cmds.add_parser(sub)
+    trace_cmds.add_parser(sub)
+
     p = sub.add_parser("fmt", help="print a lab file as netemu understands it (re-indents flattened YAML)")
     p.add_argument("file")
 
@@ -213,7 +222,8 @@ def main(argv=None) -> int:
 
 
 def dispatch(args) -> int:
-    from netemu.cli import dns_cmds, exec_cmds, get_cmds, lab_cmds, ops_cmds, render_cmds
+    from netemu.cli import (capture_cmds, dns_cmds, exec_cmds, get_cmds, graph_cmds, lab_cmds, ops_cmds, render_cmds,
+                            trace_cmds)
 
     verb = args.verb
     if verb == "exec" and args.command and args.command[0] == "--":
@@ -242,6 +252,9 @@ def dispatch(args) -> int:
         "dns": dns_cmds.cmd_dns,
         "rules": render_cmds.cmd_rules,
         "check-route": cmd_check_route,
+        "graph": graph_cmds.cmd_graph,
+        "capture": capture_cmds.cmd_capture,
+        "trace": trace_cmds.cmd_trace,
     }
     return table[verb](args)
 

@@ -124,6 +124,10 @@ class LabDaemon:
         self.launcher.pid, self.launcher.sock = launcher_mod.start()
         await asyncio.to_thread(self.net.build)
         log.info("lab network built in %.3fs", time.perf_counter() - t0)
+        if spec.uplink:  # a real interface on the segment; full_teardown gives it back
+            from netemu.dataplane import uplink
+
+            self.progress(await asyncio.to_thread(uplink.attach, self.name, spec.uplink))
         self.launcher.sock.setblocking(False)
         asyncio.get_running_loop().add_reader(self.launcher.sock.fileno(), self._on_launcher_readable)
         self.kubelet = Kubelet(self.name, self.cluster, self.net, self.cgroups, self.launch, self.kick,

@@ -91,6 +91,11 @@ def _daemon_process(lab: Lab, objects: list[K8sModel], w: int) -> None:
     cg.setup()
     cg.join_lab(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the store holds many long-lived objects: collect cycles rarely rather than rescanning
+    # them all the time (rendering 10k Services otherwise pays for several full collections)
+    import gc
+
+    gc.set_threshold(50_000, 20, 50)
     client = launcher_mod.LauncherClient(0, None)  # started once the lab's namespaces exist
     error = None
     try:

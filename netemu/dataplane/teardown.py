@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 from netemu import paths
 from netemu.dataplane.cgroups import LabCgroups
@@ -17,6 +18,10 @@ def full_teardown(lab: str, exclude_pids: tuple[int, ...] = ()) -> list[str]:
     for pid in exclude_pids:
         cg.leave(pid)
     cg.teardown(exclude=exclude_pids)
+    from netemu.dataplane import uplink
+
+    for msg in uplink.detach(lab):  # before the sweep: deleting the segment's namespace would lose it
+        print(f"netemu: {msg}", file=sys.stderr)
     removed = sweep(lab, others)
     shutil.rmtree(paths.lab_dir(lab), ignore_errors=True)
     try:

@@ -1,0 +1,203 @@
+"""`netemu trace`: which rules a connection to a service hits on a node, and, when a connection is
+live, its conntrack entry (where the kernel sent it).
+
+The rules are the node's live `iptables-save`, followed by proxy/trace.py (kube-proxy's own
+tracePacket model): nat KUBE-SERVICES, then, with the destination rewritten, the filter chains.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from typing import Optional
+
+from netemu.cli.client import CliError, Client, pick_lab
+
+
+def add_parser(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("trace", help="which iptables rules a connection hits on a node, and its conntrack entry",
+                       description="Follow a new connection through a node's live kube-proxy rules (iptables-save "
+                       "in the node's namespace): the chains it walks (KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXT-*, "
+                       "KUBE-SVC-*, KUBE-SEP-*), the DNAT targets it may get, whether it is masqueraded; and the "
+                       "node's conntrack entries for connections to that address (the DNAT target each got).",
+                       epilog="examples:\n"
+                       "  netemu trace np-svc --node w1-k8s                 every way in: clusterIP, nodePort, LB IPs\n"
+                       "  netemu trace 192.168.1.101:30000                  a NodePort (the node is the one with that IP)\n"
+                       "  netemu trace np-svc --from <pod>                  from a pod, on the pod's node\n"
+                       "  curl -s 192.168.1.101:30000; netemu trace 192.168.1.101:30000   (with its conntrack entry)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="SERVICE|IP:PORT")
+    p.add_argument("--node", help="the node whose rules to follow (default: the --from pod's node, or the node "
+                   "owning IP)")
+    p.add_argument("--from", dest="from_pod", metavar="POD", help="the connection comes from this pod")
+    p.add_argument("--src", metavar="IP", help="the connection's source address (default: the host, the lab's gateway)")
+    p.add_argument("--port", help="only this service port (number or name)")
+    p.add_argument("-p", "--protocol", choices=["tcp", "udp", "sctp"], help="for IP:PORT (default tcp)")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-n", "--namespace", metavar="NS", help="the service's (and --from pod's) namespace")
+    p.add_argument("--lab", metavar="NAME", help="the lab to talk to (default: the only lab up)")
+
+
+def _hostport(text: str) -> Optional[tuple[str, int]]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host, int(port)
+
+
+def _node_ips(nodes: list[dict]) -> dict[str, str]:
+    out = {}
+    for n in nodes:
+        for a in (n.get("status") or {}).get("addresses") or []:
+            if a.get("type") == "InternalIP":
+                out[n["metadata"]["name"]] = a["address"]
+    return out
+
+
+def destinations(svc: dict, node_ip: Optional[str], port_filter: Optional[str]) -> list[dict]:
+    """Every way into a Service's ports: clusterIP, nodePort on the node, externalIPs, LB IPs."""
+    sp, st = svc.get("spec") or {}, svc.get("status") or {}
+    out = []
+    ports = sp.get("ports") or []
+    if port_filter:
+        ports = [p for p in ports if str(p.get("port")) == port_filter or p.get("name") == port_filter
+                 or str(p.get("nodePort")) == port_filter]
+        if not ports:
+            raise CliError(f'service {svc["metadata"]["name"]} has no port {port_filter}')
+    for p in ports:
+        proto = (p.get("protocol") or "TCP").lower()
+        pname = f"port {p['name']}" if p.get("name") else f"port {p['port']}"
+        if sp.get("clusterIP") and sp["clusterIP"] != "None":
+            out.append({"via": f"ClusterIP ({pname})", "ip": sp["clusterIP"], "port": p["port"], "proto": proto})
+        if p.get("nodePort") and node_ip:
+            out.append({"via": f"NodePort {p['nodePort']} ({pname})", "ip": node_ip, "port": p["nodePort"],
+                        "proto": proto})
+        for ip in sp.get("externalIPs") or []:
+            out.append({"via": f"externalIP ({pname})", "ip": ip, "port": p["port"], "proto": proto})
+        for ing in (st.get("loadBalancer") or {}).get("ingress") or []:
+            if ing.get("ip"):
+                out.append({"via": f"LoadBalancer IP ({pname})", "ip": ing["ip"], "port": p["port"], "proto": proto})
+    return out
+
+
+def trace_one(rules, dest: dict, src: str, local_ips: set[str]) -> dict:
+    """The rules a new connection hits, table by table."""
+    from netemu.dataplane.capture import indent_matches
+    from netemu.dataplane.proxy.trace import trace_packet
+
+    kw = dict(src=src, dst=dest["ip"], dport=int(dest["port"]), proto=dest["proto"], local_ips=local_ips)
+    nat = trace_packet(rules.only("nat"), **kw)
+    full = trace_packet(rules, **kw)
+    filt = full.matches[len(nat.matches):]
+    entry = "OUTPUT" if src in local_ips else "PREROUTING"
+    chains = sorted({w for r in full.matches for w in r.split() if w.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-",
+                                                                                 "KUBE-SVL-", "KUBE-FW-"))})
+    dnat = [o for o in nat.outputs if o not in ("ACCEPT", "DROP", "REJECT")]
+    verdicts = [o for o in full.outputs[len(nat.outputs):] if o in ("ACCEPT", "DROP", "REJECT")]
+    return {**dest, "src": src, "entry": entry,
+            "nat": [{"depth": d, "rule": r} for d, r in indent_matches(nat.matches, ["KUBE-SERVICES"])],
+            "filter": [{"depth": d, "rule": r} for d, r in indent_matches(filt, ["KUBE-SERVICES", "KUBE-NODEPORTS",
+                                                                                   "KUBE-EXTERNAL-SERVICES",
+                                                                                   "KUBE-PROXY-FIREWALL"])],
+            "chains": chains, "dnat": dnat, "verdicts": verdicts, "masquerade": full.masquerade}
+
+
+def cmd_trace(args) -> int:
+    from netemu.dataplane import capture
+
+    client = Client(pick_lab(args.lab))
+    ns = args.namespace or "default"
+    lab = client.call("lab")
+    node_ips = _node_ips(client.call("get", kind="Node"))
+    node = args.node
+    if node and node not in node_ips:
+        raise CliError(f'node "{node}" not found (nodes: {", ".join(node_ips)})')
+    src, src_what = args.src, "--src"
+    if args.from_pod:
+        pod = client.call("get", kind="Pod", namespace=ns, name=args.from_pod)[0]
+        src = (pod.get("status") or {}).get("podIP")
+        if not src:
+            raise CliError(f'pod "{args.from_pod}" has no IP yet')
+        src_what = f"pod {args.from_pod}"
+        node = node or (pod.get("spec") or {}).get("nodeName")
+    if not src:
+        src, src_what = lab["spec"].get("gateway", "192.168.1.1"), "the host (the lab's gateway address)"
+
+    hp = _hostport(args.target)
+    if hp:
+        ip, port = hp
+        if not node:
+            node = next((n for n, nip in node_ips.items() if nip == ip), None)
+        dests = [{"via": f"{ip}:{port}", "ip": ip, "port": port, "proto": args.protocol or "tcp"}]
+        title = f"{args.target}"
+    else:
+        svc = client.call("get", kind="Service", namespace=ns, name=args.target)[0]
+        if (svc.get("spec") or {}).get("type") == "ExternalName":
+            raise CliError(f"service {args.target} is an ExternalName ({svc['spec'].get('externalName')}): "
+                           "DNS only, no rules")
+        if not node:
+            raise CliError(f"which node's rules? add --node NODE (one of: {', '.join(node_ips)})")
+        dests = destinations(svc, node_ips.get(node), args.port)
+        title = f"service {ns + '/' if ns != 'default' else ''}{args.target}"
+    if not node:
+        raise CliError(f"which node's rules? add --node NODE (one of: {', '.join(node_ips)})")
+
+    netns = client.call("node-netns", name=node)
+    try:
+        rules = capture.SavedRuleset.parse(client.call("rules", name=node))
+        local = capture.local_addresses(netns)
+    except capture.CaptureError as e:
+        raise CliError(str(e)) from None
+    results = []
+    for d in dests:
+        r = trace_one(rules, d, src, local)
+        try:
+            entries = capture.conntrack_entries(netns, d["ip"], int(d["port"]), d["proto"])
+        except capture.CaptureError as e:
+            entries, r["conntrack_error"] = [], str(e)
+        r["conntrack"] = [{"src": f"{e.src}:{e.sport}", "dst": f"{e.dst}:{e.dport}", "state": e.state,
+                           "dnat": e.dnat, "snat": e.snat, "flags": list(e.flags), "raw": e.raw} for e in entries]
+        results.append(r)
+    if args.output == "json":
+        json.dump({"node": node, "netns": netns, "src": src, "results": results}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{title} on node {node} (netns {netns}), a new connection from {src} ({src_what}):")
+    for r in results:
+        print()
+        print(f"{r['ip']}:{r['port']}/{r['proto']}  [{r['via']}]")
+        print(f"  nat {r['entry']} -> KUBE-SERVICES")
+        for m in r["nat"]:
+            print("    " + "  " * m["depth"] + m["rule"])
+        if not r["nat"]:
+            print("    (no kube-proxy nat rule matches: the destination is not rewritten)")
+        if r["filter"]:
+            print("  filter")
+            for m in r["filter"]:
+                print("    " + "  " * m["depth"] + m["rule"])
+        if r["dnat"]:
+            how = "one of, chosen by the statistic rules: " if len(r["dnat"]) > 1 else ""
+            print(f"  => DNAT to {how}{', '.join(r['dnat'])}")
+        if "REJECT" in r["verdicts"] or "DROP" in r["verdicts"]:
+            print(f"  => {', '.join(r['verdicts'])} (a service without endpoints, or a firewall rule)")
+        print("  => masqueraded (KUBE-MARK-MASQ: the backend sees the node's address)" if r["masquerade"] else
+              "  => not masqueraded (the backend sees the client's address)")
+        if r.get("conntrack_error"):
+            print(f"  conntrack: {r['conntrack_error']}")
+        elif not r["conntrack"]:
+            print(f"  conntrack: no connection to {r['ip']}:{r['port']} on {node} now "
+                  "(make one and trace again while it is open or in TIME_WAIT)")
+        else:
+            print(f"  conntrack on {node}: {len(r['conntrack'])} connection(s) to {r['ip']}:{r['port']}")
+            for c in r["conntrack"]:
+                nat = f"  DNAT -> {c['dnat']}" if c["dnat"] else "  (not DNATed)"
+                snat = f"  SNAT -> {c['snat']}" if c["snat"] else ""
+                print(f"    {c['state'] or r['proto']:<12} {c['src']} -> {c['dst']}{nat}{snat}")
+    return 0

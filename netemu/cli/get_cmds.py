@@ -60,8 +60,11 @@ def cmd_get(args) -> int:
         if not first:
             print()
         first = False
-        print(tables.table(kind, items, wide=fmt == "wide",
-                           all_namespaces=getattr(args, "all_namespaces", False) and kind not in CLUSTER_SCOPED))
+        out = tables.table(kind, items, wide=fmt == "wide",
+                           all_namespaces=getattr(args, "all_namespaces", False) and kind not in CLUSTER_SCOPED)
+        if kind == "Service" and fmt == "wide":
+            out = _with_announcer(client, items, out)
+        print(out)
     return 0
 
 
@@ -113,6 +116,20 @@ def _line(cells: list[str], widths: list[int]) -> str:
     return "   ".join(c.ljust(widths[i]) if i < len(widths) else c for i, c in enumerate(cells)).rstrip()
 
 
+def _with_announcer(client: Client, items: list[dict], table: str) -> str:
+    """-o wide for Services: which node's speaker answers ARP for each LoadBalancer IP."""
+    try:
+        services = client.call("announcements")["services"]
+    except CliError:
+        return table
+    lines = table.splitlines()
+    col = ["ANNOUNCED-BY"] + [
+        (services.get(f"{o['metadata'].get('namespace')}/{o['metadata']['name']}") or {}).get("node") or "<none>"
+        for o in items]
+    width = max(len(line) for line in lines)
+    return "\n".join(line.ljust(width) + "   " + c for line, c in zip(lines, col))
+
+
 def _print_events(client: Client, args) -> int:
     events = client.call("events", namespace=None if args.all_namespaces else (args.namespace or "default"))
     if not events:
@@ -145,7 +162,8 @@ def cmd_describe(args) -> int:
 
 def _kv(lines: list[str], key: str, value, indent: int = 0) -> None:
     pad = " " * indent
-    lines.append(f"{pad}{key + ':':<{max(0, 20 - indent)}}{'' if value is None else value}")
+    width = max(len(key) + 2, 20 - indent)
+    lines.append(f"{pad}{key + ':':<{width}}{'' if value is None else value}")
 
 
 def _map(m) -> str:
@@ -164,9 +182,9 @@ def _events_block(events: list[dict]) -> str:
         if e["count"] > 1:
             age = f"{age} (x{e['count']} over {tables.human_duration(e['last'] - e['first'])})"
         rows.append([e["type"], e["reason"], age, e["source"], e["message"]])
-    body = tables.render(["Type", "Reason", "Age", "From", "Message"], rows).splitlines()
-    sep = "  ".join("-" * len(h) for h in ["Type", "Reason", "Age", "From", "Message"])
-    return "Events:\n" + "\n".join("  " + line for line in body[:1] + ["  " + sep[2:]] + body[1:])
+    headers = ["Type", "Reason", "Age", "From", "Message"]
+    body = tables.render(headers, [["-" * len(h) for h in headers]] + rows).splitlines()
+    return "Events:\n" + "\n".join("  " + line for line in body)
 
 
 def _describe_pod(pod: dict, client: Client) -> str:

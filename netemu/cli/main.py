@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     capture_cmds.add_parser(sub)
     trace_cmds.add_parser(sub)
 
+    p = sub.add_parser("speaker", help="failure injection: speaker kill|start NODE (MetalLB's ARP speaker)")
+    p.add_argument("action", choices=["kill", "start"])
+    p.add_argument("node")
+    _common(p, namespaced=False)
+
     p = sub.add_parser("fmt", help="print a lab file as netemu understands it (re-indents flattened YAML)")
     p.add_argument("file")
 
@@ -247,6 +252,7 @@ def dispatch(args) -> int:
         "uncordon": lambda a: ops_cmds.cmd_cordon(a, False),
         "drain": ops_cmds.cmd_drain,
         "node": ops_cmds.cmd_node,
+        "speaker": ops_cmds.cmd_speaker,
         "fmt": cmd_fmt,
         "render": render_cmds.cmd_render,
         "dns": dns_cmds.cmd_dns,

@@ -124,3 +124,8 @@ def cmd_expose(args) -> int:
                       protocol=args.protocol, external_ip=args.external_ip, session_affinity=args.session_affinity,
                       cluster_ip=args.cluster_ip, load_balancer_ip=args.load_balancer_ip, selector=args.selector))
     return 0
+
+
+def cmd_speaker(args) -> int:
+    print(_client(args).call("speaker", name=args.node, alive=args.action == "start"))
+    return 0

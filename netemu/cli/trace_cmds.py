@@ -128,7 +128,7 @@ def cmd_trace(args) -> int:
         src_what = f"pod {args.from_pod}"
         node = node or (pod.get("spec") or {}).get("nodeName")
     if not src:
-        src, src_what = lab["spec"].get("gateway", "192.168.1.1"), "the host (the lab's gateway address)"
+        src, src_what = lab["spec"].get("gateway", "192.168.1.1"), "the host, at the lab's gateway address"
 
     hp = _hostport(args.target)
     if hp:

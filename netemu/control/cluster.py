@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from netemu.control import endpoints, nodes, podnet, scheduler, services, workloads
+from netemu.control import endpoints, metallb, metallb_l2, nodes, podnet, scheduler, services, workloads
 from netemu.control.pods import controller_of, is_terminating
 from netemu.control.store import NotFound, Store, key_of, rfc3339
 from netemu.spec.models import NAMESPACED, Deployment, K8sModel, Lab, Namespace, ObjectMeta, Pod
@@ -26,6 +26,8 @@ CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
     scheduler.reconcile,
     podnet.reconcile,
     endpoints.reconcile,
+    metallb.reconcile,
+    metallb_l2.reconcile,
 )
 
 

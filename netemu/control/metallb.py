@@ -128,10 +128,21 @@ def _namespaces(c: "Cluster") -> list:
     return c.store.list("Namespace")
 
 
+_CONFIG_INPUTS = ("ConfigMap", "IPAddressPool", "L2Advertisement", "Node", "Namespace")
+
+
 def load_config(c: "Cluster") -> Optional[Config]:
     """MetalLB's configuration from the store: the legacy ConfigMap ``metallb-system/config``, then
     IPAddressPools and L2Advertisements. None when there is none at all (MetalLB is not installed:
-    LoadBalancer Services stay <pending>)."""
+    LoadBalancer Services stay <pending>). Cached until one of the kinds it reads changes."""
+    cache = c.__dict__.setdefault("_metallb_config", {})
+    stamp = tuple(c.store.generation[k] for k in _CONFIG_INPUTS)
+    if cache.get("stamp") != stamp or cache.get("store") is not c.store:
+        cache.update(stamp=stamp, store=c.store, config=_load_config(c))
+    return cache["config"]
+
+
+def _load_config(c: "Cluster") -> Optional[Config]:
     store = c.store
     cms = [cm for cm in store.list("ConfigMap") if is_legacy_configmap(cm)]
     crd_pools: list[IPAddressPool] = list(store.list("IPAddressPool"))

@@ -39,6 +39,8 @@ def nodes_from_lab(lab: Lab, now: str) -> list[Node]:
         taints = None
         if ln.role == "control-plane":
             labels[CONTROL_PLANE_TAINT] = ""
+            # as kubeadm labels it: load balancers (MetalLB) do not announce from here
+            labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
             taints = [Taint(key=CONTROL_PLANE_TAINT, effect="NoSchedule")]
         out.append(Node(
             metadata=ObjectMeta(name=ln.name, labels=labels),

@@ -203,6 +203,20 @@ class Api:
         self.d.kick()
         return {"node": node.metadata.name, "evicted": evicted}
 
+    def op_announcements(self, req):
+        """Which node announces which LoadBalancer IP (MetalLB layer 2), and the speakers."""
+        from netemu.control import metallb_l2
+
+        a = metallb_l2.announcements(self.cluster)
+        services = {f"{ns}/{name}": {"node": x.node, "ips": list(x.ips), "reason": x.reason, "failed": x.failed}
+                    for (ns, name), x in a.services.items()}
+        return {"by_ip": dict(a.by_ip), "by_node": {n: sorted(ips) for n, ips in a.by_node.items()},
+                "services": services, "speakers": self.d.speakers.stats() if self.d.speakers else {}}
+
+    def op_speaker(self, req):
+        self.d.set_speaker(req["name"], bool(req["alive"]))
+        return f"speaker on node/{req['name']} {'started' if req['alive'] else 'killed'}"
+
     async def op_node(self, req):
         up = bool(req["up"])
         await self.d.set_node(req["name"], up)

@@ -40,6 +40,7 @@ class LabDaemon:
         self.net: Optional[LabNet] = None
         self.kubelet: Optional[Kubelet] = None
         self.proxy = None  # the kube-proxy syncer, per node (set up in build)
+        self.speakers = None  # MetalLB-style ARP speakers, one per node
         from netemu.daemon.dnsfeed import ZonePublisher
 
         self.dns = ZonePublisher(lab)
@@ -133,6 +134,9 @@ class LabDaemon:
         self.kubelet = Kubelet(self.name, self.cluster, self.net, self.cgroups, self.launch, self.kick,
                                lambda: self.launcher.pid)
         self._build_proxy()
+        from netemu.dataplane.speaker import Speakers
+
+        self.speakers = Speakers({n: self.net.node_netns(n) for n in self.net.nodes})
         for node in self.cluster.store.list("Node"):
             self.kubelet.set_node_up(node.metadata.name, True)
             set_ready(self.cluster, node, True, "KubeletReady", "kubelet is posting ready status")
@@ -189,9 +193,30 @@ class LabDaemon:
         self.cluster.reconcile()
         if self.proxy is not None:
             await self.proxy.sync(self.cluster.store)
+        self._sync_speakers()  # after the rules: a new LB IP is DNATed before it attracts traffic
         self.dns.update(self.cluster.store)
         self._persist()
         self._check_waiters()
+
+    def _sync_speakers(self) -> None:
+        if self.speakers is not None:
+            from netemu.control import metallb_l2
+
+            self.speakers.sync(metallb_l2.announcements(self.cluster).by_node)
+
+    def set_speaker(self, node: str, alive: bool) -> None:
+        """Kill or restart one node's speaker (failure injection): its IPs move elsewhere."""
+        from netemu.control import metallb_l2
+
+        self.cluster.store.get("Node", "", node)
+        if alive:
+            self.speakers.start(node)
+        else:
+            self.speakers.kill(node)
+        metallb_l2.set_speaker_alive(self.cluster, node, alive)
+        self.cluster.reconcile()
+        self._sync_speakers()
+        self.kick()
 
     # ------------------------------------------------------------------ waiting (up, rollout)
     def wait_for(self, predicate: Callable[[], bool]) -> asyncio.Future:
@@ -223,10 +248,18 @@ class LabDaemon:
         obj = self.cluster.store.get("Node", "", node)
         await asyncio.to_thread(self.net.set_node_link, node, up)
         self.kubelet.set_node_up(node, up)
+        from netemu.control import metallb_l2
+
         if up:
             set_ready(self.cluster, obj, True, "KubeletReady", "kubelet is posting ready status")
+            self.speakers.start(node)
         else:
             set_ready(self.cluster, obj, False, "NodeStatusUnknown", "Kubelet stopped posting node status.")
+            self.speakers.kill(node)  # a failed node's speaker is gone with it
+        metallb_l2.set_speaker_alive(self.cluster, node, up)
+        # fail over at once: every node already DNATs every LB IP, only the ARP owner moves
+        self.cluster.reconcile()
+        self._sync_speakers()
         self.kick()
 
     # ------------------------------------------------------------------ persistence
@@ -255,6 +288,8 @@ class LabDaemon:
                 await asyncio.wait_for(self.kubelet.stop_all(), 10)
             except Exception:
                 log.exception("stopping pods")
+        if self.speakers is not None:
+            self.speakers.close()
         if self.proxy is not None:
             try:
                 self.proxy.close()

@@ -338,8 +338,16 @@ class Speaker:
         return self._closed
 
     def set_announced(self, ips: Iterable[str]) -> None:
-        """Answer ARP for exactly these IPv4 addresses from now on; gratuitous ARP for the new ones."""
-        packed = frozenset(ipaddress.IPv4Address(str(ip)).packed for ip in ips)
+        """Answer ARP for exactly these IPv4 addresses from now on; gratuitous ARP for the new ones.
+        IPv6 addresses are skipped (no NDP responder: the lab segment is IPv4 only)."""
+        packed = set()
+        for ip in ips:
+            addr = ipaddress.ip_address(str(ip))
+            if addr.version != 4:
+                log.warning("%s: %s is IPv6: not announced (no NDP responder)", self.node_name, addr)
+                continue
+            packed.add(addr.packed)
+        packed = frozenset(packed)
         if self._closed:
             return
         self._call(self._set, packed)
@@ -450,5 +458,65 @@ class Speaker:
                 self.stats.last_reply = time.time()
 
 
-__all__ = ["Speaker", "SpeakerThread", "SpeakerStats", "garp_schedule", "gratuitous_frames", "arp_frame",
+class Speakers:
+    """Every node's speaker of one lab, on one SpeakerThread: what the daemon keeps.
+
+        speakers = Speakers({"w1-k8s": "ne-lab-w1-k8s", ...})
+        speakers.sync(metallb_l2.reconcile(cluster).by_node)    # after each reconcile pass
+        speakers.kill("w1-k8s")                                 # `killing a node's speaker`
+        speakers.close()                                        # teardown
+
+    A speaker that cannot be opened (its namespace is gone) is reported as not alive."""
+
+    def __init__(self, netns_of_node: dict[str, str], iface: str = "eth0",
+                 thread: Optional[SpeakerThread] = None):
+        self.iface = iface
+        self.thread = thread or SpeakerThread("netemu-speakers")
+        self._own_thread = thread is None
+        self.netns = dict(netns_of_node)
+        self.speakers: dict[str, Speaker] = {}
+        self.errors: dict[str, str] = {}
+        for node in self.netns:
+            self.start(node)
+
+    def start(self, node: str) -> bool:
+        """(Re)start a node's speaker; False when its socket cannot be opened."""
+        if node in self.speakers:
+            return True
+        try:
+            self.speakers[node] = Speaker(node, self.netns[node], self.iface, loop=self.thread)
+            self.errors.pop(node, None)
+            return True
+        except OSError as e:
+            self.errors[node] = str(e)
+            log.warning("speaker on %s: %s", node, e)
+            return False
+
+    def kill(self, node: str) -> None:
+        sp = self.speakers.pop(node, None)
+        if sp is not None:
+            sp.close()
+
+    def alive(self) -> dict[str, bool]:
+        return {node: node in self.speakers for node in self.netns}
+
+    def sync(self, by_node: dict[str, set[str]]) -> None:
+        """Each speaker answers for exactly its node's IPs (gratuitous ARP for the ones it gains)."""
+        for node, sp in self.speakers.items():
+            want = set(by_node.get(node, ()))
+            if want != set(sp.announced):
+                sp.set_announced(want)
+
+    def stats(self) -> dict[str, dict]:
+        return {node: {"mac": sp.mac, "announced": sorted(sp.announced), **sp.stats.as_dict()}
+                for node, sp in self.speakers.items()}
+
+    def close(self) -> None:
+        for node in list(self.speakers):
+            self.kill(node)
+        if self._own_thread:
+            self.thread.stop()
+
+
+__all__ = ["Speaker", "Speakers", "SpeakerThread", "SpeakerStats", "garp_schedule", "gratuitous_frames", "arp_frame",
            "parse_request", "open_arp_socket", "GARP_INTERVAL", "GARP_DURATION"]

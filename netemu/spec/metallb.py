@@ -28,7 +28,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import Field
 
-from netemu.spec.errors import Location, Report, field_path, join_path
+from netemu.spec.errors import Location, Report, join_path
 from netemu.spec.models import ConfigMap, K8sModel, LabelSelector, ObjectMeta
 
 API_VERSION = "metallb.io/v1beta1"
@@ -88,6 +88,22 @@ class L2Advertisement(K8sModel):
 KINDS: dict[str, type[K8sModel]] = {"IPAddressPool": IPAddressPool, "L2Advertisement": L2Advertisement}
 API_VERSIONS: dict[str, tuple[str, ...]] = {"IPAddressPool": (API_VERSION,), "L2Advertisement": (API_VERSION,)}
 NAMESPACED = {"IPAddressPool", "L2Advertisement"}
+
+
+def register() -> None:
+    """Make the loader, the store and the flattened-manifest recovery know the CRDs (idempotent):
+    the lead calls it once, e.g. from ``netemu/spec/__init__.py`` (which runs before any module of
+    the package, so no import cycle with :mod:`netemu.spec.models`)."""
+    import sys
+
+    from netemu.spec import models
+
+    models.KINDS.update(KINDS)
+    models.API_VERSIONS.update(API_VERSIONS)
+    models.NAMESPACED.update(NAMESPACED)
+    convert = sys.modules.get("netemu.spec.convert")
+    if convert is not None:  # MODELS is a copy made when convert was imported
+        convert.MODELS.update(KINDS)
 
 
 # --------------------------------------------------------------------------- addresses
@@ -168,8 +184,6 @@ def check_pool(pool: IPAddressPool, loc: Location, report: Report) -> None:
             parse_addresses(a)
         except AddressError as e:
             report.error(loc, f"spec.addresses[{i}]", str(e))
-    _check_overlaps_within([(f"spec.addresses[{i}]", a) for i, a in enumerate(spec.addresses or [])],
-                           pool.metadata.name or "?", loc, report)
     sa = spec.service_allocation
     if sa is not None:
         if sa.priority is not None and sa.priority < 0:
@@ -201,21 +215,6 @@ def check_l2_advertisement(adv: L2Advertisement, loc: Location, report: Report) 
             report.error(loc, f"spec.interfaces[{i}]", f"not an interface name: {name!r}")
 
 
-def _check_overlaps_within(entries: list[tuple[str, str]], pool: str, loc: Location, report: Report) -> None:
-    seen: list[tuple[str, IPNetwork]] = []
-    for path, text in entries:
-        try:
-            nets = parse_addresses(text)
-        except AddressError:
-            continue
-        for n in nets:
-            other = next((p for p, m in seen if m.version == n.version and m.overlaps(n)), None)
-            if other is not None:
-                report.error(loc, path, f"CIDR {str(n)!r} in pool {pool!r} overlaps with {other} of the same pool")
-                break
-        seen += [(path, n) for n in nets]
-
-
 @dataclass
 class PoolSource:
     """A pool and where it was declared, for checks across documents."""
@@ -227,8 +226,8 @@ class PoolSource:
 
 
 def check_pools_across(sources: list[PoolSource], report: Report) -> None:
-    """Across every pool of the files: names defined twice, CIDRs that overlap (MetalLB refuses such a
-    configuration as a whole)."""
+    """Across every pool of the files (and within each): names defined twice, CIDRs that overlap
+    (MetalLB refuses such a configuration as a whole)."""
     names: dict[str, PoolSource] = {}
     nets: list[tuple[IPNetwork, PoolSource]] = []
     for src in sources:
@@ -237,7 +236,6 @@ def check_pools_across(sources: list[PoolSource], report: Report) -> None:
                          f"duplicate definition of pool {src.name!r} (also in {names[src.name].loc.where()})")
             continue
         names[src.name] = src
-        mine: list[IPNetwork] = []
         for path, text in src.addresses:
             try:
                 parsed = parse_addresses(text)
@@ -246,11 +244,11 @@ def check_pools_across(sources: list[PoolSource], report: Report) -> None:
             for n in parsed:
                 hit = next(((m, o) for m, o in nets if m.version == n.version and m.overlaps(n)), None)
                 if hit is not None:
+                    where = "the same pool" if hit[1] is src else f"pool {hit[1].name!r} ({hit[1].loc.where()})"
                     report.error(src.loc, path, f"CIDR {str(n)!r} in pool {src.name!r} overlaps with already defined "
-                                                f"CIDR {str(hit[0])!r} of pool {hit[1].name!r} ({hit[1].loc.where()})")
+                                                f"CIDR {str(hit[0])!r} of {where}")
                     break
-            mine += parsed
-        nets += [(n, src) for n in mine]
+            nets += [(n, src) for n in parsed]
 
 
 # --------------------------------------------------------------------------- the legacy ConfigMap
@@ -403,9 +401,6 @@ class LegacyConfig:
     # (field path inside data.config, pool name, [(path, address text)]) for checks across documents
     pool_paths: list[tuple[str, str, list[tuple[str, str]]]] = field(default_factory=list)
     recovered: bool = False
-
-
-_POOL_KEYS = set(_SCHEMA["pool"]) - {"address"}
 
 
 def _bool(v: Any) -> Optional[bool]:
@@ -586,9 +581,9 @@ def validate_metallb(obj: K8sModel, loc: Location, report: Report) -> Optional[l
 
 
 __all__ = [
-    "API_VERSION", "NAMESPACE", "KINDS", "API_VERSIONS", "NAMESPACED", "IPAddressPool", "IPAddressPoolSpec",
+    "register", "API_VERSION", "NAMESPACE", "KINDS", "API_VERSIONS", "NAMESPACED", "IPAddressPool", "IPAddressPoolSpec",
     "ServiceAllocation", "L2Advertisement", "L2AdvertisementSpec", "PreferredNodeSelector", "parse_addresses",
     "pool_networks", "AddressError", "is_legacy_configmap", "parse_legacy_config", "pools_from_configmap",
     "check_legacy_configmap", "check_pool", "check_l2_advertisement", "check_pools_across", "validate_metallb",
-    "PoolSource", "MetalLBConfigError", "reindent_legacy", "field_path",
+    "PoolSource", "MetalLBConfigError", "reindent_legacy",
 ]

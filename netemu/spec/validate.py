@@ -34,6 +34,8 @@ NAME_RULES: dict[str, Callable[[str], Optional[str]]] = {
     "Namespace": check_dns_label,
     "ConfigMap": check_dns_subdomain,
     "Secret": check_dns_subdomain,
+    "IPAddressPool": check_dns_subdomain,
+    "L2Advertisement": check_dns_subdomain,
 }
 
 
@@ -130,6 +132,11 @@ def _check_across(items: list[Converted], report: Report) -> None:
 
 
 def validate_objects(items: list[Converted], lab: Lab, report: Report) -> None:
+    from netemu.spec.metallb import check_pools_across, validate_metallb
+
+    pools = []
     for c in items:
         validate_object(c.obj, c.loc, lab, report.muting(c.muted))
+        pools += validate_metallb(c.obj, c.loc, report.muting(c.muted)) or []
+    check_pools_across(pools, report)
     _check_across(items, report)

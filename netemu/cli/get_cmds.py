@@ -360,3 +360,8 @@ DESCRIBERS = {
     "Service": _describe_service,
     "Node": _describe_node,
 }
+
+
+from netemu.cli import top_cmds  # noqa: E402  (registers the `get hpa` table)
+
+DESCRIBERS["HorizontalPodAutoscaler"] = top_cmds.describe_hpa

@@ -18,6 +18,8 @@ for kind, names in {
     "ConfigMap": ("configmaps", "configmap", "cm"),
     "Secret": ("secrets", "secret"),
     "Event": ("events", "event", "ev"),
+    "HorizontalPodAutoscaler": ("horizontalpodautoscalers", "horizontalpodautoscaler", "hpa",
+                                "horizontalpodautoscalers.autoscaling", "horizontalpodautoscaler.autoscaling"),
 }.items():
     for n in names:
         ALIASES[n] = kind

@@ -13,6 +13,8 @@ examples:
   sudo netemu get pods -o wide                pods with their IPs and nodes
   sudo netemu exec <pod> -- curl -s <ip>      run a command inside a pod
   sudo netemu scale deployment np-pods --replicas=3
+  sudo netemu autoscale deployment np-pods --min=1 --max=10 --cpu-percent=50
+  sudo netemu top pods                        CPU and memory, measured from the pods' cgroups
   sudo netemu node down w2-k8s                a node failure; `node up` brings it back
   sudo netemu down                            remove the lab, leaving nothing behind
 
@@ -116,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--timeout", type=float, default=300)
     _common(p)
+
+    from netemu.cli.top_cmds import add_parsers as add_top_parsers
+
+    add_top_parsers(sub)  # top pods|nodes, autoscale
 
     p = sub.add_parser("exec", help="run a command in a pod's namespaces: netemu exec POD -- CMD...")
     p.add_argument("pod")
@@ -228,7 +234,7 @@ def main(argv=None) -> int:
 
 def dispatch(args) -> int:
     from netemu.cli import (capture_cmds, dns_cmds, exec_cmds, get_cmds, graph_cmds, lab_cmds, ops_cmds, render_cmds,
-                            trace_cmds)
+                            top_cmds, trace_cmds)
 
     verb = args.verb
     if verb == "exec" and args.command and args.command[0] == "--":
@@ -261,6 +267,8 @@ def dispatch(args) -> int:
         "graph": graph_cmds.cmd_graph,
         "capture": capture_cmds.cmd_capture,
         "trace": trace_cmds.cmd_trace,
+        "top": top_cmds.cmd_top,
+        "autoscale": top_cmds.cmd_autoscale,
     }
     return table[verb](args)
 

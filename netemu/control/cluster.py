@@ -61,7 +61,8 @@ class ApplyResult:
 def resource_name(kind: str) -> str:
     """kubectl's `<resource>.<group>` prefix, as in `deployment.apps/np-pods created`."""
     return {"Deployment": "deployment.apps", "ReplicaSet": "replicaset.apps",
-            "EndpointSlice": "endpointslice.discovery.k8s.io"}.get(kind, kind.lower())
+            "EndpointSlice": "endpointslice.discovery.k8s.io",
+            "HorizontalPodAutoscaler": "horizontalpodautoscaler.autoscaling"}.get(kind, kind.lower())
 
 
 @dataclass
@@ -245,4 +246,5 @@ def _dump(v):
 
 def _default_source(kind: str) -> str:
     return {"Deployment": "deployment-controller", "ReplicaSet": "replicaset-controller",
-            "Pod": "kubelet", "Node": "kubelet", "Service": "service-controller"}.get(kind, "netemu")
+            "Pod": "kubelet", "Node": "kubelet", "Service": "service-controller",
+            "HorizontalPodAutoscaler": "horizontal-pod-autoscaler"}.get(kind, "netemu")

@@ -37,7 +37,9 @@ from netemu.spec.autoscaling import (
     ResourceMetricStatus,
     default_scale_down_rules,
     default_scale_up_rules,
+    effective_metrics,
     format_milli,
+    format_quantity,
     milli_value,
 )
 from netemu.spec.models import Condition, Pod
@@ -491,9 +493,9 @@ class HorizontalController:
         ns = hpa.metadata.namespace or "default"
         selector = target.spec.selector
         pods = [p for p in cluster.store.list("Pod", ns) if labels.matches(selector, p.metadata.labels)]
-        pod_metrics = {name: m for (mns, name), m in metrics.items()
-                       if mns == ns and any(p.metadata.name == name for p in pods)}
-        specs = hpa.spec.metrics or []
+        names = {p.metadata.name for p in pods}
+        pod_metrics = {name: m for (mns, name), m in metrics.items() if mns == ns and name in names}
+        specs = effective_metrics(hpa)  # defaults included, even on an object that skipped them
         statuses: list[MetricStatus] = []
         best, best_name = 0, ""
         invalid = 0
@@ -722,7 +724,7 @@ def hpa_targets(hpa: dict) -> str:
 
 def _canonical(q) -> str:
     try:
-        return format_milli(milli_value(q))
+        return format_quantity(q)
     except ValueError:
         return str(q)
 

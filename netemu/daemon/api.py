@@ -134,6 +134,14 @@ class Api:
                            for c, crt in rt.containers.items()},
         }
 
+    def op_top(self, req):
+        """metrics.k8s.io, for `top`: pods (kind Pod, namespace None = all) or nodes."""
+        from netemu.dataplane.metrics import top_nodes, top_pods
+
+        if req.get("kind") == "Node":
+            return top_nodes(self.d.metrics, self.cluster.store, req.get("name"))
+        return top_pods(self.d.metrics, self.cluster.store, req.get("namespace"), req.get("name"))
+
     async def op_rules(self, req):
         """What is loaded on a node now (iptables-save in its namespace)."""
         node = self.cluster.store.get("Node", "", req["name"]).metadata.name

@@ -44,6 +44,12 @@ class LabDaemon:
         from netemu.daemon.dnsfeed import ZonePublisher
 
         self.dns = ZonePublisher(lab)
+        from netemu.control.hpa import HorizontalController, HpaSettings
+        from netemu.dataplane.metrics import MetricsCollector
+
+        # metrics-server (the pods' cgroups, sampled every metric resolution) and the HPA controller
+        self.metrics = MetricsCollector(cgroups, resolution=lab.spec.metric_resolution_seconds)
+        self.hpa = HorizontalController(HpaSettings.from_lab(lab))
         self._kick = asyncio.Event()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._pending: dict[int, asyncio.Future] = {}
@@ -186,6 +192,7 @@ class LabDaemon:
 
     async def sync_once(self) -> None:
         self.sync_count += 1
+        await self._autoscale()
         self.cluster.reconcile()
         self.dns.update(self.cluster.store)  # before pods start: a new DNS pod waits for its zone
         if self.kubelet is not None:
@@ -217,6 +224,19 @@ class LabDaemon:
         self.cluster.reconcile()
         self._sync_speakers()
         self.kick()
+
+    async def _autoscale(self) -> None:
+        """Sample the pods' usage when the metric resolution has passed, sync the HPAs whose
+        period has come (their scale changes then flow through this same pass), and ask to be
+        woken for the next of both."""
+        from netemu.dataplane.metrics import pod_refs
+
+        if self.metrics.due():
+            await self.metrics.sample_async(pod_refs(self.kubelet))
+        self.cluster.wake_at(self.metrics.next_due)
+        next_hpa = self.hpa.reconcile(self.cluster, self.metrics.snapshot())
+        if next_hpa is not None:
+            self.cluster.wake_at(next_hpa)
 
     # ------------------------------------------------------------------ waiting (up, rollout)
     def wait_for(self, predicate: Callable[[], bool]) -> asyncio.Future:

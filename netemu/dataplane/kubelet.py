@@ -19,7 +19,7 @@ from netemu import paths
 from netemu.control import podenv
 from netemu.control.pods import is_terminating, set_condition
 from netemu.control.store import rfc3339
-from netemu.dataplane import podfiles, probes
+from netemu.dataplane import podfiles, probes, resources
 from netemu.dataplane.cgroups import LabCgroups, kill_all
 from netemu.dataplane.labnet import LabNet, PodNet
 from netemu.spec.models import (
@@ -70,6 +70,7 @@ class PodRt:
     containers: dict[str, ContainerRt] = field(default_factory=dict)
     stopping: bool = False
     started_at: float = 0.0
+    oom_kills: int = 0  # the kernel's count of OOM kills in the pod's cgroup, as last seen
 
     @property
     def key(self) -> PodKey:
@@ -132,7 +133,7 @@ class Kubelet:
                 self._push_status(pod, rt)
         # crash-loop timers: ask to be woken when the next restart is due
         due = [c.next_start for rt in self.pods.values() for c in rt.containers.values()
-               if c.pid is None and c.next_start > now and not rt.stopping]
+               if c.pid is None and now < c.next_start < float("inf") and not rt.stopping]
         if due:
             self.cluster.wake_at(min(due))
 
@@ -162,6 +163,8 @@ class Kubelet:
                 nets.append(PodNet(pod.metadata.namespace, pod.metadata.name, pod.spec.node_name, pod.status.pod_ip,
                                    int(node.pod_cidr.split("/")[1]), node.gateway))
                 self.cgroups.create(pod.metadata.uid)
+                # requests and limits, as kubelet sets the pod-level cgroup (raises if refused)
+                resources.apply_pod_resources(self.cgroups, pod.metadata.uid, pod)
             self.net.add_pods(nets)
 
         def files(group: list[Pod]) -> list[list]:
@@ -282,6 +285,11 @@ class Kubelet:
         exit_code = code if code >= 0 else 128 - code
         sig = -code if code < 0 else None
         reason = c.kill_reason or ("Completed" if exit_code == 0 else "Error")
+        if sig == signal.SIGKILL and c.kill_reason is None:
+            kills = resources.oom_kills(self.cgroups, rt.cgroup_id)
+            if kills > rt.oom_kills:  # killed by the kernel for going over its memory limit
+                rt.oom_kills = kills
+                reason = "OOMKilled"
         c.last_terminated = ContainerStateTerminated(
             exit_code=exit_code, signal=sig, reason=reason,
             started_at=rfc3339(c.started_at or time.time()), finished_at=rfc3339(time.time()))
@@ -295,7 +303,10 @@ class Kubelet:
             return
         pod = self.cluster.store.find("Pod", rt.namespace, rt.name)
         policy = (pod.spec.restart_policy if pod else None) or "Always"
-        if policy == "Always" or (policy == "OnFailure" and exit_code != 0):
+        if not (policy == "Always" or (policy == "OnFailure" and exit_code != 0)):
+            c.next_start = float("inf")  # finished for good: restartPolicy says so
+            c.waiting_reason = None
+        else:
             c.restart_count += 1
             c.waiting_reason = None
             self._schedule_restart(c, failed=False)
@@ -420,6 +431,8 @@ class Kubelet:
         for name, c in rt.containers.items():
             if c.pid is not None:
                 state = ContainerState(running=ContainerStateRunning(started_at=rfc3339(c.started_at)))
+            elif c.next_start == float("inf") and c.last_terminated is not None:
+                state = ContainerState(terminated=c.last_terminated)
             elif c.waiting_reason or c.next_start > time.time():
                 state = ContainerState(waiting=ContainerStateWaiting(reason=c.waiting_reason or "CrashLoopBackOff",
                                                                      message=c.waiting_message))
@@ -440,7 +453,12 @@ class Kubelet:
         all_ready = bool(statuses) and all(s.ready for s in statuses)
         any_running = any(c.pid is not None for c in rt.containers.values())
         started_once = all(c.started_at is not None for c in rt.containers.values())
-        if any_running or started_once:
+        finished = [c for c in rt.containers.values() if c.pid is None and c.next_start == float("inf")]
+        if rt.containers and len(finished) == len(rt.containers):
+            # every container ran to its end and restartPolicy keeps it there
+            ok = all(c.last_terminated is not None and c.last_terminated.exit_code == 0 for c in finished)
+            st.phase = "Succeeded" if ok else "Failed"
+        elif any_running or started_once:
             st.phase = "Running"
         if st.start_time is None:
             st.start_time = rfc3339(rt.started_at)

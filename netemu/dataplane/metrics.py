@@ -59,6 +59,7 @@ class MetricsCollector:
         self.resolution = float(resolution)
         self.clock = clock
         self.last_sample: Optional[float] = None
+        self._snapshot: Optional[dict[tuple[str, str], PodMetrics]] = None
         # (namespace, name) -> (uid, node, previous reading, latest reading)
         self._pods: dict[tuple[str, str], tuple[str, str, Optional[Reading], Reading]] = {}
 
@@ -71,11 +72,12 @@ class MetricsCollector:
     def next_due(self) -> float:
         return (self.last_sample or 0.0) + self.resolution
 
-    def read(self, refs: Iterable[PodRef]) -> dict[PodRef, Reading]:
-        """Read every pod's counters now (files only; safe in a worker thread)."""
+    def read(self, refs: Iterable[PodRef], now: Optional[float] = None) -> dict[PodRef, Reading]:
+        """Read every pod's counters now (files only; safe in a worker thread). Each reading is
+        stamped with the time it was taken (`now` for all of them, in tests)."""
         out = {}
         for ref in refs:
-            r = read_pod(self.cgroups, ref.uid, self.clock())
+            r = read_pod(self.cgroups, ref.uid, self.clock() if now is None else now)
             if r is not None:
                 out[ref] = r
         return out
@@ -90,9 +92,10 @@ class MetricsCollector:
             prev = old[3] if old is not None and old[0] == ref.uid else None
             pods[key] = (ref.uid, ref.node, prev, r)
         self._pods = pods
+        self._snapshot = None
 
     def sample(self, refs: Iterable[PodRef], now: Optional[float] = None) -> None:
-        self.commit(self.read(list(refs)), now)
+        self.commit(self.read(list(refs), now), now)
 
     async def sample_async(self, refs: Iterable[PodRef]) -> None:
         refs = list(refs)
@@ -101,13 +104,16 @@ class MetricsCollector:
 
     # ------------------------------------------------------------------ the views
     def snapshot(self) -> dict[tuple[str, str], PodMetrics]:
-        """(namespace, pod) -> usage, for pods sampled at least twice (what the HPA reads)."""
-        out = {}
-        for key, (_, _, prev, cur) in self._pods.items():
-            m = _pod_metrics(prev, cur)
-            if m is not None:
-                out[key] = m
-        return out
+        """(namespace, pod) -> usage, for pods sampled at least twice (what the HPA reads).
+        Computed once per round of samples."""
+        if self._snapshot is None:
+            out = {}
+            for key, (_, _, prev, cur) in self._pods.items():
+                m = _pod_metrics(prev, cur)
+                if m is not None:
+                    out[key] = m
+            self._snapshot = out
+        return self._snapshot
 
     def node_usage(self) -> dict[str, tuple[int, int, float, float]]:
         """node -> (cpu millicores, memory bytes, timestamp, window) summed over its pods."""

@@ -178,39 +178,7 @@ def pod_resources(spec: PodSpec) -> PodResources:
                         cpu_request_milli=cpu_request, cpu_limit_milli=limit)
 
 
-# --------------------------------------------------------------------------- validation
-def resource_problems(c: Container) -> list[tuple[str, str]]:
-    """(field path under the container, message): malformed quantities, requests above limits,
-    as the API server says them."""
-    out: list[tuple[str, str]] = []
-    res = c.resources
-    if res is None:
-        return out
-    parsed: dict[str, dict[str, object]] = {}
-    for part, values in (("limits", res.limits), ("requests", res.requests)):
-        for name, q in (values or {}).items():
-            path = f"resources.{part}.{name}"
-            try:
-                v = parse_quantity(q)
-            except QuantityError as e:
-                out.append((path, str(e)))
-                continue
-            if v < 0:
-                out.append((path, f"must be greater than or equal to 0, got {q!r}"))
-            parsed.setdefault(part, {})[name] = v
-    for name, req in (parsed.get("requests") or {}).items():
-        lim = (parsed.get("limits") or {}).get(name)
-        if lim is not None and req > lim:
-            out.append((f"resources.requests.{name}",
-                        f"must be less than or equal to {name} limit of {(res.limits or {})[name]}, "
-                        f"got {(res.requests or {})[name]}"))
-    return out
-
-
-def check_container_resources(c: Container, path: str, loc, report) -> None:
-    """Report a container's resource problems into a spec Report (see validate_pods)."""
-    for sub, msg in resource_problems(c):
-        report.error(loc, f"{path}.{sub}" if path else sub, msg)
+# (validation of requests and limits: netemu.spec.autoscaling.resource_problems)
 
 
 # --------------------------------------------------------------------------- the kernel side

@@ -96,8 +96,49 @@ def format_milli(milli: int) -> str:
 
 
 def format_quantity(q: Number) -> str:
-    """A quantity in canonical DecimalSI form (for messages): `"0.5"` -> `"500m"`."""
+    """A quantity as Quantity.String() prints it: binary suffixes stay binary (`"1024Mi"` ->
+    `"1Gi"`), everything else in canonical DecimalSI form (`"0.5"` -> `"500m"`)."""
+    text = str(q).strip()
+    v = parse_quantity(q)
+    if text[-2:] in _BINARY and v.denominator == 1 and v >= 1024:
+        for suffix, size in sorted(_BINARY.items(), key=lambda kv: -kv[1]):
+            if v % size == 0:
+                return f"{v // size}{suffix}"
     return format_milli(milli_value(q))
+
+
+# --------------------------------------------------------------------------- requests and limits
+def resource_problems(resources) -> list[tuple[str, str]]:
+    """A container's `resources` (ResourceRequirements or None): (field path under the container,
+    message) for malformed quantities and requests above limits, as the API server says them."""
+    out: list[tuple[str, str]] = []
+    if resources is None:
+        return out
+    parsed: dict[str, dict[str, Fraction]] = {}
+    for part, values in (("limits", resources.limits), ("requests", resources.requests)):
+        for name, q in (values or {}).items():
+            path = f"resources.{part}.{name}"
+            try:
+                v = parse_quantity(q)
+            except QuantityError as e:
+                out.append((path, str(e)))
+                continue
+            if v < 0:
+                out.append((path, f"must be greater than or equal to 0, got {q!r}"))
+            parsed.setdefault(part, {})[name] = v
+    for name, req in (parsed.get("requests") or {}).items():
+        lim = (parsed.get("limits") or {}).get(name)
+        if lim is not None and req > lim:
+            out.append((f"resources.requests.{name}",
+                        f"must be less than or equal to {name} limit of {(resources.limits or {})[name]}, "
+                        f"got {(resources.requests or {})[name]}"))
+    return out
+
+
+def check_container_resources(container, path: str, loc, report) -> None:
+    """Report a container's resource problems into a spec Report (for validate_pods)."""
+    for sub, msg in resource_problems(container.resources):
+        report.error(loc, f"{path}.{sub}" if path else sub, msg)
 
 
 # --------------------------------------------------------------------------- the HPA model

@@ -40,6 +40,10 @@ def apply_defaults(obj: K8sModel) -> K8sModel:
     elif isinstance(obj, EndpointSlice):
         for p in obj.ports or []:
             p.protocol = p.protocol or "TCP"
+    elif obj.kind == "HorizontalPodAutoscaler":
+        from netemu.spec.autoscaling import default_hpa
+
+        default_hpa(obj)  # autoscaling/v1 -> v2, minReplicas 1, cpu 80%, behavior rules
     return obj
 
 

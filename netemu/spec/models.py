@@ -509,6 +509,14 @@ class LabSpec(K8sModel):
     # kubelet's crash-loop back-off: first restart at once, then base, 2x base, ... up to max
     restart_backoff_seconds: float = 10.0
     restart_backoff_max_seconds: float = 300.0
+    # metrics-server's --metric-resolution: how often pods' cgroups are sampled for top and the HPA
+    metric_resolution_seconds: float = 15.0
+    # kube-controller-manager's --horizontal-pod-autoscaler-* flags
+    hpa_sync_period_seconds: float = 15.0
+    hpa_downscale_stabilization_seconds: float = 300.0
+    hpa_tolerance: float = 0.1
+    hpa_cpu_initialization_period_seconds: float = 300.0
+    hpa_initial_readiness_delay_seconds: float = 30.0
 
 
 class Lab(K8sModel):
@@ -545,3 +553,6 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
 
 # kinds that live in a namespace (the rest are cluster scoped)
 NAMESPACED = {"Pod", "Deployment", "ReplicaSet", "Service", "EndpointSlice", "ConfigMap", "Secret", "Event"}
+
+# kinds defined in their own modules register themselves here (they import this module first)
+from netemu.spec import autoscaling as _autoscaling  # noqa: E402,F401

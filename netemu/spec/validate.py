@@ -36,6 +36,7 @@ NAME_RULES: dict[str, Callable[[str], Optional[str]]] = {
     "Secret": check_dns_subdomain,
     "IPAddressPool": check_dns_subdomain,
     "L2Advertisement": check_dns_subdomain,
+    "HorizontalPodAutoscaler": check_dns_subdomain,
 }
 
 
@@ -88,6 +89,10 @@ def validate_object(obj: K8sModel, loc: Location, lab: Lab, report: Report) -> N
         check_endpoint_slice(obj, loc, report)
     elif isinstance(obj, (ConfigMap, Secret)):
         _check_config(obj, loc, report)
+    elif obj.kind == "HorizontalPodAutoscaler":
+        from netemu.spec.autoscaling import check_hpa
+
+        check_hpa(obj, loc, report)
 
 
 def _key(obj: K8sModel) -> tuple[str, str, str]:

@@ -66,9 +66,17 @@ def validate_lab(lab: Lab, loc: Location, report: Report) -> None:
         report.error(loc, "spec.ipvsScheduler",
                      f"must be one of {', '.join(IPVS_SCHEDULERS)}, got {spec.ipvs_scheduler!r}")
     for name, value in (("dnsTTL", spec.dns_ttl), ("podEvictionTimeoutSeconds", spec.pod_eviction_timeout_seconds),
-                        ("restartBackoffSeconds", spec.restart_backoff_seconds)):
+                        ("restartBackoffSeconds", spec.restart_backoff_seconds),
+                        ("hpaDownscaleStabilizationSeconds", spec.hpa_downscale_stabilization_seconds),
+                        ("hpaTolerance", spec.hpa_tolerance),
+                        ("hpaCpuInitializationPeriodSeconds", spec.hpa_cpu_initialization_period_seconds),
+                        ("hpaInitialReadinessDelaySeconds", spec.hpa_initial_readiness_delay_seconds)):
         if value < 0:
             report.error(loc, f"spec.{name}", f"must be >= 0, got {value}")
+    for name, value in (("metricResolutionSeconds", spec.metric_resolution_seconds),
+                        ("hpaSyncPeriodSeconds", spec.hpa_sync_period_seconds)):
+        if value <= 0:
+            report.error(loc, f"spec.{name}", f"must be > 0, got {value}")
     if spec.restart_backoff_max_seconds < spec.restart_backoff_seconds:
         report.error(loc, "spec.restartBackoffMaxSeconds", "must be >= restartBackoffSeconds")
 

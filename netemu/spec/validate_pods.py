@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Optional, Union
 
+from netemu.spec.autoscaling import check_container_resources
 from netemu.spec.errors import Location, Report, join_path
 from netemu.spec.models import (
     Container, Deployment, LabelSelector, PodSpec, PodTemplateSpec, Probe, ReplicaSet,
@@ -103,6 +104,7 @@ def _check_container(c: Container, path: str, loc: Location, report: Report) -> 
                          ("startupProbe", c.startup_probe)):
         if probe is not None:
             _check_probe(probe, join_path(path, field), field, port_names, loc, report)
+    check_container_resources(c, path, loc, report)
 
 
 def _check_probe(p: Probe, path: str, field: str, port_names: set[str], loc: Location, report: Report) -> None:

@@ -10,6 +10,7 @@ would, with `args` appended) or a small stand-in that behaves like the image on 
     gcr.io/kuar-demo/kuard-*  kuard        /ready and /healthy that can be made to fail, /env
     redis                     (exec redis-server when installed, else the built-in redis)
     ghcr.io/subicura/counter  counter      a hit counter kept in redis at $REDIS_HOST:$REDIS_PORT
+    registry.k8s.io/hpa-example  hpa-example  php-apache of the HPA walkthrough: ~50 ms of CPU per request, "OK!"
     busybox, alpine, ...      sleep        a shell box to exec into
     anything else             generic      the pod name, with a warning
 

@@ -7,8 +7,8 @@ The image is php:5-apache with one index.php:
 
 This stand-in runs the same loop (1,000,001 square roots) for `/` and `/index.php` and answers
 `OK!` (text/html, Apache's headers); other paths get Apache's 404 page. In CPython the loop costs
-about 75-85 ms of CPU per request on a 2020s server core, so a pod with `limits.cpu: 500m`
-serves about 6 requests per second and a `wget` loop drives it to its limit, as in the
+about 45-85 ms of CPU per request on a current server core, so a pod with `limits.cpu: 500m`
+serves about 6-10 requests per second and a `wget` loop drives it to its limit, as in the
 walkthrough. Requests are served concurrently (a thread per connection), so the pod's cgroup,
 not the server, is what caps its CPU.
 

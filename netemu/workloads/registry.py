@@ -25,6 +25,7 @@ STAND_INS: dict[str, tuple[str, int]] = {
     "subicura/counter": ("counter", 3000),
     "coredns/coredns": ("coredns", 53),
     "coredns": ("coredns", 53),
+    "hpa-example": ("hpa-example", 80),  # registry.k8s.io/hpa-example, k8s.gcr.io/hpa-example
 }
 
 # Images whose default process is an interactive shell (CMD sh/bash, no ENTRYPOINT): in a

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from conftest import netemu
@@ -229,7 +230,7 @@ def test_sigkill_during_up_then_down(lab, tmp_path):
     """Kill the control process while it is still building pods: down still cleans up."""
     path = tmp_path / "big.yaml"
     path.write_text(lab.lab_doc() + "---\n" + HNAME.format(replicas=60))
-    proc = subprocess.Popen(["python3", "-m", "netemu", "up", str(path)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "netemu", "up", str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     pidfile = f"/run/netemu/{lab.name}/daemon.pid"
     deadline = time.time() + 20

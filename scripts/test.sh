@@ -3,6 +3,7 @@
 # fast unit tests, then privileged end-to-end tests that build real labs.
 set -eu
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-"$REPO/scripts/setup.sh"
+# the tests also check the Vagrantfile and draw graphs: tools a lab itself does not need
+NETEMU_EXTRA_PACKAGES="vagrant graphviz" "$REPO/scripts/setup.sh"
 cd "$REPO"
 exec "$REPO/.venv/bin/python" -m pytest -q -p no:cacheprovider --timeout=300 tests/unit tests/e2e "$@"

@@ -228,7 +228,7 @@ def build(objects: Mapping[str, list[dict]], announcers: Optional[Mapping[str, s
                       external_name=sp.get("externalName", ""))
         seen = set()
         for sl in slices.get((ns, name), []):
-            port = ",".join(str(p.get("port")) for p in sl.get("ports") or [] if p.get("port") is not None)
+            port = ",".join(dict.fromkeys(str(p.get("port")) for p in sl.get("ports") or [] if p.get("port") is not None))
             for ep in sl.get("endpoints") or []:
                 ref = ep.get("targetRef") or {}
                 pod = (ref.get("namespace") or ns, ref["name"]) if ref.get("kind") == "Pod" and ref.get("name") else None
@@ -262,7 +262,12 @@ def _qual(ns: str, name: str) -> str:
 
 
 def _pod_label(p: GPod) -> str:
-    state = "" if p.ready else f"\n({'Terminating' if p.terminating else p.phase or 'not ready'})"
+    if p.terminating:
+        state = "\n(Terminating)"
+    elif not p.ready:
+        state = f"\n({p.phase + ', ' if p.phase else ''}not ready)"
+    else:
+        state = ""
     return f"{p.name}\n{p.ip or 'no IP'}" + (f" on {p.node}" if p.node else "") + state
 
 
@@ -289,11 +294,12 @@ def to_dot(pic: Picture) -> str:
     if pic.network:
         title += f"  {pic.network}" + (f"  host {pic.gateway}" if pic.gateway else "")
     out = ["digraph lab {",
-           f"  label={_dq(title)}; labelloc=t; fontname=\"Helvetica\"; rankdir=LR; newrank=true; compound=true;",
+           f"  label={_dq(title)}; labelloc=t; fontname=\"Helvetica\"; rankdir=LR;",
            '  node [fontname="Helvetica", fontsize=10, shape=box, style="rounded,filled", fillcolor="#ffffff"];',
            '  edge [fontname="Helvetica", fontsize=9];']
     pods = {(p.namespace, p.name) for p in pic.pods}
     node_names = {n.name for n in pic.nodes}
+    node_by_ip = {n.ip: n.name for n in pic.nodes if n.ip}
     # services (left)
     out.append('  subgraph cluster_services { label="services"; style="dashed"; color="#888888";')
     for s in pic.services:
@@ -308,7 +314,7 @@ def to_dot(pic: Picture) -> str:
         if not g.pods:
             out.append(f"    {_id('empty', g.key)} [label=\"no pods\", shape=plaintext, style=\"\"];")
         for p in g.pods:
-            fill = "#bbf7d0" if p.ready else ("#e5e7eb" if p.terminating else "#fecaca")
+            fill = "#e5e7eb" if p.terminating else ("#bbf7d0" if p.ready else "#fecaca")
             out.append(f"    {_id('pod', p.namespace, p.name)} [label={_dq(_pod_label(p))}, fillcolor=\"{fill}\"];")
         out.append("  }")
     # nodes on the lab segment (right)
@@ -340,6 +346,8 @@ def to_dot(pic: Picture) -> str:
             label = f"{ep.address}:{ep.port}" if ep.port else ep.address
             if ep.pod and ep.pod in pods:
                 target = _id("pod", *ep.pod)
+            elif ep.address in node_by_ip:  # a host-network endpoint (the API server on the control plane)
+                target = _id("node", node_by_ip[ep.address])
             else:
                 target = _id("addr", ep.address)
                 out.append(f"  {target} [label={_dq(ep.address + (chr(10) + ep.pod[1] if ep.pod else ''))}, "
@@ -384,9 +392,10 @@ def to_mermaid(pic: Picture) -> str:
     ids = _Ids()
     out = ["flowchart LR"]
     if pic.lab:
-        out.insert(0, f"%% lab {pic.lab} {pic.network}".rstrip())
+        out.append(f"  %% lab {pic.lab} {pic.network}".rstrip())
     pods = {(p.namespace, p.name) for p in pic.pods}
     node_names = {n.name for n in pic.nodes}
+    node_by_ip = {n.ip: n.name for n in pic.nodes if n.ip}
     out.append(f"  subgraph {ids('cluster', 'services')}[{_mq('services')}]")
     for s in pic.services:
         out.append(f"    {ids('svc', s.namespace, s.name)}[{_mq(_svc_label(s))}]")
@@ -424,6 +433,8 @@ def to_mermaid(pic: Picture) -> str:
         for ep in s.endpoints:
             if ep.pod and ep.pod in pods:
                 target = ids("pod", *ep.pod)
+            elif ep.address in node_by_ip:
+                target = ids("node", node_by_ip[ep.address])
             else:
                 target = ids("addr", ep.address)
                 out.append(f"  {target}>{_mq(ep.address)}]")

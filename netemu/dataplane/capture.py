@@ -83,6 +83,8 @@ def _finish(proc: subprocess.Popen, stopped: bool) -> int:
         rc = proc.wait()
     if stopped and rc in (0, -signal.SIGINT, 128 + signal.SIGINT):
         return 0
+    if rc == -signal.SIGPIPE:  # the reader (wireshark, head) went away: the capture is over
+        return 0
     return rc
 
 

@@ -130,14 +130,41 @@ class TestLab:
             f"refusing to send to {address}: it would leave through {routes}"
 
 
+def _in_use() -> set[str]:
+    """Networks a running lab (a test's or anybody's) or the host already uses."""
+    used = set()
+    for name in os.listdir("/run/netemu") if os.path.isdir("/run/netemu") else []:
+        try:
+            with open(f"/run/netemu/{name}/state.json") as f:
+                spec = json.load(f)["lab"]["spec"]
+            used |= {spec.get("network"), spec.get("podCIDR"), spec.get("serviceCIDR")}
+        except (OSError, ValueError, KeyError):
+            pass
+    out = subprocess.run(["ip", "-j", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    for r in json.loads(out or "[]"):
+        used.add(r.get("dst"))
+    return {u for u in used if u}
+
+
+def _free_index() -> int:
+    """An index whose /24, pod and service ranges nothing else uses now (labs run side by side)."""
+    used = _in_use()
+    nets = [ipaddress.ip_network(u, strict=False) for u in used if "/" in u or u.count(".") == 3]
+    while True:
+        i = next(_counter) + os.getpid() % 7
+        mine = [ipaddress.ip_network(f"192.168.{200 + i % 50}.0/24"), ipaddress.ip_network(f"172.{20 + i % 10}.0.0/16"),
+                ipaddress.ip_network(f"10.{100 + i % 50}.0.0/16")]
+        if not any(m.overlaps(n) for m in mine for n in nets if n.version == 4 and n.prefixlen > 0):
+            return i
+
+
 @pytest.fixture
 def make_lab():
     """Factory: make_lab() -> TestLab with a unique name; every lab made is torn down."""
     labs: list[TestLab] = []
 
     def factory() -> TestLab:
-        i = next(_counter) + os.getpid() % 7
-        lab = TestLab(f"t{uuid.uuid4().hex[:6]}", i)
+        lab = TestLab(f"t{uuid.uuid4().hex[:6]}", _free_index())
         labs.append(lab)
         return lab
 

@@ -150,12 +150,13 @@ def _free_index() -> int:
     """An index whose /24, pod and service ranges nothing else uses now (labs run side by side)."""
     used = _in_use()
     nets = [ipaddress.ip_network(u, strict=False) for u in used if "/" in u or u.count(".") == 3]
-    while True:
+    for _ in range(200):
         i = next(_counter) + os.getpid() % 7
         mine = [ipaddress.ip_network(f"192.168.{200 + i % 50}.0/24"), ipaddress.ip_network(f"172.{20 + i % 10}.0.0/16"),
                 ipaddress.ip_network(f"10.{100 + i % 50}.0.0/16")]
         if not any(m.overlaps(n) for m in mine for n in nets if n.version == 4 and n.prefixlen > 0):
             return i
+    raise RuntimeError("no free address ranges for a test lab (192.168.200-249.0/24, 172.20-29/16, 10.100-149/16)")
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
 
 from netemu.dataplane.proxy.addresses import IPV4, parse_cidr, parse_ip
 from netemu.dataplane.proxy.topology import categorize_endpoints
@@ -192,6 +192,7 @@ class NftContext(NamedTuple):
             if cidr is not None and (cidr.version == 4) == v4:
                 if_local, if_not_local = f"{family} saddr {cidr}", f"{family} saddr != {cidr}"
         match_all, np_ips = _nodeport_addresses(view, settings)
+        primary = _primary_ip(view)
         cidrs = []
         for text in settings.service_cidrs:
             net = parse_cidr(text.strip())
@@ -204,13 +205,23 @@ class NftContext(NamedTuple):
             masquerade_all=o.masquerade_all,
             if_local=if_local,
             if_not_local=if_not_local,
-            node_ip=o.primary_ip,
+            node_ip=primary,
             node_name=o.node_name,
             node_zone=o.node_zone,
             nodeport_match_all=match_all,
             nodeport_ips=np_ips,
             service_cidrs=tuple(cidrs),
         )
+
+
+def _primary_ip(view: NodeProxyView) -> Optional[str]:
+    """The node's first address of the view's family (each family has its own kube-proxy)."""
+    v4 = view.options.ip_family == IPV4
+    for ip in view.options.node_ips:
+        addr = parse_ip(ip)
+        if addr is not None and (addr.version == 4) == v4:
+            return str(addr)
+    return None
 
 
 def _nodeport_addresses(view: NodeProxyView, settings: NftSettings) -> tuple[bool, tuple[str, ...]]:
@@ -225,12 +236,9 @@ def _nodeport_addresses(view: NodeProxyView, settings: NftSettings) -> tuple[boo
     cidrs = []
     for text in texts:
         if text == "primary":
-            # the node's primary IP of this family: its first address of the family
-            for ip in o.node_ips:
-                addr = parse_ip(ip)
-                if addr is not None and (addr.version == 4) == v4:
-                    cidrs.append(parse_cidr(f"{addr}/{32 if v4 else 128}"))
-                    break
+            primary = _primary_ip(view)
+            if primary:
+                cidrs.append(parse_cidr(f"{primary}/{32 if v4 else 128}"))
             continue
         net = parse_cidr(text.strip())
         if net is not None and (net.version == 4) == v4:
@@ -460,10 +468,6 @@ def render_port(svc: ServicePortView, ctx: NftContext, form: str = KUBE_PROXY) -
 
 
 # --------------------------------------------------------------------------- transaction text
-def obj(kind: str, family: str, name: str) -> str:
-    return f"{kind} {family} {TABLE} {name}"
-
-
 def set_decl(ctx: NftContext, name: str, timeout: int) -> str:
     return f"add set {ctx.family} {TABLE} {name} {{ type {ctx.addr_type} ; flags dynamic,timeout ; timeout {timeout}s ; }}"
 

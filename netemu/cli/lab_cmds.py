@@ -133,7 +133,7 @@ def _host_link(name: str) -> str:
 
 
 def _check_proxy_mode(mode: str) -> None:
-    if mode == "iptables":
+    if mode in ("iptables", "nftables"):
         return
     if mode == "ipvs":
         if not os.path.exists("/proc/net/ip_vs"):

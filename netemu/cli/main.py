@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nfacct", action="store_true", help="emit the nfacct counter rules kube-proxy adds")
     p.add_argument("--masquerade-all", action="store_true")
     p.add_argument("--jumps", action="store_true", help="also print the jumps from built-in chains")
+    p.add_argument("--service-cidr", action="append", metavar="CIDR", help="nftables: kube-proxy's service CIDRs")
+    p.add_argument("--fast", action="store_true",
+                   help="nftables: the equivalent form netemu loads (no per-service verdict maps)")
 
     p = sub.add_parser("rules", help="what kube-proxy has loaded on a node now (iptables-save)")
     p.add_argument("node")

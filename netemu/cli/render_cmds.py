@@ -34,14 +34,21 @@ def cmd_render(args) -> int:
                   f"{s.spec.cluster_ip}", file=sys.stderr)
     if pods:
         slices += slices_from_pods(services, pods)
-    if args.mode != "iptables":
-        raise CliError(f"render {args.mode}: not implemented yet (iptables works)")
     from netemu.dataplane.proxy.iptables import base_jump_rules, render
     from netemu.dataplane.proxy.view import build_view
 
     view = build_view(services, slices, node_name=args.node_name, node_ips=args.node_ip or [],
                       cluster_cidr=args.cluster_cidr, localhost_nodeports=args.localhost_nodeports,
                       nfacct=args.nfacct, masquerade_all=args.masquerade_all)
+    if args.mode == "nftables":
+        from netemu.dataplane.proxy.nftables import NftSettings
+        from netemu.dataplane.proxy.nftables import render as nft_render
+
+        rs = nft_render(view, NftSettings(service_cidrs=tuple(args.service_cidr or [spec.lab.spec.service_cidr])))
+        sys.stdout.write(rs.fast_text() if args.fast else rs.text())
+        return 0
+    if args.mode != "iptables":
+        raise CliError(f"render {args.mode}: not implemented yet (iptables and nftables work)")
     if args.jumps:
         for rule in base_jump_rules():
             print(rule)

@@ -66,15 +66,80 @@ def _quote(arg: str) -> str:
     return f'"{arg}"' if (" " in arg or not arg) else arg
 
 
+class IptablesBackend:
+    """kube-proxy's iptables mode on one node: iptables-restore --noflush of what changed."""
+
+    mode = "iptables"
+
+    def __init__(self, lab: Lab):
+        backend = lab.spec.iptables_backend
+        self.restore_cmd = f"iptables-{backend}-restore"
+        self.save_cmd = f"iptables-{backend}-save"
+        self.syncer = IptablesSyncer()
+        self.initialized = False
+
+    def apply(self, netns: str, view: NodeProxyView, changed) -> tuple[bool, int]:
+        """Returns (full sync?, payload lines); raises ApplyError."""
+        res = self.syncer.sync(view, changed=changed)
+        if res.empty and self.initialized:
+            return False, 0
+        # a fresh node gets the base chains and jumps in the same restore (one process)
+        payload = res.payload if self.initialized else base_payload() + res.payload
+        try:
+            run_in_netns(netns, [self.restore_cmd, "--noflush", "-w"], payload)
+        except ApplyError:
+            self.syncer.failed()
+            raise
+        self.initialized = True
+        return res.full, payload.count("\n")
+
+    def rules(self, netns: str) -> str:
+        return run_in_netns(netns, [self.save_cmd])
+
+
+class NftablesBackend:
+    """kube-proxy's nftables mode on one node: `nft -f` transactions (the fast equivalent form,
+    see proxy/nftables.py), stale chains removed first in their own transaction."""
+
+    mode = "nftables"
+
+    def __init__(self, lab: Lab):
+        from netemu.dataplane.proxy.nftables import NftSettings
+        from netemu.dataplane.proxy.nftables_sync import NftSyncer
+
+        self.syncer = NftSyncer("fast", NftSettings(service_cidrs=(lab.spec.service_cidr,)))
+        self.syncer.reset(fresh=True)
+
+    def apply(self, netns: str, view: NodeProxyView, changed) -> tuple[bool, int]:
+        res = self.syncer.sync(view, changed=changed)
+        try:
+            if res.cleanup:
+                try:
+                    run_in_netns(netns, ["nft", "-f", "-"], res.cleanup)
+                except ApplyError:
+                    self.syncer.cleanup_failed()
+            if res.payload:
+                run_in_netns(netns, ["nft", "-f", "-"], res.payload)
+        except ApplyError:
+            self.syncer.failed()
+            raise
+        return res.full, res.payload.count("\n")
+
+    def rules(self, netns: str) -> str:
+        return run_in_netns(netns, ["nft", "list", "table", "ip", "kube-proxy"])
+
+
+BACKENDS = {"iptables": IptablesBackend, "nftables": NftablesBackend}
+
+
 @dataclass
 class NodeProxy:
     name: str
     ip: str
     netns: str
     pod_cidr: str
-    syncer: IptablesSyncer = field(default_factory=IptablesSyncer)
+    backend: object
     view: Optional[NodeProxyView] = None
-    initialized: bool = False
     last_sync: float = 0.0
     last_payload_lines: int = 0
     syncs: int = 0
@@ -84,11 +149,11 @@ class NodeProxy:
 class KubeProxy:
     def __init__(self, lab: Lab, net: LabNet):
         self.lab = lab
-        backend = lab.spec.iptables_backend
-        self.restore_cmd = f"iptables-{backend}-restore"
-        self.save_cmd = f"iptables-{backend}-save"
         self.net = net
-        self.nodes = {n.name: NodeProxy(n.name, n.ip, net.node_netns(n.name), lab.spec.pod_cidr)
+        mode = lab.spec.proxy_mode
+        if mode not in BACKENDS:
+            raise ValueError(f"proxy mode {mode} is not available (modes: {', '.join(BACKENDS)})")
+        self.nodes = {n.name: NodeProxy(n.name, n.ip, net.node_netns(n.name), lab.spec.pod_cidr, BACKENDS[mode](lab))
                       for n in net.nodes.values()}
         self._seen_generation = -1
         self._dirty: Optional[set[str]] = None  # services changed since the last sync (None: all)
@@ -112,19 +177,14 @@ class KubeProxy:
 
     async def sync(self, store) -> None:
         gen = store.generation["Service"] + store.generation["EndpointSlice"]
-        if gen == self._seen_generation and all(n.initialized for n in self.nodes.values()):
+        if gen == self._seen_generation and all(n.syncs for n in self.nodes.values()):
             return
         self._seen_generation = gen
         changed, self._dirty = self._dirty, set()
         if changed is None:
             services, slices = store.list("Service"), store.list("EndpointSlice")
         else:  # only the changed Services' objects: refreshing costs O(changed), not O(all)
-            services, slices = [], []
-            for key in changed:
-                ns, name = key.split("/", 1)
-                svc = store.find("Service", ns, name)
-                if svc is not None:
-                    services.append(svc)
+            services = [svc for key in changed if (svc := store.find("Service", *key.split("/", 1))) is not None]
             names = {tuple(k.split("/", 1)) for k in changed}
             slices = [s for s in store.list("EndpointSlice")
                       if (s.metadata.namespace, (s.metadata.labels or {}).get(SERVICE_NAME_LABEL)) in names]
@@ -140,35 +200,29 @@ class KubeProxy:
         else:
             view = refresh_view(prev, changed, services, slices)
         try:
-            res = node.syncer.sync(view, changed=changed)
-            if res.empty and node.initialized:
-                node.view = view
-                return
-            # a fresh node gets the base chains and jumps in the same restore (one process)
-            payload = res.payload if node.initialized else base_payload() + res.payload
-            run_in_netns(node.netns, [self.restore_cmd, "--noflush", "-w"], payload)
-            node.initialized = True
-            node.view = view
+            full, lines = node.backend.apply(node.netns, view, changed)
+        except Exception as e:
+            node.failures += 1
+            log.error("kube-proxy on %s: %s", node.name, e)
+            raise
+        node.view = view
+        if lines:
             # UDP flows to endpoints that went away would keep going there: clear them
             for d in stale_udp_conntrack(prev, view):
                 try:
                     run_in_netns(node.netns, ["conntrack", *d.argv()])
                 except ApplyError:
                     pass  # nothing to delete is an error for the conntrack tool
-        except Exception as e:
-            node.failures += 1
-            node.syncer.failed()
-            log.error("kube-proxy on %s: %s", node.name, e)
-            raise
         node.syncs += 1
-        node.last_payload_lines = res.payload.count("\n")
+        node.last_payload_lines = lines
         node.last_sync = time.time()
-        log.info("kube-proxy %s: %s sync, %d lines, %.1f ms", node.name, "full" if res.full else "partial",
-                 node.last_payload_lines, (time.perf_counter() - t0) * 1000)
+        if lines:
+            log.info("kube-proxy (%s) %s: %s sync, %d lines, %.1f ms", node.backend.mode, node.name,
+                     "full" if full else "partial", lines, (time.perf_counter() - t0) * 1000)
 
     def rules(self, node: str) -> str:
         n = self.nodes[node]
-        return run_in_netns(n.netns, [self.save_cmd])
+        return n.backend.rules(n.netns)
 
     def close(self) -> None:
         pass

@@ -104,6 +104,9 @@ class LabNet:
             "net.ipv6.conf.default.disable_ipv6": "1",
             # kube-proxy sets this so that NodePorts answer on 127.0.0.1 too (route_localnet)
             "net.ipv4.conf.all.route_localnet": "1",
+            # a namespace's ICMP rate limit can swallow the very first "port unreachable" of a
+            # REJECT rule here, turning an instant refusal into a client timeout
+            "net.ipv4.icmp_ratelimit": "0",
         })
         cmds = [
             "link set lo up",

@@ -68,6 +68,7 @@ class TestLab:
         self.service_cidr = f"10.{100 + index % 50}.0.0/16"
         self.dns_ip = f"10.{100 + index % 50}.0.10"
         self.up_result: subprocess.CompletedProcess | None = None
+        self.default_spec: dict = {}  # Lab spec fields every `up` of this lab gets (e.g. proxyMode)
 
     def lab_doc(self, **spec) -> str:
         nodes = "\n".join(
@@ -83,7 +84,8 @@ class TestLab:
     def up(self, manifests: str = "", *, tmp_path, check: bool = True, lab_spec: dict | None = None,
            extra_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         path = tmp_path / f"{self.name}.yaml"
-        path.write_text(self.lab_doc(**(lab_spec or {})) + ("---\n" + manifests if manifests else ""))
+        path.write_text(self.lab_doc(**{**self.default_spec, **(lab_spec or {})})
+                        + ("---\n" + manifests if manifests else ""))
         self.up_result = netemu("up", str(path), *extra_args, check=check, timeout=180)
         return self.up_result
 

@@ -6,7 +6,19 @@ import collections
 import subprocess
 import time
 
+import pytest
+
 from conftest import curl
+
+
+@pytest.fixture(params=["iptables", "nftables"])
+def lab(make_lab, request):
+    """The whole service suite runs in every proxy mode this kernel supports (IPVS: see
+    test_ipvs_vm.py, in a VM)."""
+    lab = make_lab()
+    lab.default_spec = {"proxyMode": request.param}
+    lab.mode = request.param
+    return lab
 
 HNAME = """\
 apiVersion: apps/v1
@@ -100,9 +112,13 @@ def test_nodeport_on_every_node_and_balancing(lab, tmp_path):
     assert set(got) <= pods and len(got) >= 2
     # the rules are kube-proxy's
     rules = lab.run("rules", "w1-k8s").stdout
-    assert "-A KUBE-SERVICES" in rules and "KUBE-SVC-" in rules and "KUBE-SEP-" in rules
-    assert "-m statistic --mode random --probability 0.333" in rules
-    assert '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in rules
+    if lab.mode == "iptables":
+        assert "-A KUBE-SERVICES" in rules and "KUBE-SVC-" in rules and "KUBE-SEP-" in rules
+        assert "-m statistic --mode random --probability 0.333" in rules
+        assert '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in rules
+    else:
+        assert "table ip kube-proxy" in rules and "map service-ips" in rules
+        assert "service-" in rules and "endpoint-" in rules and "numgen random" in rules
 
     # scaling shows up in the endpoints and in the answers
     lab.run("scale", "deployment", "np-pods", "--replicas=5")

@@ -49,7 +49,8 @@ def ingressclass_row(ic: dict, wide: bool, now: float) -> list[str]:
     ptext = "<none>"
     if params:
         group = params.get("apiGroup")
-        ptext = f"{params.get('kind')}.{group}/{params.get('name')}" if group else f"{params.get('kind')}/{params.get('name')}"
+        kind = f"{params.get('kind')}.{group}" if group else params.get("kind")
+        ptext = f"{kind}/{params.get('name')}"
     return [ic["metadata"]["name"], spec.get("controller") or "", ptext, tables.age(ic, now)]
 
 

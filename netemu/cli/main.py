@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "  netemu get pods -l app=np-pods -o json\n  netemu get all -A",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("resource", help="pods|nodes|deployments|replicasets|services|endpoints|endpointslices|"
-                   "namespaces|configmaps|secrets|events|all (short names work: po, no, deploy, svc, ep)")
+                   "ingresses|ingressclasses|namespaces|configmaps|secrets|events|all (short names work: po, no, "
+                   "deploy, svc, ep, ing)")
     p.add_argument("name", nargs="?")
     p.add_argument("-o", "--output", help="wide|json|yaml|name")
     p.add_argument("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
@@ -238,6 +239,7 @@ def main(argv=None) -> int:
 def dispatch(args) -> int:
     from netemu.cli import (capture_cmds, dns_cmds, exec_cmds, get_cmds, graph_cmds, lab_cmds, ops_cmds, render_cmds,
                             top_cmds, trace_cmds)
+    from netemu.cli import ingress_cmds  # noqa: F401  (registers ingresses, ingressclasses: get, describe)
 
     verb = args.verb
     if verb == "exec" and args.command and args.command[0] == "--":

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from netemu.control import endpoints, metallb, metallb_l2, nodes, podnet, scheduler, services, workloads
+from netemu.control import endpoints, ingress_addon, metallb, metallb_l2, nodes, podnet, scheduler, services, workloads
 from netemu.control.pods import controller_of, is_terminating
 from netemu.control.store import NotFound, Store, key_of, rfc3339
 from netemu.spec.models import NAMESPACED, Deployment, K8sModel, Lab, Namespace, ObjectMeta, Pod
@@ -26,6 +26,7 @@ CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
     scheduler.reconcile,
     podnet.reconcile,
     endpoints.reconcile,
+    ingress_addon.reconcile,  # the ingress-nginx addon when wanted, and Ingress status
     metallb.reconcile,
     metallb_l2.reconcile,
 )
@@ -62,6 +63,7 @@ def resource_name(kind: str) -> str:
     """kubectl's `<resource>.<group>` prefix, as in `deployment.apps/np-pods created`."""
     return {"Deployment": "deployment.apps", "ReplicaSet": "replicaset.apps",
             "EndpointSlice": "endpointslice.discovery.k8s.io",
+            "Ingress": "ingress.networking.k8s.io", "IngressClass": "ingressclass.networking.k8s.io",
             "HorizontalPodAutoscaler": "horizontalpodautoscaler.autoscaling"}.get(kind, kind.lower())
 
 

@@ -30,6 +30,14 @@ controller pod needs nothing but the standard library. The steps follow ingress-
   certificate ("Kubernetes Ingress Controller Fake Certificate"); HTTP requests to a host with a
   certificate get ``308`` to https (ssl-redirect, on by default; force-ssl-redirect for any host).
 
+Annotations (nginx.ingress.kubernetes.io/...): rewrite-target, use-regex, ssl-redirect,
+force-ssl-redirect, app-root, backend-protocol (HTTP, HTTPS, AUTO_HTTP), service-upstream,
+upstream-vhost, x-forwarded-prefix, permanent-redirect(-code), temporal-redirect,
+proxy-{connect,send,read}-timeout, proxy-body-size, proxy-next-upstream-tries; others are named in
+the controller's log and ignored (snippets never reach the configuration). ConfigMap keys: see
+ControllerConfig.with_configmap. Values that could break out of the configuration's syntax are
+refused.
+
 :func:`render` returns the text and the files it refers to; the controller pod writes them.
 """
 from __future__ import annotations
@@ -81,6 +89,7 @@ class ControllerConfig:
     http_port: int = 80
     https_port: int = 443
     status_port: int = 10246  # nginx's own /healthz and /nginx_status, on 127.0.0.1
+    max_open_files: int = 0  # worker_rlimit_nofile (the pod's hard limit); 0: not set
     default_backend_port: int = 8181
     # from the ConfigMap
     ssl_redirect: bool = True
@@ -472,12 +481,11 @@ def build_model(objects: dict, cfg: ControllerConfig, warnings: Optional[list[st
                 pem, why = tls_pem(secret) if secret is not None else (None, None)
                 if pem is not None:
                     server.cert = f"{ns}-{name}.pem"
-                elif name:
-                    server.cert = f"self-signed-{host}.pem"
-                    why = why or f'secret "{ns}/{name}" not found'
-                    warnings.append(f"Ingress {_key(ing)}: host {host}: {why}: using a self-signed certificate")
                 else:
-                    server.cert = f"self-signed-{host}.pem"
+                    server.cert = f"self-signed-{host.replace('*', '_wildcard_')}.pem"
+                    if name:
+                        why = why or f'secret "{ns}/{name}" not found'
+                        warnings.append(f"Ingress {_key(ing)}: host {host}: {why}: using a self-signed certificate")
 
     # locations (getBackendServers)
     for ing in ingresses:
@@ -556,8 +564,8 @@ def tls_pem(secret: dict) -> tuple[Optional[bytes], Optional[str]]:
     data = dict(secret.get("data") or {})
     plain = secret.get("stringData") or {}
     try:
-        crt = plain["tls.crt"].encode() if "tls.crt" in plain else base64.b64decode(data.get("tls.crt", ""), validate=True)
-        key = plain["tls.key"].encode() if "tls.key" in plain else base64.b64decode(data.get("tls.key", ""), validate=True)
+        crt, key = (plain[k].encode() if k in plain else base64.b64decode(data.get(k, ""), validate=True)
+                    for k in ("tls.crt", "tls.key"))
     except (binascii.Error, ValueError):
         return None, f'secret "{_key(secret)}" is not valid base64'
     if b"-----BEGIN CERTIFICATE-----" not in crt:
@@ -570,6 +578,12 @@ def tls_pem(secret: dict) -> tuple[Optional[bytes], Optional[str]]:
 # --------------------------------------------------------------------------- the text
 def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _q_dollar(text: str) -> str:
+    """Quoted for `set`, which resolves variables: a literal $ becomes ${literal_dollar} (ingress-nginx's
+    escapeLiteralDollar)."""
+    return _q(text).replace("$", "${literal_dollar}")
 
 
 def _q_regex(text: str) -> str:
@@ -587,10 +601,12 @@ def location_match(loc: Location, enforce_regex: bool) -> str:
 
 
 def render(objects: dict, cfg: ControllerConfig, *, conf_dir: str, cert_dir: str,
-           default_cert: str = "default-fake-certificate.pem") -> Rendered:
+           default_cert: str = "default-fake-certificate.pem", config_id: str = "") -> Rendered:
     """The nginx.conf for a snapshot (``objects``: ingresses, ingressClasses, services, endpointSlices,
     secrets, configMaps as API JSON). Paths in the text: ``conf_dir`` for nginx's own files (pid, temp
-    directories), ``cert_dir`` for certificates (``default_cert`` is the fallback certificate there)."""
+    directories), ``cert_dir`` for certificates (``default_cert`` is the fallback certificate there).
+    ``config_id`` is what nginx answers on 127.0.0.1:<status port>/netemu/config-id, so that the
+    controller can tell when a reload is done."""
     warnings: list[str] = []
     if cfg.configmap:
         ns, _, name = cfg.configmap.partition("/")
@@ -624,11 +640,12 @@ def render(objects: dict, cfg: ControllerConfig, *, conf_dir: str, cert_dir: str
                     pem, _ = tls_pem(secret)
                     if pem is not None:
                         files[server.cert] = pem
-    text = _text(model, cfg, conf_dir=conf_dir, cert_dir=cert_dir, default_cert=default_cert)
+    text = _text(model, cfg, conf_dir=conf_dir, cert_dir=cert_dir, default_cert=default_cert, config_id=config_id)
     return Rendered(text, files, self_signed, warnings, model)
 
 
-def _text(model: Model, cfg: ControllerConfig, *, conf_dir: str, cert_dir: str, default_cert: str) -> str:
+def _text(model: Model, cfg: ControllerConfig, *, conf_dir: str, cert_dir: str, default_cert: str,
+          config_id: str) -> str:
     out: list[str] = []
     w = out.append
     w("# Configuration rendered by netemu's ingress-nginx controller (the layout of ingress-nginx's nginx.tmpl).")
@@ -637,13 +654,17 @@ def _text(model: Model, cfg: ControllerConfig, *, conf_dir: str, cert_dir: str, 
     w("user root;")
     w(f"worker_processes {cfg.worker_processes};")
     w(f"pid {conf_dir}/nginx.pid;")
-    w("worker_rlimit_nofile 65535;")
+    if cfg.max_open_files:
+        w(f"worker_rlimit_nofile {cfg.max_open_files};")
     w("worker_shutdown_timeout 240s;")
     w("error_log stderr notice;")
     w("")
     w("events {")
     w("    multi_accept on;")
-    w(f"    worker_connections {cfg.max_worker_connections};")
+    connections = cfg.max_worker_connections
+    if cfg.max_open_files:  # ingress-nginx keeps them within the descriptors a worker may open
+        connections = min(connections, max(512, cfg.max_open_files - 1024))
+    w(f"    worker_connections {connections};")
     w("    use epoll;")
     w("}")
     w("")
@@ -681,6 +702,10 @@ def _text(model: Model, cfg: ControllerConfig, *, conf_dir: str, cert_dir: str, 
     w("    map $http_upgrade $connection_upgrade {")
     w("        default upgrade;")
     w("        ''      '';" if cfg.keepalive_connections > 0 else "        ''      close;")
+    w("    }")
+    w("    # a variable holding a literal $ (geo does not resolve variables), for paths written into `set`")
+    w("    geo $literal_dollar {")
+    w('        default "$";')
     w("    }")
     w("    # ssl-redirect drops a trailing slash, as ingress-nginx's Lua does (preserve-trailing-slash false)")
     w("    map $request_uri $redirect_uri {")
@@ -760,12 +785,19 @@ def _text(model: Model, cfg: ControllerConfig, *, conf_dir: str, cert_dir: str, 
     w("        location /nginx_status {")
     w("            stub_status on;")
     w("        }")
+    w("        location = /netemu/config-id {")
+    w(f"            return 200 {_q(config_id)};")
+    w("        }")
     w("        location / {")
     w("            return 404;")
     w("        }")
     w("    }")
     w("}")
     return "\n".join(out) + "\n"
+
+
+def _pick(annotation, default):
+    return default if annotation is None else annotation
 
 
 def _location(w, server: Server, loc: Location, enforce: bool, cfg: ControllerConfig, live: set[str]) -> None:
@@ -778,7 +810,7 @@ def _location(w, server: Server, loc: Location, enforce: bool, cfg: ControllerCo
     w(f'            set $ingress_name {_q(name)};')
     w(f'            set $service_name {_q(loc.service)};')
     w(f'            set $service_port {_q(loc.service_port)};')
-    w(f'            set $location_path {_q(loc.ingress_path or loc.path)};')
+    w(f'            set $location_path {_q_dollar(loc.ingress_path or loc.path)};')
     w(f'            set $proxy_upstream_name {_q(loc.upstream)};')
     if s.app_root:
         w("            if ($uri = /) {")
@@ -811,9 +843,9 @@ def _location(w, server: Server, loc: Location, enforce: bool, cfg: ControllerCo
     w('            proxy_set_header Proxy "";')
     if s.x_forwarded_prefix:
         w(f"            proxy_set_header X-Forwarded-Prefix {_q(s.x_forwarded_prefix)};")
-    w(f"            proxy_connect_timeout {s.proxy_connect_timeout or cfg.proxy_connect_timeout}s;")
-    w(f"            proxy_send_timeout {s.proxy_send_timeout or cfg.proxy_send_timeout}s;")
-    w(f"            proxy_read_timeout {s.proxy_read_timeout or cfg.proxy_read_timeout}s;")
+    w(f"            proxy_connect_timeout {_pick(s.proxy_connect_timeout, cfg.proxy_connect_timeout)}s;")
+    w(f"            proxy_send_timeout {_pick(s.proxy_send_timeout, cfg.proxy_send_timeout)}s;")
+    w(f"            proxy_read_timeout {_pick(s.proxy_read_timeout, cfg.proxy_read_timeout)}s;")
     w(f"            proxy_buffering {cfg.proxy_buffering};")
     w("            proxy_buffer_size 4k;")
     w("            proxy_buffers 4 4k;")
@@ -823,7 +855,7 @@ def _location(w, server: Server, loc: Location, enforce: bool, cfg: ControllerCo
     w("            proxy_cookie_path off;")
     w("            proxy_next_upstream error timeout;")
     w("            proxy_next_upstream_timeout 0;")
-    w(f"            proxy_next_upstream_tries {s.proxy_next_upstream_tries or cfg.proxy_next_upstream_tries};")
+    w(f"            proxy_next_upstream_tries {_pick(s.proxy_next_upstream_tries, cfg.proxy_next_upstream_tries)};")
     if loc.upstream not in live:
         w("            # no endpoint to send to")
         w("            return 503;")

@@ -240,6 +240,17 @@ class Api:
         await self.d.dns.serve(writer)
     op_dns_watch.raw = True
 
+    async def op_ingress_watch(self, req, writer):
+        """An ingress controller pod subscribes to its objects (see control/ingress_feed.py)."""
+        await self.d.ingress.serve(writer, req.get("pod"))
+    op_ingress_watch.raw = True
+
+    def op_ingress_applied(self, req):
+        """An ingress controller's nginx now serves the snapshot with this digest."""
+        self.d.ingress.applied(req.get("pod"), req.get("digest"))
+        self.d.kick()
+        return True
+
     async def op_wait(self, req, send):
         """Stream progress until a condition holds: `ready` (every pod Ready, every node Ready),
         `rollout` (a Deployment fully rolled out), `deleted` (pods gone)."""
@@ -273,13 +284,16 @@ class Api:
                 nodes = store.list("Node")
                 pods = [p for p in store.list("Pod") if not is_terminating(p)]
                 deps_ok = all(_deployment_done(d) for d in store.list("Deployment"))
-                return all(_node_ready(n) for n in nodes) and all(is_ready(p) for p in pods) and deps_ok
+                return all(_node_ready(n) for n in nodes) and all(is_ready(p) for p in pods) and deps_ok \
+                    and self.d.ingress.settled(store)
 
             def describe():
                 nodes = store.list("Node")
                 pods = [p for p in store.list("Pod") if not is_terminating(p)]
+                pending = self.d.ingress.pending(store)
                 return (f"nodes {sum(_node_ready(n) for n in nodes)}/{len(nodes)} Ready, "
-                        f"pods {sum(is_ready(p) for p in pods)}/{len(pods)} Ready")
+                        f"pods {sum(is_ready(p) for p in pods)}/{len(pods)} Ready"
+                        + (f", ingress controllers configuring: {', '.join(pending)}" if pending else ""))
             return pred, describe
         if what == "rollout":
             ns, name = req.get("namespace") or "default", req["name"]

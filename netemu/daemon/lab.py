@@ -44,6 +44,9 @@ class LabDaemon:
         from netemu.daemon.dnsfeed import ZonePublisher
 
         self.dns = ZonePublisher(lab)
+        from netemu.control.ingress_feed import IngressFeed
+
+        self.ingress = IngressFeed()
         from netemu.control.hpa import HorizontalController, HpaSettings
         from netemu.dataplane.metrics import MetricsCollector
 
@@ -195,6 +198,7 @@ class LabDaemon:
         await self._autoscale()
         self.cluster.reconcile()
         self.dns.update(self.cluster.store)  # before pods start: a new DNS pod waits for its zone
+        self.ingress.update(self.cluster.store)  # likewise a new ingress controller for its snapshot
         if self.kubelet is not None:
             await self.kubelet.sync()
         self.cluster.reconcile()
@@ -202,6 +206,7 @@ class LabDaemon:
             await self.proxy.sync(self.cluster.store)
         self._sync_speakers()  # after the rules: a new LB IP is DNATed before it attracts traffic
         self.dns.update(self.cluster.store)
+        self.ingress.update(self.cluster.store)
         self._persist()
         self._check_waiters()
 

@@ -11,10 +11,15 @@ from typing import Any, Optional
 from pydantic import BaseModel, ValidationError
 
 from netemu.spec.errors import Location, PathPart, Report, field_path
+from netemu.spec.ingress import prepare_ingress
 from netemu.spec.models import API_VERSIONS, KINDS, K8sModel, Lab
 from netemu.spec.schema import Shape, child, fields_of, key_of_field, required_of
 
 MODELS: dict[str, type[K8sModel]] = {**KINDS, "Lab": Lab}
+
+# kind -> fix-ups of a raw document before its apiVersion is checked (placeholders, old shapes),
+# each returning (field path, warning)
+PREPARE = {"Ingress": prepare_ingress}
 
 
 @dataclass
@@ -140,6 +145,9 @@ def convert(data: Any, loc: Location, report: Report) -> list[Converted]:
     if not isinstance(kind, str) or kind not in MODELS:
         report.error(loc, "kind", f"unknown kind {show(kind)}: netemu supports {supported_kinds()} (and Lab)")
         return []
+    if kind in PREPARE:
+        for path, note in PREPARE[kind](data):
+            report.warn(loc, path, note)
     api_version = data.get("apiVersion")
     expected = API_VERSIONS[kind]
     if api_version is None:

@@ -327,25 +327,27 @@ def prepare_ingress(data: dict) -> list[tuple[str, str]]:
             kept_rules.append(rule)
         spec["rules"] = kept_rules
     version = data.get("apiVersion")
+    converted = (", converted to networking.k8s.io/v1 as the API server did (serviceName/servicePort -> "
+                 "service.name/port, spec.backend -> spec.defaultBackend")
     if version is None or is_placeholder(version) or (isinstance(version, str) and not version.strip()):
         inferred, shape = _infer_version(data)
         what = "is missing" if version is None or not str(version).strip() else \
             f"{_shown(version)} is a placeholder, not an API version"
-        notes.append(("apiVersion", f"{what}: the manifest has {shape}, so netemu reads it as {inferred}"))
+        note = f"{what}: the manifest has {shape}, so netemu reads it as {inferred}"
+        if inferred in LEGACY_VERSIONS:
+            note += f" (removed in Kubernetes 1.22){converted}, no pathType -> ImplementationSpecific)"
+        notes.append(("apiVersion", note))
         data["apiVersion"] = inferred
-    original = data.get("apiVersion")
-    if isinstance(original, str) and (original in LEGACY_VERSIONS or
-                                      (original == V1 and _has_legacy_fields(data))):
-        if original in LEGACY_VERSIONS:
-            why = (f"Ingress {original} was removed in Kubernetes 1.22: netemu converts it to {V1} "
-                   "as the API server did")
-        else:
-            why = (f"backend.serviceName/servicePort (or spec.backend) are the v1beta1 field names; {V1} "
-                   "has backend.service.name/port.number: netemu reads them as such")
         normalize(data)
-        notes.append(("apiVersion" if original in LEGACY_VERSIONS else "spec",
-                      f"{why} (serviceName/servicePort -> service.name/port, spec.backend -> spec.defaultBackend"
-                      + (", no pathType -> ImplementationSpecific)" if original in LEGACY_VERSIONS else ")")))
+        return notes
+    if isinstance(version, str) and version in LEGACY_VERSIONS:
+        notes.append(("apiVersion", f"Ingress {version} was removed in Kubernetes 1.22: netemu reads it"
+                                    f"{converted}, no pathType -> ImplementationSpecific)"))
+        normalize(data)
+    elif version == V1 and _has_legacy_fields(data):
+        notes.append(("spec", "backend.serviceName/servicePort (or spec.backend) are the v1beta1 field names; "
+                              f"{V1} has backend.service.name/port.number: netemu reads them as such"))
+        normalize(data)
     return notes
 
 

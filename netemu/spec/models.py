@@ -509,6 +509,9 @@ class LabSpec(K8sModel):
     # kubelet's crash-loop back-off: first restart at once, then base, 2x base, ... up to max
     restart_backoff_seconds: float = 10.0
     restart_backoff_max_seconds: float = 300.0
+    # the ingress-nginx controller (namespace ingress-nginx): true, false, or unset = when the lab has
+    # an Ingress or a Service selecting app.kubernetes.io/name=ingress-nginx
+    ingress: Optional[bool] = None
     # metrics-server's --metric-resolution: how often pods' cgroups are sampled for top and the HPA
     metric_resolution_seconds: float = 15.0
     # kube-controller-manager's --horizontal-pod-autoscaler-* flags
@@ -556,3 +559,4 @@ NAMESPACED = {"Pod", "Deployment", "ReplicaSet", "Service", "EndpointSlice", "Co
 
 # kinds defined in their own modules register themselves here (they import this module first)
 from netemu.spec import autoscaling as _autoscaling  # noqa: E402,F401
+from netemu.spec import ingress as _ingress  # noqa: E402,F401

@@ -34,6 +34,8 @@ NAME_RULES: dict[str, Callable[[str], Optional[str]]] = {
     "Namespace": check_dns_label,
     "ConfigMap": check_dns_subdomain,
     "Secret": check_dns_subdomain,
+    "Ingress": check_dns_subdomain,
+    "IngressClass": check_dns_subdomain,
     "IPAddressPool": check_dns_subdomain,
     "L2Advertisement": check_dns_subdomain,
     "HorizontalPodAutoscaler": check_dns_subdomain,
@@ -89,6 +91,10 @@ def validate_object(obj: K8sModel, loc: Location, lab: Lab, report: Report) -> N
         check_endpoint_slice(obj, loc, report)
     elif isinstance(obj, (ConfigMap, Secret)):
         _check_config(obj, loc, report)
+    elif obj.kind in ("Ingress", "IngressClass"):
+        from netemu.spec.ingress import check_ingress
+
+        check_ingress(obj, loc, report)
     elif obj.kind == "HorizontalPodAutoscaler":
         from netemu.spec.autoscaling import check_hpa
 

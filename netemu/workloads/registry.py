@@ -25,6 +25,9 @@ STAND_INS: dict[str, tuple[str, int]] = {
     "subicura/counter": ("counter", 3000),
     "coredns/coredns": ("coredns", 53),
     "coredns": ("coredns", 53),
+    "ingress-nginx/controller": ("ingress-nginx", 80),  # registry.k8s.io, k8s.gcr.io
+    "ingress-nginx/controller-chroot": ("ingress-nginx", 80),
+    "kubernetes-ingress-controller/nginx-ingress-controller": ("ingress-nginx", 80),  # quay.io, before 0.33
     "hpa-example": ("hpa-example", 80),  # registry.k8s.io/hpa-example, k8s.gcr.io/hpa-example
 }
 

@@ -10,6 +10,7 @@ from typing import Callable, NoReturn
 from netemu.workloads.coredns import start_coredns
 from netemu.workloads.counter import start_counter
 from netemu.workloads.echo import start_echo_hname, start_echo_ip, start_generic
+from netemu.workloads.ingress_nginx import start_ingress_nginx
 from netemu.workloads.hpa_example import start_hpa_example
 from netemu.workloads.kuard import start_kuard
 from netemu.workloads.listeners import Loop, StartError, write_log
@@ -34,6 +35,7 @@ BUILTINS: dict[str, tuple[Starter, str]] = {
     "counter": (start_counter, "subicura/counter (hits counted in redis)"),
     "sleep": (lambda ctx, loop: None, "sleep (nothing to serve)"),
     "coredns": (start_coredns, "CoreDNS (the cluster zone, from the lab's control process)"),
+    "ingress-nginx": (start_ingress_nginx, "ingress-nginx controller (real nginx, configured from the Ingresses)"),
     "hpa-example": (start_hpa_example, "hpa-example (php-apache: CPU work on every request)"),
 }
 

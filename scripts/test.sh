@@ -4,6 +4,6 @@
 set -eu
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 # the tests also check the Vagrantfile and draw graphs: tools a lab itself does not need
-NETEMU_EXTRA_PACKAGES="vagrant graphviz" "$REPO/scripts/setup.sh"
+NETEMU_EXTRA_PACKAGES="vagrant graphviz qemu-system-x86 busybox-static cpio" "$REPO/scripts/setup.sh"
 cd "$REPO"
 exec "$REPO/.venv/bin/python" -m pytest -q -p no:cacheprovider --timeout=300 tests/unit tests/e2e "$@"

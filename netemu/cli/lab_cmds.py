@@ -136,9 +136,12 @@ def _check_proxy_mode(mode: str) -> None:
     if mode in ("iptables", "nftables"):
         return
     if mode == "ipvs":
-        if not os.path.exists("/proc/net/ip_vs"):
-            raise CliError("proxy mode ipvs needs the kernel's ip_vs module, and this kernel has none "
-                           "(/proc/net/ip_vs is missing). Modes that work here: iptables")
+        from netemu.dataplane.ipvsapply import unavailable_message
+
+        problem = unavailable_message()
+        if problem:
+            raise CliError(problem)
+        return
     raise CliError(f"proxy mode {mode} is not implemented yet in netemu; use proxyMode: iptables")
 
 

@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masquerade-all", action="store_true")
     p.add_argument("--jumps", action="store_true", help="also print the jumps from built-in chains")
     p.add_argument("--service-cidr", action="append", metavar="CIDR", help="nftables: kube-proxy's service CIDRs")
+    p.add_argument("--ipvs-scheduler", choices=["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"],
+                   help="ipvs: kube-proxy's --ipvs-scheduler (default: the file's spec.ipvsScheduler, rr)")
     p.add_argument("--fast", action="store_true",
                    help="nftables: the equivalent form netemu loads (no per-service verdict maps)")
 

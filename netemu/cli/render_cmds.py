@@ -47,6 +47,12 @@ def cmd_render(args) -> int:
         rs = nft_render(view, NftSettings(service_cidrs=tuple(args.service_cidr or [spec.lab.spec.service_cidr])))
         sys.stdout.write(rs.fast_text() if args.fast else rs.text())
         return 0
+    if args.mode == "ipvs":
+        from netemu.dataplane.proxy.ipvs import IpvsSettings, render_text
+
+        scheduler = getattr(args, "ipvs_scheduler", None) or spec.lab.spec.ipvs_scheduler
+        sys.stdout.write(render_text(view, IpvsSettings(scheduler=scheduler), jumps=args.jumps))
+        return 0
     if args.mode != "iptables":
         raise CliError(f"render {args.mode}: not implemented yet (iptables and nftables work)")
     if args.jumps:

@@ -168,6 +168,12 @@ class LabDaemon:
             from netemu.dataplane.kubeproxy import KubeProxy
         except ImportError:  # not built yet
             return
+        if self.lab.spec.proxy_mode == "ipvs":
+            from netemu.dataplane.ipvsapply import unavailable_message
+
+            problem = unavailable_message()
+            if problem:
+                raise RuntimeError(problem)
         self.proxy = KubeProxy(self.lab, self.net)
         self.cluster.store.listeners.append(self.proxy.note_change)
 

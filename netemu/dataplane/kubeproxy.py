@@ -129,7 +129,13 @@ class NftablesBackend:
         return run_in_netns(netns, ["nft", "list", "table", "ip", "kube-proxy"])
 
 
-BACKENDS = {"iptables": IptablesBackend, "nftables": NftablesBackend}
+def _ipvs_backend(lab: Lab):
+    from netemu.dataplane.ipvsapply import IpvsBackend
+
+    return IpvsBackend(lab)
+
+
+BACKENDS = {"iptables": IptablesBackend, "nftables": NftablesBackend, "ipvs": _ipvs_backend}
 
 
 @dataclass
@@ -178,6 +184,7 @@ class KubeProxy:
     async def sync(self, store) -> None:
         gen = store.generation["Service"] + store.generation["EndpointSlice"]
         if gen == self._seen_generation and all(n.syncs for n in self.nodes.values()):
+            await self._housekeeping()
             return
         self._seen_generation = gen
         changed, self._dirty = self._dirty, set()
@@ -190,6 +197,18 @@ class KubeProxy:
                       if (s.metadata.namespace, (s.metadata.labels or {}).get(SERVICE_NAME_LABEL)) in names]
         await asyncio.gather(*(asyncio.to_thread(self._sync_node, n, services, slices, changed)
                                for n in self.nodes.values()))
+
+    async def _housekeeping(self) -> None:
+        """IPVS mode: delete weight-0 real servers whose connections are gone (rate-limited to once a
+        minute by the backend, like kube-proxy's graceful-termination manager)."""
+        for n in self.nodes.values():
+            reap = getattr(n.backend, "reap", None)
+            if reap is None:
+                continue
+            try:
+                await asyncio.to_thread(reap, n.netns)
+            except Exception as e:  # the next sync observes the node again
+                log.warning("kube-proxy (ipvs) %s: %s", n.name, e)
 
     def _sync_node(self, node: NodeProxy, services, slices, changed) -> None:
         t0 = time.perf_counter()

@@ -78,7 +78,7 @@ def test_capture_on_a_node_while_curling(np_lab, tmp_path):
     pods = {p["metadata"]["name"]: p["status"]["podIP"] for p in lab.pods("app=np-pods")}
     pcap = tmp_path / "w1.pcap"
     proc = start_capture(lab, "w1-k8s", "tcp", "port", "30000", "or", "tcp", "port", "80", "-w", str(pcap),
-                         "--duration", "8", "-c", "60")
+                         "--duration", "8", "-c", "400")
     answers = [curl(lab, w1, 30000).strip() for _ in range(3)]
     assert set(answers) <= set(pods), answers
     _, err = finish(proc)

@@ -4,9 +4,10 @@
 Brings up a lab (its own name and addresses: 192.168.249.0/24), a 3-pod deployment behind a
 LoadBalancer Service from a MetalLB pool, and a client namespace on the lab segment. Then:
 
-  ARP      arping round trips from the client (p50/p99 over N requests): the LB IP, answered by
-           the announcing node's speaker (user space), against a node IP, answered by that
-           node's kernel, interleaved in the same run
+  ARP      arping round trips from the client (p50/p99 over N requests): the LB IP, answered for
+           the announcing node's speaker by that node's kernel (a proxy-ARP entry the speaker
+           programs; see netemu/dataplane/speaker.py), against a node IP, answered by that node's
+           kernel as its own address, interleaved in the same run
   failover `netemu node down <announcer>` until the first successful HTTP request from the
            client to the LB IP (the client's ARP cache is moved by the new owner's gratuitous ARP)
 
@@ -94,7 +95,7 @@ def client_up() -> None:
 
 
 def arping(ip: str, count: int) -> list[float]:
-    out = sh("ip", "netns", "exec", CLIENT, "arping", "-c", str(count), "-i", "0.01", "-w", "30", "-I", "eth0", ip,
+    out = sh("ip", "netns", "exec", CLIENT, "arping", "-c", str(count), "-W", "0.01", "-w", "30", "-i", "eth0", ip,
              check=False).stdout
     return [float(x) * (1000.0 if unit == "sec" else 1.0 if unit == "msec" else 0.001)
             for x, unit in re.findall(r"time=([\d.]+) (sec|msec|usec)", out)]

@@ -237,6 +237,8 @@ def main() -> int:
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     os.makedirs(args.out, exist_ok=True)
     rows, skipped = [], []
+    # a stopped run (SIGTERM, Ctrl-C) still goes through the finally below and removes its namespaces
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cleanup()
     servers = topology()
     try:

@@ -11,7 +11,6 @@ from typing import Optional
 
 from netemu.cli import tables
 from netemu.cli.client import CliError, Client, pick_lab
-from netemu.control.hpa import hpa_targets
 
 POD_COLUMNS = ["NAME", "CPU(cores)", "MEMORY(bytes)"]
 NODE_COLUMNS = ["NAME", "CPU(cores)", "CPU%", "MEMORY(bytes)", "MEMORY%"]  # newest kubectl: CPU(%), MEMORY(%)
@@ -179,6 +178,8 @@ def hpa_row(hpa: dict, wide: bool, now: float) -> list[str]:
     spec, st = hpa.get("spec") or {}, hpa.get("status") or {}
     ref = spec.get("scaleTargetRef") or {}
     min_pods = str(spec["minReplicas"]) if spec.get("minReplicas") is not None else "<unset>"
+    from netemu.control.hpa import hpa_targets  # pulls the spec models (pydantic): only when asked
+
     return [hpa["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}", hpa_targets(hpa), min_pods,
             str(spec.get("maxReplicas", 0)), str(st.get("currentReplicas", 0)), tables.age(hpa, now)]
 

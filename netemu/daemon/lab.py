@@ -145,7 +145,10 @@ class LabDaemon:
         self._build_proxy()
         from netemu.dataplane.speaker import Speakers
 
-        self.speakers = Speakers({n: self.net.node_netns(n) for n in self.net.nodes})
+        # the node's kernel answers ARP for the IPs its speaker announces, except in IPVS mode, where
+        # the IPs sit on kube-ipvs0 behind arp_ignore and the speaker replies itself (speaker.py)
+        self.speakers = Speakers({n: self.net.node_netns(n) for n in self.net.nodes},
+                                 kernel_reply=self.lab.spec.proxy_mode != "ipvs")
         for node in self.cluster.store.list("Node"):
             self.kubelet.set_node_up(node.metadata.name, True)
             set_ready(self.cluster, node, True, "KubeletReady", "kubelet is posting ready status")

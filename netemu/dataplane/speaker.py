@@ -14,7 +14,18 @@ The daemon keeps it; no process runs in the node. Behaviour, as MetalLB's ``inte
 
 The IP is never added to an interface: the node accepts the packets because their destination MAC is
 eth0's, and kube-proxy's KUBE-SERVICES rule DNATs the LoadBalancer IP in PREROUTING before routing
-looks at it. (With kube-proxy in IPVS mode the IP sits on kube-ipvs0 and the kernel itself would
+looks at it.
+
+Who sends the reply (``kernel_reply``): by default the speaker itself, from the raw socket. With
+``kernel_reply=True`` (what the lab uses in iptables and nftables modes) the speaker programs the
+node's kernel to answer instead: a proxy neighbour entry for the IP on eth0 (``ip neigh add proxy``),
+a /32 route for it towards the pod bridge (the kernel proxies only addresses routed away from the
+asking interface) and ``proxy_delay`` 0 on eth0. The kernel then answers in microseconds, with the
+same unicast reply from eth0's MAC; a Python responder needs a thread wake-up per request, tens of
+times slower. The speaker still decides (which IPs, gratuitous ARP, failover), still sees every
+request on its socket (counted as ``kernel_replies``) and removes the entries when it loses an IP or
+stops. kube-proxy's IPVS mode puts the IP on kube-ipvs0 with arp_ignore, where the kernel will not
+proxy it: the lab uses the raw-socket replies there. (With kube-proxy in IPVS mode the IP sits on kube-ipvs0 and the kernel itself would
 answer ARP for it on every node: set arp_ignore=1 / arp_announce=2 then, as MetalLB asks with
 strictARP.)
 
@@ -39,7 +50,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from netemu.dataplane import nsutil
+from netemu.dataplane import names, nsutil
 
 log = logging.getLogger("netemu.speaker")
 
@@ -128,7 +139,8 @@ def open_arp_socket(netns: Optional[str], iface: str) -> tuple[socket.socket, by
 @dataclass
 class SpeakerStats:
     requests: int = 0  # ARP requests seen (for any IP)
-    replies: int = 0  # replies sent for announced IPs
+    replies: int = 0  # replies sent from the raw socket for announced IPs
+    kernel_replies: int = 0  # requests for announced IPs the node's kernel answered (kernel_reply mode)
     ignored: int = 0  # other ARP frames (replies, requests for other IPs, our own)
     gratuitous: int = 0  # gratuitous frames sent
     errors: int = 0  # send failures
@@ -278,11 +290,20 @@ class Speaker:
 
     def __init__(self, node_name: str, netns: Optional[str], iface: str = "eth0", *,
                  loop: "Optional[asyncio.AbstractEventLoop | SpeakerThread]" = None,
-                 garp_interval: float = GARP_INTERVAL, garp_duration: float = GARP_DURATION):
+                 garp_interval: float = GARP_INTERVAL, garp_duration: float = GARP_DURATION,
+                 kernel_reply: bool = False, detour: str = names.NODE_BRIDGE):
         self.node_name = node_name
         self.netns = netns
         self.iface = iface
+        self.kernel_reply = kernel_reply
+        self.detour = detour  # where the /32 route of an announced IP points: anywhere but iface
         self.sock, self._mac = open_arp_socket(netns, iface)
+        if kernel_reply:
+            try:
+                self._kernel_prepare()
+            except Exception:
+                self.sock.close()
+                raise
         self.mac = mac_str(self._mac)
         self.stats = SpeakerStats()
         self._schedule = garp_schedule(garp_interval, garp_duration)
@@ -367,6 +388,8 @@ class Speaker:
                 for h in handles:
                     h.cancel()
             self._timers.clear()
+            if self.kernel_reply:  # a stopped speaker must stop the kernel answering for it too
+                self._kernel_program(frozenset(), self._announced, strict=False)
             self._announced = frozenset()
             try:
                 self.loop.remove_reader(self.sock.fileno())
@@ -391,6 +414,8 @@ class Speaker:
     # ---------------------------------------------------------------- on the loop
     def _set(self, packed: frozenset[bytes]) -> None:
         old = self._announced
+        if self.kernel_reply:  # before the gratuitous rounds: askers must find the kernel answering
+            self._kernel_program(packed - old, old - packed)
         self._announced = packed
         for ip in old - packed:  # lost: stop its gratuitous rounds (MetalLB: refcount gone, no more spam)
             for h in self._timers.pop(ip, []):
@@ -398,6 +423,39 @@ class Speaker:
         for ip in sorted(packed - old):
             log.info("%s: announcing %s from %s", self.node_name, ipaddress.IPv4Address(ip), self.mac)
             self._start_garp(ip)
+
+    # ---------------------------------------------------------------- kernel_reply mode
+    KERNEL_ROUTE_PROTO = "77"  # marks our /32 routes, so a restarted speaker can find leftovers
+
+    def _kernel_prepare(self) -> None:
+        """proxy_delay 0 (else broadcast requests wait up to 0.8 s), forwarding (proxying needs it),
+        and no entries left by an earlier speaker on this node (a restarted control process)."""
+        from netemu.dataplane.ipcmd import ip_batch
+
+        if self.netns is None:
+            raise OSError("kernel_reply needs the node's network namespace")
+        nsutil.write_sysctl_in(self.netns, {f"net.ipv4.neigh.{self.iface}.proxy_delay": "0",
+                                            f"net.ipv4.conf.{self.iface}.forwarding": "1"})
+        ip_batch([f"neigh flush proxy dev {self.iface}", f"route flush proto {self.KERNEL_ROUTE_PROTO}"],
+                 netns=self.netns, force=True)
+
+    def _kernel_program(self, gained: frozenset[bytes], lost: frozenset[bytes], strict: bool = True) -> None:
+        from netemu.dataplane.ipcmd import IpError, ip_batch
+
+        cmds = []
+        for ip in sorted(lost):
+            a = ipaddress.IPv4Address(ip)
+            cmds += [f"neigh del proxy {a} dev {self.iface}",
+                     f"route del {a}/32 dev {self.detour} proto {self.KERNEL_ROUTE_PROTO}"]
+        for ip in sorted(gained):
+            a = ipaddress.IPv4Address(ip)
+            cmds += [f"route replace {a}/32 dev {self.detour} proto {self.KERNEL_ROUTE_PROTO}",
+                     f"neigh replace proxy {a} dev {self.iface}"]
+        try:
+            ip_batch(cmds, netns=self.netns, force=not strict)
+        except IpError as e:  # the namespace or bridge gone: nothing answers, as with a dead speaker
+            self.stats.errors += 1
+            log.warning("%s: kernel ARP entries: %s", self.node_name, e)
 
     def _start_garp(self, ip: bytes) -> None:
         for h in self._timers.pop(ip, []):
@@ -451,6 +509,9 @@ class Speaker:
             if req.dst != BROADCAST and req.dst != self._mac:
                 self.stats.ignored += 1
                 continue
+            if self.kernel_reply:  # the proxy entry answers it
+                self.stats.kernel_replies += 1
+                continue
             reply = arp_frame(ARP_REPLY, self._mac, self._mac, req.target_ip, req.sender_mac, req.sender_ip,
                               req.sender_mac)
             if self._send(reply):
@@ -469,8 +530,9 @@ class Speakers:
     A speaker that cannot be opened (its namespace is gone) is reported as not alive."""
 
     def __init__(self, netns_of_node: dict[str, str], iface: str = "eth0",
-                 thread: Optional[SpeakerThread] = None):
+                 thread: Optional[SpeakerThread] = None, kernel_reply: bool = False):
         self.iface = iface
+        self.kernel_reply = kernel_reply
         self.thread = thread or SpeakerThread("netemu-speakers")
         self._own_thread = thread is None
         self.netns = dict(netns_of_node)
@@ -484,7 +546,8 @@ class Speakers:
         if node in self.speakers:
             return True
         try:
-            self.speakers[node] = Speaker(node, self.netns[node], self.iface, loop=self.thread)
+            self.speakers[node] = Speaker(node, self.netns[node], self.iface, loop=self.thread,
+                                          kernel_reply=self.kernel_reply)
             self.errors.pop(node, None)
             return True
         except OSError as e:
@@ -508,7 +571,8 @@ class Speakers:
                 sp.set_announced(want)
 
     def stats(self) -> dict[str, dict]:
-        return {node: {"mac": sp.mac, "announced": sorted(sp.announced), **sp.stats.as_dict()}
+        return {node: {"mac": sp.mac, "announced": sorted(sp.announced),
+                       "replier": "kernel" if sp.kernel_reply else "speaker", **sp.stats.as_dict()}
                 for node, sp in self.speakers.items()}
 
     def close(self) -> None:

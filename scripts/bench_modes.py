@@ -9,8 +9,8 @@ measures, against the last Service added:
   latency     new-connection time (TCP connect through the DNAT rules) and whole-request time,
               p50/p99 over many connections (curl -w, one connection per request)
   throughput  short requests per second with a new connection each (wrk, `Connection: close`)
-  program     time to program the whole ruleset (render + apply), and its kernel memory (drop of
-              MemAvailable)
+  program     time to program the whole ruleset (render + apply), and its kernel memory (growth of
+              unreclaimable slab + vmalloc)
 
 It prints a table and writes a PNG plot (connect latency against the number of Services, one line
 per mode). IPVS needs the kernel's ip_vs: where it is missing, the IPVS row says so (the IPVS data
@@ -114,9 +114,12 @@ def objects(n: int) -> tuple[list[Service], list[EndpointSlice]]:
     return svcs, slices
 
 
-def mem_available() -> int:
+def kernel_rule_memory() -> int:
+    """kB the kernel holds for rules: unreclaimable slab (nftables rules, sets, chains) plus vmalloc
+    (the xtables blobs). Steadier than MemAvailable, which moves with the page cache."""
     with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        info = {line.split(":")[0]: int(line.split()[1]) for line in f}
+    return info["SUnreclaim"] + info["VmallocUsed"]
 
 
 def program(mode: str, n: int) -> tuple[float, float, str]:
@@ -127,24 +130,15 @@ def program(mode: str, n: int) -> tuple[float, float, str]:
     gc.collect()
     gc.freeze()
     time.sleep(0.5)
-    before = mem_available()
+    before = kernel_rule_memory()
     t0 = time.perf_counter()
     view = build_view(svcs, slices, node_name="node", node_ips=[NODE_IP], cluster_cidr="10.244.7.0/24")
     backend.apply(NODE, view, None)
     dt = time.perf_counter() - t0
     time.sleep(0.5)
-    mem_mb = (before - mem_available()) / 1024
+    mem_mb = (kernel_rule_memory() - before) / 1024
     gc.unfreeze()
     return dt, mem_mb, svcs[-1].spec.cluster_ip
-
-
-def flush(mode: str) -> None:
-    if mode == "iptables":
-        sh("ip", "netns", "exec", NODE, "iptables-restore", input="*nat\nCOMMIT\n*filter\nCOMMIT\n*mangle\nCOMMIT\n")
-        for t in ("nat", "filter", "mangle"):
-            sh("ip", "netns", "exec", NODE, "iptables", "-t", t, "-X", check=False)
-    else:
-        sh("ip", "netns", "exec", NODE, "nft", "flush", "ruleset")
 
 
 PROBE = r"""
@@ -209,8 +203,8 @@ def plot(rows, path: str) -> None:
     for mode in sorted({r["mode"] for r in rows}):
         pts = [(r["services"], r["connect_p50"], r["connect_p99"]) for r in rows if r["mode"] == mode]
         xs = [p[0] for p in pts]
-        ax.plot(xs, [p[1] for p in pts], marker="o", label=f"{mode} p50")
-        ax.plot(xs, [p[2] for p in pts], marker="x", linestyle="--", label=f"{mode} p99")
+        (line,) = ax.plot(xs, [p[1] for p in pts], marker="o", label=f"{mode} p50")
+        ax.plot(xs, [p[2] for p in pts], marker="x", linestyle="--", color=line.get_color(), label=f"{mode} p99")
     ax.set_xscale("log")
     ax.set_xlabel("ClusterIP Services (2 endpoints each)")
     ax.set_ylabel("new-connection time to the last Service (ms)")
@@ -240,21 +234,31 @@ def main() -> int:
     # a stopped run (SIGTERM, Ctrl-C) still goes through the finally below and removes its namespaces
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cleanup()
-    servers = topology()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    modes = []
+    for mode in args.modes.split(","):
+        if mode != "ipvs":
+            modes.append(mode)
+        elif not os.path.exists("/proc/net/ip_vs"):
+            skipped.append("ipvs: this kernel has no ip_vs (IPVS is exercised in a VM by "
+                           "tests/e2e/test_ipvs_vm.py; emulated timings would not compare)")
+        else:
+            skipped.append("ipvs: not benchmarked by this script yet")
     try:
-        for mode in args.modes.split(","):
-            if mode == "ipvs":
-                if not os.path.exists("/proc/net/ip_vs"):
-                    skipped.append("ipvs: this kernel has no ip_vs (IPVS is exercised in a VM by "
-                                   "tests/e2e/test_ipvs_vm.py; emulated timings would not compare)")
-                    continue
-                skipped.append("ipvs: not benchmarked by this script yet")
-                continue
-            for n in [int(x) for x in args.sizes.split(",")]:
-                flush(mode)
-                prog, mem, ip = program(mode, n)
-                connect, total = latencies(ip, args.connections)
-                rps = throughput(ip, args.seconds)
+        # sizes outside, modes inside: both modes meet the machine in the same state; and a fresh
+        # node, pods and client for every row, so that no row inherits conntrack entries or
+        # TIME_WAIT sockets from the one before
+        for n in sizes:
+            for mode in modes:
+                servers = topology()
+                try:
+                    prog, mem, ip = program(mode, n)
+                    connect, total = latencies(ip, args.connections)
+                    rps = throughput(ip, args.seconds)
+                finally:
+                    for s in servers:
+                        s.kill()
+                    cleanup()
                 row = {"mode": mode, "services": n, "program_s": prog, "ruleset_mb": mem,
                        "connect_p50": pct(connect, 50), "connect_p99": pct(connect, 99),
                        "request_p50": pct(total, 50), "request_p99": pct(total, 99), "rps": rps,
@@ -262,11 +266,9 @@ def main() -> int:
                 rows.append(row)
                 print(f"{mode:>9} {n:>6}: program {prog:.2f}s, connect p50 {row['connect_p50']:.3f} ms "
                       f"p99 {row['connect_p99']:.3f} ms, {rps:,.0f} req/s", flush=True)
-            flush(mode)
     finally:
-        for s in servers:
-            s.kill()
         cleanup()
+    rows.sort(key=lambda r: (r["mode"], r["services"]))
     print()
     hdr = (f"{'mode':<10}{'services':>9}{'program':>9}{'ruleset':>9}{'connect p50':>12}{'p99':>8}"
            f"{'request p50':>12}{'p99':>8}{'req/s':>9}")

@@ -3,6 +3,9 @@ live, its conntrack entry (where the kernel sent it).
 
 The rules are the node's live `iptables-save`, followed by proxy/trace.py (kube-proxy's own
 tracePacket model): nat KUBE-SERVICES, then, with the destination rewritten, the filter chains.
+In nftables mode the control process follows the `kube-proxy` table it renders for the node
+(proxy/nftables_trace.py, kube-proxy's nftablesTracer model). IPVS mode has no rule walk to show:
+only the conntrack entries (which real server the kernel picked).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from netemu.cli.client import CliError, Client, pick_lab
 def add_parser(sub) -> None:
     import argparse
 
-    p = sub.add_parser("trace", help="which iptables rules a connection hits on a node, and its conntrack entry",
+    p = sub.add_parser("trace", help="which kube-proxy rules a connection hits on a node, and its conntrack entry",
                        description="Follow a new connection through a node's live kube-proxy rules (iptables-save "
                        "in the node's namespace): the chains it walks (KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXT-*, "
                        "KUBE-SVC-*, KUBE-SEP-*), the DNAT targets it may get, whether it is masqueraded; and the "
@@ -109,6 +112,20 @@ def trace_one(rules, dest: dict, src: str, local_ips: set[str]) -> dict:
             "chains": chains, "dnat": dnat, "verdicts": verdicts, "masquerade": full.masquerade}
 
 
+def trace_one_nft(client: Client, node: str, dest: dict, src: str, local_ips: set[str]) -> dict:
+    """nftables mode: the same result shape, from the control process's nftables tracer."""
+    t = client.call("trace-nft", name=node, src=src, dst=dest["ip"], dport=int(dest["port"]), proto=dest["proto"],
+                    node_ips=sorted(local_ips))
+    outs = [o for o, _ in t["outputs"]]
+    chains = sorted({w.split()[0] for r in t["matches"] for w in r.split("goto ")[1:] + r.split("jump ")[1:]
+                     if w.startswith(("service-", "endpoint-", "external-", "firewall-"))})
+    entry = "output" if src in local_ips else "prerouting"
+    return {**dest, "src": src, "entry": entry,
+            "nat": [{"depth": d - 1, "chain": c, "rule": r} for d, c, r in t["steps"]],
+            "filter": [], "chains": chains, "dnat": [o for o in dict.fromkeys(outs) if o not in ("ACCEPT", "DROP", "REJECT")],
+            "verdicts": [o for o in dict.fromkeys(outs) if o in ("ACCEPT", "DROP", "REJECT")], "masquerade": t["masq"]}
+
+
 def cmd_trace(args) -> int:
     from netemu.dataplane import capture
 
@@ -149,15 +166,22 @@ def cmd_trace(args) -> int:
     if not node:
         raise CliError(f"which node's rules? add --node NODE (one of: {', '.join(node_ips)})")
 
+    mode = (lab.get("spec") or {}).get("proxyMode") or "iptables"
     netns = client.call("node-netns", name=node)
     try:
-        rules = capture.SavedRuleset.parse(client.call("rules", name=node))
+        rules = capture.SavedRuleset.parse(client.call("rules", name=node)) if mode == "iptables" else None
         local = capture.local_addresses(netns)
     except capture.CaptureError as e:
         raise CliError(str(e)) from None
     results = []
     for d in dests:
-        r = trace_one(rules, d, src, local)
+        if mode == "iptables":
+            r = trace_one(rules, d, src, local)
+        elif mode == "nftables":
+            r = trace_one_nft(client, node, d, src, local)
+        else:  # ipvs: the kernel's choice is in conntrack; `netemu rules NODE` shows the virtual servers
+            r = {**d, "src": src, "entry": "", "nat": [], "filter": [], "chains": [], "dnat": [], "verdicts": [],
+                 "masquerade": False, "no_walk": True}
         try:
             entries = capture.conntrack_entries(netns, d["ip"], int(d["port"]), d["proto"])
         except capture.CaptureError as e:
@@ -166,29 +190,42 @@ def cmd_trace(args) -> int:
                            "dnat": e.dnat, "snat": e.snat, "flags": list(e.flags), "raw": e.raw} for e in entries]
         results.append(r)
     if args.output == "json":
-        json.dump({"node": node, "netns": netns, "src": src, "results": results}, sys.stdout, indent=2)
+        json.dump({"node": node, "netns": netns, "mode": mode, "src": src, "results": results}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    print(f"{title} on node {node} (netns {netns}), a new connection from {src} ({src_what}):")
+    print(f"{title} on node {node} (netns {netns}, {mode} mode), a new connection from {src} ({src_what}):")
     for r in results:
         print()
         print(f"{r['ip']}:{r['port']}/{r['proto']}  [{r['via']}]")
-        print(f"  nat {r['entry']} -> KUBE-SERVICES")
-        for m in r["nat"]:
-            print("    " + "  " * m["depth"] + m["rule"])
-        if not r["nat"]:
-            print("    (no kube-proxy nat rule matches: the destination is not rewritten)")
+        if r.get("no_walk"):
+            print(f"  IPVS mode: no rule walk to show (`netemu rules {node}` lists the virtual servers)")
+        elif mode == "nftables":
+            print(f"  table ip kube-proxy, {r['entry']}: the rules that match, chain by chain")
+            chain = None
+            for m in r["nat"]:
+                if m["chain"] != chain:
+                    chain = m["chain"]
+                    print("    " + "  " * m["depth"] + f"chain {chain}")
+                print("    " + "  " * (m["depth"] + 1) + m["rule"])
+        else:
+            print(f"  nat {r['entry']} -> KUBE-SERVICES")
+            for m in r["nat"]:
+                print("    " + "  " * m["depth"] + m["rule"])
+        if not r["nat"] and not r.get("no_walk"):
+            print("    (no kube-proxy rule matches: the destination is not rewritten)")
         if r["filter"]:
             print("  filter")
             for m in r["filter"]:
                 print("    " + "  " * m["depth"] + m["rule"])
         if r["dnat"]:
-            how = "one of, chosen by the statistic rules: " if len(r["dnat"]) > 1 else ""
+            picker = "numgen" if mode == "nftables" else "statistic"
+            how = f"one of, chosen by the {picker} rules: " if len(r["dnat"]) > 1 else ""
             print(f"  => DNAT to {how}{', '.join(r['dnat'])}")
         if "REJECT" in r["verdicts"] or "DROP" in r["verdicts"]:
             print(f"  => {', '.join(r['verdicts'])} (a service without endpoints, or a firewall rule)")
-        print("  => masqueraded (KUBE-MARK-MASQ: the backend sees the node's address)" if r["masquerade"] else
-              "  => not masqueraded (the backend sees the client's address)")
+        if not r.get("no_walk"):
+            print("  => masqueraded (the 0x4000 mark: the backend sees the node's address)" if r["masquerade"] else
+                  "  => not masqueraded (the backend sees the client's address)")
         if r.get("conntrack_error"):
             print(f"  conntrack: {r['conntrack_error']}")
         elif not r["conntrack"]:

@@ -149,6 +149,29 @@ class Api:
             raise ApiError("kube-proxy is not running in this lab")
         return await asyncio.to_thread(self.d.proxy.rules, node)
 
+    async def op_trace_nft(self, req):
+        """nftables mode: a new connection (src, dst, dport, proto) followed through the ruleset
+        kube-proxy writes for the node's current view (the lab loads an equivalent form of it)."""
+        node = self.cluster.store.get("Node", "", req["name"]).metadata.name
+        proxy = self.d.proxy
+        if proxy is None or getattr(proxy.nodes[node].backend, "mode", "") != "nftables":
+            raise ApiError("this lab's kube-proxy is not in nftables mode")
+        n = proxy.nodes[node]
+        if n.view is None:
+            raise ApiError(f"kube-proxy on {node} has not synced yet")
+
+        def run():
+            from netemu.dataplane.proxy.nftables import render
+            from netemu.dataplane.proxy.nftables_trace import trace_packet
+
+            rs = render(n.view, n.backend.syncer.renderer.settings)
+            t = trace_packet(rs.state(), req["src"], req["dst"], int(req["dport"]), req.get("proto", "tcp"),
+                             req.get("node_ips") or [n.ip])
+            return {"matches": t.matches, "steps": [list(x) for x in t.steps],
+                    "outputs": [[o, float(p)] for o, p in t.outputs], "masq": t.masq}
+
+        return await asyncio.to_thread(run)
+
     def op_node_netns(self, req):
         node = self.cluster.store.get("Node", "", req["name"])
         return self.d.net.node_netns(node.metadata.name)

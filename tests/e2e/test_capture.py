@@ -159,6 +159,34 @@ def test_trace_nodeport_names_kube_chains_and_conntrack(np_lab):
     assert doc["results"][0]["via"].startswith("ClusterIP") and doc["results"][0]["entry"] == "PREROUTING"
 
 
+@pytest.fixture
+def nft_lab(make_lab, tmp_path):
+    lab = make_lab()
+    lab.default_spec = {"proxyMode": "nftables"}
+    lab.up(HNAME, tmp_path=tmp_path)
+    return lab
+
+
+def test_trace_in_nftables_mode_walks_the_kube_proxy_table(nft_lab):
+    lab = nft_lab
+    w1 = lab.node_ips["w1-k8s"]
+    pods = {p["metadata"]["name"]: p["status"]["podIP"] for p in lab.pods("app=np-pods")}
+    out = lab.run("trace", "np-svc", "--node", "w1-k8s").stdout
+    assert "nftables mode" in out and "table ip kube-proxy" in out and "chain nat-prerouting" in out, out
+    assert "KUBE-" not in out  # nothing of the iptables mode
+    assert "chosen by the numgen rules" in out
+    for ip in pods.values():
+        assert f"{ip}:80" in out
+    assert curl(lab, w1, 30000).strip() in pods
+    doc = json.loads(lab.run("trace", f"{w1}:30000", "-o", "json").stdout)
+    r = doc["results"][0]
+    assert doc["mode"] == "nftables"
+    assert any(c.startswith("service-") for c in r["chains"]) and any(c.startswith("endpoint-") for c in r["chains"])
+    assert sorted(r["dnat"]) == sorted(f"{ip}:80" for ip in pods.values()) and r["masquerade"]
+    live = [c for c in r["conntrack"] if c["src"].startswith(lab.gateway + ":")]
+    assert live and live[0]["dnat"] in {f"{ip}:80" for ip in pods.values()}
+
+
 NO_ENDPOINTS = """\
 apiVersion: v1
 kind: Service

@@ -52,6 +52,7 @@ class Trace:
     matches: list[str] = field(default_factory=list)    # rules that matched, for debugging
     outputs: list[tuple[str, Fraction]] = field(default_factory=list)   # (endpoint or verdict, probability)
     masq: bool = False
+    steps: list[tuple[int, str, str]] = field(default_factory=list)  # (depth, chain, rule) of each match
 
     @property
     def output(self) -> str:
@@ -96,6 +97,7 @@ class _Tracer:
         self.node_ips = {str(ipaddress.ip_address(i)) for i in node_ips}
         self.trace = Trace()
         self.depth = 0
+        self.chains: list[str] = []
 
     def run(self, chain_name: str, weight: Fraction) -> bool:
         """Run a chain; True when the packet met a terminal verdict (dnat, drop, reject)."""
@@ -105,6 +107,7 @@ class _Tracer:
         self.depth += 1
         if self.depth > 64:
             raise TraceError("chain loop")
+        self.chains.append(chain_name)
         try:
             for raw in chain.rules:
                 res = self._rule(raw, weight)
@@ -117,6 +120,11 @@ class _Tracer:
             return False
         finally:
             self.depth -= 1
+            self.chains.pop()
+
+    def _matched(self, raw: str) -> None:
+        self.trace.matches.append(raw)
+        self.trace.steps.append((self.depth, self.chains[-1], raw))
 
     def _lookup(self, name: str, key: str) -> Optional[str]:
         s = self.t.sets.get(name)
@@ -166,7 +174,7 @@ class _Tracer:
                 value = self._lookup(m.group(1), key)
                 if value is None:
                     return None
-                self.trace.matches.append(raw)
+                self._matched(raw)
                 return self._verdict(raw, value, weight)
             if kind == "addr_set":
                 ip = self.src if m.group(1) == "s" else self.dst
@@ -192,7 +200,7 @@ class _Tracer:
                 if ip not in self.node_ips:
                     return None
                 continue
-            self.trace.matches.append(raw)
+            self._matched(raw)
             if kind == "numgen_vmap":
                 n = int(m.group(1))
                 targets = _VMAP_ENTRY.findall(m.group(2))

@@ -935,7 +935,13 @@ def test_kube_proxy_operation_count_of_a_full_sync():
 
 
 def test_benchmark_alternatives_build_the_same_table():
-    from netemu.dataplane.proxy import nftables_bench as bench
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_nftables.py"
+    spec = importlib.util.spec_from_file_location("bench_nftables", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
 
     view = view_of(*overall_inputs())
     text = render(view, bench.SETTINGS).text()

@@ -17,7 +17,7 @@ and at the largest size, on the loaded node, one endpoint of the last Service re
 partial sync (render + `nft -f`) of the fast form, of the kube-proxy form, and the iptables
 mode's minimal partial restore.
 
-    sudo .venv/bin/python -m netemu.dataplane.proxy.nftables_bench [--sizes 1000,5000,10000]
+    sudo .venv/bin/python scripts/bench_nftables.py [--sizes 1000,5000,10000]
         [--strategies fast,kube-proxy,named,batched,iptables[,iptables-legacy]] [--batch 500]
         [--timeout 600]
 """
@@ -32,7 +32,9 @@ import sys
 import time
 from typing import Optional
 
-from netemu.dataplane.proxy.iptables_sync import IptablesSyncer
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from netemu.dataplane.proxy.iptables_sync import IptablesSyncer  # noqa: E402
 from netemu.dataplane.proxy.nftables import (
     KUBE_PROXY,
     OP_CHAIN,

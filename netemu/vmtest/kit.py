@@ -97,12 +97,11 @@ def ensure_kit(path: pathlib.Path = DEFAULT_KIT_DIR, timeout: float = 900) -> Ki
     """Build the kit once (about 10 s plus the kernel package download) and reuse it."""
     path = pathlib.Path(path)
     t0 = time.monotonic()
-    ok = (path / "kit.ok").exists() and (path / "vmlinux").exists() and (path / "initrd.gz").exists()
-    if not ok:
-        res = subprocess.run(["bash", str(SCRIPTS / "build-kit.sh"), str(path)], capture_output=True, text=True,
-                             timeout=timeout)
-        if res.returncode != 0:
-            raise VmError(f"building the VM kit in {path} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    # build-kit.sh decides (at once for a current kit; it rebuilds one of an older format)
+    res = subprocess.run(["bash", str(SCRIPTS / "build-kit.sh"), str(path)], capture_output=True, text=True,
+                         timeout=timeout)
+    if res.returncode != 0:
+        raise VmError(f"building the VM kit in {path} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     kernel = (path / "kernel.version").read_text().strip()
     return Kit(path, kernel, time.monotonic() - t0)
 

@@ -20,7 +20,9 @@ for tool in busybox cpio depmod modprobe dpkg-deb apt-get python3 flock; do
 done
 mkdir -p "$OUT"; cd "$OUT"
 exec 9>"$OUT/.lock"; flock 9   # one builder at a time (parallel test runs share the kit)
-[ -f kit.ok ] && [ -f vmlinux ] && [ -f initrd.gz ] && { echo "kit ready: $OUT (kernel $(cat kernel.version))"; exit 0; }
+# KIT_FORMAT: bump when the initramfs changes, so that cached kits are rebuilt (kit.ok holds it)
+KIT_FORMAT=3
+[ "$(cat kit.ok 2>/dev/null)" = "$KIT_FORMAT" ] && [ -f vmlinux ] && [ -f initrd.gz ] && { echo "kit ready: $OUT (kernel $(cat kernel.version))"; exit 0; }
 
 PKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}' || true)
 if [ -z "$PKG" ]; then
@@ -84,9 +86,10 @@ for m in crc32c_generic virtio_pci 9pnet_virtio 9p; do modprobe $m; done
 fail() { echo "VM-INIT-FAILED: $*"; echo "VM-EXIT rc=125"; poweroff -f; }
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host || fail "9p root mount"
 # the kernel's autoload (request_module) runs /sbin/modprobe of this initramfs: give it the full tree
-if [ -n "$MODDIR" ] && [ -d "/host$MODDIR" ]; then mount --bind "/host$MODDIR" /lib/modules/$KV
-elif [ -d /host/lib/modules/$KV ]; then mount --bind /host/lib/modules/$KV /lib/modules/$KV
+if [ -n "$MODDIR" ] && [ -d "/host$MODDIR" ]; then MODSRC="/host$MODDIR"
+elif [ -d /host/lib/modules/$KV ]; then MODSRC=/host/lib/modules/$KV
 else fail "no module tree for $KV"; fi
+mount --bind "$MODSRC" /lib/modules/$KV
 for m in $(echo "$MODS" | tr , ' '); do modprobe $m || echo "modprobe $m failed"; done
 for d in proc sys dev; do mount --bind /$d /host/$d; done
 for d in tmp run; do mount -t tmpfs $d /host/$d; done
@@ -96,15 +99,22 @@ mount -t tmpfs shm /host/dev/shm; mount -t devpts pts /host/dev/pts
 mkdir -p "/host$WORK" 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 work "/host$WORK" || fail "9p work mount"
 echo "VM-READY uptime=$(cut -d' ' -f1 /proc/uptime)"
-chroot /host /bin/sh -c "cd '$WORK' && exec /bin/sh './$SCRIPT'"
-rc=$?
-echo "$rc" > "/host$WORK/.vm-exit-code"
-sync
-echo "VM-EXIT rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)"
-poweroff -f
+# the host's tree becomes the real root (switch_root, not chroot): a process that enters a mount
+# namespace with setns lands at that namespace's root, which must be the host tree, as on a host
+# The kernel's module autoload runs from PID 1's root, the host tree after switch_root, which has no
+# modules for this kernel: point it at a helper that runs busybox's modprobe in a small tree on /run.
+mkdir -p /host/run/vmroot/bin "/host/run/vmroot/lib/modules/$KV"
+cp /bin/busybox /host/run/vmroot/bin/busybox
+mount --bind "$MODSRC" "/host/run/vmroot/lib/modules/$KV" || fail "module tree for the new root"
+printf '#!/run/vmroot/bin/busybox sh\nexec /run/vmroot/bin/busybox chroot /run/vmroot /bin/busybox modprobe "$@"\n' > /host/run/vm-modprobe
+chmod +x /host/run/vm-modprobe
+echo /run/vm-modprobe > /proc/sys/kernel/modprobe
+export WORK SCRIPT
+exec switch_root /host /bin/sh -c 'cd "$WORK" && /bin/sh "./$SCRIPT"; rc=$?; echo "$rc" > "$WORK/.vm-exit-code"; sync;
+  echo "VM-EXIT rc=$rc uptime=$(cut -d" " -f1 /proc/uptime)"; exec /bin/busybox poweroff -f'
 INIT
 chmod +x initrd/init
 (cd initrd && find . | cpio -o -H newc --quiet | gzip -1) > initrd.gz
 rm -rf initrd
-touch kit.ok
+echo "$KIT_FORMAT" > kit.ok
 echo "kit ready: $OUT (kernel $KV)"

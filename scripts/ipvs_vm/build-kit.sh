@@ -70,7 +70,7 @@ depmod -b initrd "$KV"
 cat > initrd/init <<'INIT'
 #!/bin/busybox sh
 # PID 1 of the throwaway VM: mount the host's / (read-only) and the work dir (read-write, same path as
-# on the host), chroot into the host root and run one script of the work dir; print its exit code.
+# on the host), switch to the host root and run one script of the work dir; print its exit code.
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev

@@ -241,7 +241,7 @@ def main() -> int:
             modes.append(mode)
         elif not os.path.exists("/proc/net/ip_vs"):
             skipped.append("ipvs: this kernel has no ip_vs (IPVS is exercised in a VM by "
-                           "tests/e2e/test_ipvs_vm.py; emulated timings would not compare)")
+                           "tests/e2e/test_ipvs_vm*.py; emulated timings would not compare)")
         else:
             skipped.append("ipvs: not benchmarked by this script yet")
     try:

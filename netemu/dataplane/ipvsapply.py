@@ -122,7 +122,7 @@ def unavailable_message(problems: Optional[list[str]] = None) -> Optional[str]:
     return (f"proxy mode ipvs cannot run on this kernel ({os.uname().release}): " + "; ".join(problems)
             + ". Modes that work here: " + ", ".join(WORKING_MODES_WITHOUT_IPVS)
             + " (spec.proxyMode in the Lab document, or `netemu up --proxy-mode iptables`). "
-            "IPVS mode is tested in a throwaway VM instead: tests/e2e/test_ipvs_vm.py")
+            "IPVS mode is tested in a throwaway VM instead: tests/e2e/test_ipvs_vm.py and test_ipvs_vm_lab.py")
 
 
 # --------------------------------------------------------------------------- running plans

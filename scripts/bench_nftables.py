@@ -24,7 +24,6 @@ mode's minimal partial restore.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import re
 import subprocess
@@ -33,7 +32,9 @@ import time
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_common, also when loaded by path
 
+from bench_common import netns, services_and_slices  # noqa: E402
 from netemu.dataplane.proxy.iptables_sync import IptablesSyncer  # noqa: E402
 from netemu.dataplane.proxy.nftables import (
     KUBE_PROXY,
@@ -50,7 +51,6 @@ from netemu.dataplane.proxy.nftables import (
 )
 from netemu.dataplane.proxy.nftables_sync import NftSyncer
 from netemu.dataplane.proxy.view import build_view, refresh_view
-from netemu.spec.models import EndpointSlice, Service
 
 PREFIX = "ne-tnft-bench"
 NODE_IP = "192.168.77.10"
@@ -60,34 +60,7 @@ STRATEGIES = ("fast", "kube-proxy", "named", "batched", "iptables", "iptables-le
 DEFAULT_STRATEGIES = STRATEGIES[:5]
 
 
-def services_and_slices(n: int) -> tuple[list[Service], list[EndpointSlice]]:
-    svcs, slices = [], []
-    base = int(ipaddress.ip_address("10.96.0.0"))
-    first_ep = int(ipaddress.ip_address("10.244.0.0"))
-    for i in range(n):
-        name, ns = f"svc{i}", f"ns{i % 50}"
-        ip = str(ipaddress.ip_address(base + 16 + i))
-        svcs.append(Service.model_validate({
-            "metadata": {"name": name, "namespace": ns, "resourceVersion": "1"},
-            "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "selector": {"app": name},
-                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}))
-        eps = [{"addresses": [str(ipaddress.ip_address(first_ep + 2 * i + e + 2))],
-                "conditions": {"ready": True, "serving": True, "terminating": False},
-                "nodeName": "w1" if e == 0 else "w2"} for e in range(2)]
-        slices.append(EndpointSlice.model_validate({
-            "metadata": {"name": f"{name}-abcde", "namespace": ns, "resourceVersion": "1",
-                         "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4", "endpoints": eps,
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}))
-    return svcs, slices
-
-
 # --------------------------------------------------------------------------- namespaces and tools
-def netns_add(name: str) -> None:
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-
-
 def netns_del(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
@@ -183,7 +156,7 @@ def bench(n: int, strategies: list[str], batch: int, timeout: float, change: boo
 
     for strategy in strategies:
         ns = f"{PREFIX}-{strategy}-{n}"
-        netns_add(ns)
+        netns(ns)
         try:
             if strategy == "fast":
                 t1 = time.perf_counter()

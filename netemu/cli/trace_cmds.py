@@ -112,10 +112,15 @@ def trace_one(rules, dest: dict, src: str, local_ips: set[str]) -> dict:
             "chains": chains, "dnat": dnat, "verdicts": verdicts, "masquerade": full.masquerade}
 
 
-def trace_one_nft(client: Client, node: str, dest: dict, src: str, local_ips: set[str]) -> dict:
-    """nftables mode: the same result shape, from the control process's nftables tracer."""
-    t = client.call("trace-nft", name=node, src=src, dst=dest["ip"], dport=int(dest["port"]), proto=dest["proto"],
-                    node_ips=sorted(local_ips))
+def trace_nft(client: Client, node: str, dests: list[dict], src: str, local_ips: set[str]) -> list[dict]:
+    """nftables mode: the control process's nftables tracer, one call for every destination."""
+    packets = [{"src": src, "dst": d["ip"], "dport": int(d["port"]), "proto": d["proto"]} for d in dests]
+    traces = client.call("trace-nft", name=node, packets=packets, node_ips=sorted(local_ips))
+    return [_nft_result(d, t, src, local_ips) for d, t in zip(dests, traces)]
+
+
+def _nft_result(dest: dict, t: dict, src: str, local_ips: set[str]) -> dict:
+    """A trace in the same result shape as the iptables mode's."""
     outs = [o for o, _ in t["outputs"]]
     chains = sorted({w.split()[0] for r in t["matches"] for w in r.split("goto ")[1:] + r.split("jump ")[1:]
                      if w.startswith(("service-", "endpoint-", "external-", "firewall-"))})
@@ -174,11 +179,12 @@ def cmd_trace(args) -> int:
     except capture.CaptureError as e:
         raise CliError(str(e)) from None
     results = []
+    nft = iter(trace_nft(client, node, dests, src, local)) if mode == "nftables" else None
     for d in dests:
         if mode == "iptables":
             r = trace_one(rules, d, src, local)
-        elif mode == "nftables":
-            r = trace_one_nft(client, node, d, src, local)
+        elif nft is not None:
+            r = next(nft)
         else:  # ipvs: the kernel's choice is in conntrack; `netemu rules NODE` shows the virtual servers
             r = {**d, "src": src, "entry": "", "nat": [], "filter": [], "chains": [], "dnat": [], "verdicts": [],
                  "masquerade": False, "no_walk": True}

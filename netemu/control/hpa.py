@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional
 
 from netemu.control import labels
 from netemu.control.pods import condition
@@ -202,11 +202,10 @@ def _within(ratio: float, tolerance: float) -> bool:
     return (1.0 - tolerance) <= ratio <= (1.0 + tolerance)
 
 
-def resource_replicas(current_replicas: int, target_utilization: int, resource: str, pods: list[Pod],
-                      pod_metrics: Mapping[str, PodMetrics], tolerance: float, cpu_initialization_period: float,
-                      initial_readiness_delay: float, now: float) -> tuple[int, int, int, float]:
-    """GetResourceReplicas: (replicas, utilization %, raw average in milli-units, metrics timestamp)
-    for a Utilization target. Raises MetricError."""
+def _counted_metrics(resource: str, pods: list[Pod], pod_metrics: Mapping[str, PodMetrics],
+                     cpu_initialization_period: float, initial_readiness_delay: float, now: float):
+    """The start both calculations share: (metrics of the pods that count, ready count, unready pods,
+    pods without metrics, metrics timestamp). Raises MetricError."""
     if not pod_metrics:
         raise MetricError(f"unable to get metrics for resource {resource}: "
                           "no metrics returned from resource metrics API")
@@ -220,34 +219,51 @@ def resource_replicas(current_replicas: int, target_utilization: int, resource: 
         metrics.pop(name, None)
     if not metrics:
         raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
-    requests = calculate_requests(pods, resource)
-    ratio, utilization, raw = resource_utilization_ratio(metrics, requests, target_utilization)
+    return metrics, ready, unready, missing, timestamp
 
+
+def _replicas_from_ratio(current_replicas: int, ratio: float, tolerance: float, metrics: dict[str, int], ready: int,
+                         unready: set[str], missing: set[str], ratio_of: Callable[[dict[str, int]], float],
+                         scale_down_fill: Callable[[str], int]) -> int:
+    """The shared end: the replica count for a usage ratio, re-estimated (as kube-controller-manager
+    does) when pods are unready or have no metrics: those count as using nothing on a scale-up and
+    scale_down_fill(pod) on a scale-down; no change when the estimate flips the direction."""
     scale_up_with_unready = bool(unready) and ratio > 1.0
     if not scale_up_with_unready and not missing:
-        if _within(ratio, tolerance):
-            return current_replicas, utilization, raw, timestamp
-        return math.ceil(ratio * ready), utilization, raw, timestamp
-
-    if missing:
+        return current_replicas if _within(ratio, tolerance) else math.ceil(ratio * ready)
+    for name in missing:
         if ratio < 1.0:
-            # scale-down: a pod without metrics uses its whole request (or the target, above 100%)
-            fallback = max(100, target_utilization)
-            for name in missing:
-                metrics[name] = requests[name] * fallback // 100
+            metrics[name] = scale_down_fill(name)
         elif ratio > 1.0:
-            for name in missing:  # scale-up: it uses nothing
-                metrics[name] = 0
+            metrics[name] = 0
     if scale_up_with_unready:
         for name in unready:
             metrics[name] = 0
-    new_ratio, _, _ = resource_utilization_ratio(metrics, requests, target_utilization)
+    new_ratio = ratio_of(metrics)
     if _within(new_ratio, tolerance) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
-        return current_replicas, utilization, raw, timestamp
+        return current_replicas
     new_replicas = math.ceil(new_ratio * len(metrics))
     if (new_ratio < 1.0 and new_replicas > current_replicas) or (new_ratio > 1.0 and new_replicas < current_replicas):
-        return current_replicas, utilization, raw, timestamp
-    return new_replicas, utilization, raw, timestamp
+        return current_replicas
+    return new_replicas
+
+
+def resource_replicas(current_replicas: int, target_utilization: int, resource: str, pods: list[Pod],
+                      pod_metrics: Mapping[str, PodMetrics], tolerance: float, cpu_initialization_period: float,
+                      initial_readiness_delay: float, now: float) -> tuple[int, int, int, float]:
+    """GetResourceReplicas: (replicas, utilization %, raw average in milli-units, metrics timestamp)
+    for a Utilization target. Raises MetricError."""
+    metrics, ready, unready, missing, timestamp = _counted_metrics(
+        resource, pods, pod_metrics, cpu_initialization_period, initial_readiness_delay, now)
+    requests = calculate_requests(pods, resource)
+    ratio, utilization, raw = resource_utilization_ratio(metrics, requests, target_utilization)
+    # scale-down: a pod without metrics uses its whole request (or the target, above 100%)
+    fallback = max(100, target_utilization)
+    replicas = _replicas_from_ratio(
+        current_replicas, ratio, tolerance, metrics, ready, unready, missing,
+        lambda m: resource_utilization_ratio(m, requests, target_utilization)[0],
+        lambda name: requests[name] * fallback // 100)
+    return replicas, utilization, raw, timestamp
 
 
 def raw_resource_replicas(current_replicas: int, target_usage: int, resource: str, pods: list[Pod],
@@ -255,41 +271,12 @@ def raw_resource_replicas(current_replicas: int, target_usage: int, resource: st
                           initial_readiness_delay: float, now: float) -> tuple[int, int, float]:
     """GetRawResourceReplicas: (replicas, average usage in milli-units, timestamp) for an
     AverageValue target (in milli-units). Raises MetricError."""
-    if not pod_metrics:
-        raise MetricError(f"unable to get metrics for resource {resource}: "
-                          "no metrics returned from resource metrics API")
-    if not pods:
-        raise MetricError("no pods returned by selector while calculating replica count")
-    timestamp = max(m.timestamp for m in pod_metrics.values())
-    metrics = {name: m.value(resource) for name, m in pod_metrics.items()}
-    ready, unready, missing, ignored = group_pods(pods, pod_metrics, resource, cpu_initialization_period,
-                                                  initial_readiness_delay, now)
-    for name in ignored | unready:
-        metrics.pop(name, None)
-    if not metrics:
-        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
+    metrics, ready, unready, missing, timestamp = _counted_metrics(
+        resource, pods, pod_metrics, cpu_initialization_period, initial_readiness_delay, now)
     ratio, usage = metric_usage_ratio(metrics, target_usage)
-    scale_up_with_unready = bool(unready) and ratio > 1.0
-    if not scale_up_with_unready and not missing:
-        if _within(ratio, tolerance):
-            return current_replicas, usage, timestamp
-        return math.ceil(ratio * ready), usage, timestamp
-    if missing:
-        for name in missing:
-            if ratio < 1.0:
-                metrics[name] = target_usage
-            elif ratio > 1.0:
-                metrics[name] = 0
-    if scale_up_with_unready:
-        for name in unready:
-            metrics[name] = 0
-    new_ratio, _ = metric_usage_ratio(metrics, target_usage)
-    if _within(new_ratio, tolerance) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
-        return current_replicas, usage, timestamp
-    new_replicas = math.ceil(new_ratio * len(metrics))
-    if (new_ratio < 1.0 and new_replicas > current_replicas) or (new_ratio > 1.0 and new_replicas < current_replicas):
-        return current_replicas, usage, timestamp
-    return new_replicas, usage, timestamp
+    replicas = _replicas_from_ratio(current_replicas, ratio, tolerance, metrics, ready, unready, missing,
+                                    lambda m: metric_usage_ratio(m, target_usage)[0], lambda name: target_usage)
+    return replicas, usage, timestamp
 
 
 # --------------------------------------------------------------------------- normalization rules

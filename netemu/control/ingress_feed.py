@@ -27,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import struct
 from typing import Optional
+
+from netemu.frames import hold_open, pack
 
 WATCHED = ("Ingress", "IngressClass", "Service", "EndpointSlice", "Secret", "ConfigMap")
 CONTROLLER_NAMESPACE = "ingress-nginx"
@@ -84,8 +85,7 @@ def snapshot(store) -> dict:
 
 
 def encode(snap: dict) -> bytes:
-    body = json.dumps(snap, sort_keys=True, separators=(",", ":")).encode()
-    return struct.pack("!I", len(body)) + body
+    return pack(json.dumps(snap, sort_keys=True, separators=(",", ":")).encode())
 
 
 def digest(body: bytes) -> str:
@@ -162,8 +162,6 @@ class IngressFeed:
         if self._frame:
             self._send(writer)
         try:
-            while not writer.is_closing():
-                await writer.drain()
-                await asyncio.sleep(1)
+            await hold_open(writer)
         finally:
             self._drop(writer)

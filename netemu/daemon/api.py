@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import time
 from typing import Any
 
@@ -150,8 +149,9 @@ class Api:
         return await asyncio.to_thread(self.d.proxy.rules, node)
 
     async def op_trace_nft(self, req):
-        """nftables mode: a new connection (src, dst, dport, proto) followed through the ruleset
-        kube-proxy writes for the node's current view (the lab loads an equivalent form of it)."""
+        """nftables mode: new connections ("packets": [{src, dst, dport, proto}]) followed through the
+        ruleset kube-proxy writes for the node's current view (the lab loads an equivalent form of it),
+        rendered once for all of them."""
         node = self.cluster.store.get("Node", "", req["name"]).metadata.name
         proxy = self.d.proxy
         if proxy is None or getattr(proxy.nodes[node].backend, "mode", "") != "nftables":
@@ -164,11 +164,14 @@ class Api:
             from netemu.dataplane.proxy.nftables import render
             from netemu.dataplane.proxy.nftables_trace import trace_packet
 
-            rs = render(n.view, n.backend.syncer.renderer.settings)
-            t = trace_packet(rs.state(), req["src"], req["dst"], int(req["dport"]), req.get("proto", "tcp"),
-                             req.get("node_ips") or [n.ip])
-            return {"matches": t.matches, "steps": [list(x) for x in t.steps],
-                    "outputs": [[o, float(p)] for o, p in t.outputs], "masq": t.masq}
+            state = render(n.view, n.backend.syncer.renderer.settings).state()
+            out = []
+            for pk in req["packets"]:
+                t = trace_packet(state, pk["src"], pk["dst"], int(pk["dport"]), pk.get("proto", "tcp"),
+                                 req.get("node_ips") or [n.ip])
+                out.append({"matches": t.matches, "steps": [list(x) for x in t.steps],
+                            "outputs": [[o, float(p)] for o, p in t.outputs], "masq": t.masq})
+            return out
 
         return await asyncio.to_thread(run)
 

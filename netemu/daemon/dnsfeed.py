@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
-import struct
 
 from netemu.control.pods import is_ready
 from netemu.dns.zone import ClusterZone
+from netemu.frames import hold_open, pack
 
 log = logging.getLogger("netemu.dns")
 
@@ -41,7 +41,7 @@ class ZonePublisher:
                                       namespaces=store.list("Namespace"), dns_server_ips=dns_ips,
                                       previous=self.zone)
         data = pickle.dumps(self.zone, protocol=pickle.HIGHEST_PROTOCOL)
-        self._frame = struct.pack("!I", len(data)) + data
+        self._frame = pack(data)
         for w in list(self.subscribers):
             self._send(w)
 
@@ -57,8 +57,6 @@ class ZonePublisher:
         if self._frame:
             self._send(writer)
         try:
-            while not writer.is_closing():
-                await writer.drain()
-                await asyncio.sleep(1)
+            await hold_open(writer)
         finally:
             self.subscribers.discard(writer)

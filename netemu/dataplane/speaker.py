@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from netemu.dataplane import names, nsutil
+from netemu.dataplane.ipcmd import IpError, ip_batch
 
 log = logging.getLogger("netemu.speaker")
 
@@ -430,8 +431,6 @@ class Speaker:
     def _kernel_prepare(self) -> None:
         """proxy_delay 0 (else broadcast requests wait up to 0.8 s), forwarding (proxying needs it),
         and no entries left by an earlier speaker on this node (a restarted control process)."""
-        from netemu.dataplane.ipcmd import ip_batch
-
         if self.netns is None:
             raise OSError("kernel_reply needs the node's network namespace")
         nsutil.write_sysctl_in(self.netns, {f"net.ipv4.neigh.{self.iface}.proxy_delay": "0",
@@ -440,8 +439,6 @@ class Speaker:
                  netns=self.netns, force=True)
 
     def _kernel_program(self, gained: frozenset[bytes], lost: frozenset[bytes], strict: bool = True) -> None:
-        from netemu.dataplane.ipcmd import IpError, ip_batch
-
         cmds = []
         for ip in sorted(lost):
             a = ipaddress.IPv4Address(ip)

@@ -11,24 +11,14 @@ import json
 import os
 import pickle
 import socket
-import struct
 import threading
 
+from netemu.frames import read_frames
 from netemu.workloads.listeners import Loop, StartError, write_log
 from netemu.workloads.model import WorkloadContext
 
 FIRST_ZONE_TIMEOUT = 10.0
 
-
-def _frames(sock: socket.socket):
-    """Length-prefixed pickled zones, as the control process sends them."""
-    f = sock.makefile("rb")
-    while True:
-        head = f.read(4)
-        if len(head) < 4:
-            return
-        (n,) = struct.unpack("!I", head)
-        yield f.read(n)
 
 
 def start_coredns(ctx: WorkloadContext, loop: Loop) -> None:
@@ -47,7 +37,7 @@ def start_coredns(ctx: WorkloadContext, loop: Loop) -> None:
     first = threading.Event()
 
     def follow() -> None:
-        for frame in _frames(sock):
+        for frame in read_frames(sock):
             feed.publish(pickle.loads(frame))
             first.set()
         # the control process went away: the lab is being torn down

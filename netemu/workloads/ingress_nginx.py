@@ -41,7 +41,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import threading
@@ -49,6 +48,7 @@ import time
 from typing import Optional
 
 from netemu.control.ingress import ControllerConfig, Rendered, render
+from netemu.frames import read_frames
 from netemu.workloads.httpbase import TEXT, Site, StandInHandler, serve_http
 from netemu.workloads.listeners import Loop, StartError, write_log
 from netemu.workloads.model import WorkloadContext
@@ -143,19 +143,6 @@ def _write(path: str, data: bytes, mode: int = 0o644) -> None:
 
 
 # --------------------------------------------------------------------------- the feed
-def _frames(sock: socket.socket):
-    f = sock.makefile("rb")
-    while True:
-        head = f.read(4)
-        if len(head) < 4:
-            return
-        (n,) = struct.unpack("!I", head)
-        body = f.read(n)
-        if len(body) < n:
-            return
-        yield body
-
-
 def subscribe(path: str, pod: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -335,7 +322,7 @@ class Controller:
 
     # ------------------------------------------------------------------ following the cluster
     def follow(self, sock: socket.socket) -> None:
-        for frame in _frames(sock):
+        for frame in read_frames(sock):
             try:
                 snap = json.loads(frame)
             except ValueError:

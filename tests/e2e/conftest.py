@@ -184,6 +184,47 @@ def lab(make_lab):
     return make_lab()
 
 
+# the seeds' NodePort walkthrough (seed 000): the echo-hname deployment and its NodePort Service
+NP_PODS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: np-pods
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: np-pods
+  template:
+    metadata:
+      labels:
+        app: np-pods
+    spec:
+      containers:
+      - name: echo-hname
+        image: sysnet4admin/echo-hname
+        ports:
+        - containerPort: 80
+"""
+NP_SVC = """\
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: np-svc
+spec:
+  selector:
+    app: np-pods
+  ports:
+  - name: http
+    protocol: TCP
+    port: 80
+    targetPort: 80
+    nodePort: 30000
+  type: NodePort
+"""
+
+
 def curl(lab: TestLab, address: str, port: int, path: str = "/", timeout: float = 3) -> str:
     """curl from the host, only after checking the route goes into the lab."""
     lab.host_safe(address)

@@ -2,34 +2,15 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-from conftest import netemu
+from conftest import NP_PODS, netemu
 
-HNAME = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: np-pods
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels:
-      app: np-pods
-  template:
-    metadata:
-      labels:
-        app: np-pods
-    spec:
-      containers:
-      - name: echo-hname
-        image: sysnet4admin/echo-hname
-"""
+HNAME = NP_PODS  # .format(replicas=N)
 
 
 def _links() -> set[str]:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import curl
+from conftest import NP_PODS, NP_SVC, curl
 
 
 @pytest.fixture(params=["iptables", "nftables"])
@@ -20,42 +20,7 @@ def lab(make_lab, request):
     lab.mode = request.param
     return lab
 
-HNAME = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: np-pods
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels:
-      app: np-pods
-  template:
-    metadata:
-      labels:
-        app: np-pods
-    spec:
-      containers:
-      - name: echo-hname
-        image: sysnet4admin/echo-hname
-        ports:
-        - containerPort: 80
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: np-svc
-spec:
-  selector:
-    app: np-pods
-  ports:
-  - name: http
-    protocol: TCP
-    port: 80
-    targetPort: 80
-    nodePort: 30000
-  type: NodePort
-"""
+HNAME = NP_PODS + NP_SVC
 
 ECHO_IP = """\
 apiVersion: apps/v1

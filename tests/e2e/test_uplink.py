@@ -18,37 +18,9 @@ import uuid
 
 import pytest
 
-from conftest import netemu
+from conftest import NP_PODS, NP_SVC, netemu
 
-HNAME = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: np-pods
-spec:
-  replicas: 3
-  selector:
-    matchLabels: {app: np-pods}
-  template:
-    metadata:
-      labels: {app: np-pods}
-    spec:
-      containers:
-      - name: echo-hname
-        image: sysnet4admin/echo-hname
-        ports:
-        - containerPort: 80
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: np-svc
-spec:
-  selector: {app: np-pods}
-  ports:
-  - {name: http, protocol: TCP, port: 80, targetPort: 80, nodePort: 30000}
-  type: NodePort
-"""
+HNAME = (NP_PODS + NP_SVC).format(replicas=3)
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:

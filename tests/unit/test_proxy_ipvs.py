@@ -29,34 +29,9 @@ from netemu.dataplane.proxy.ipvs_sync import (
     parse_ipvsadm_save,
 )
 from netemu.dataplane.proxy.view import KUBE_PROXY_TEST_OPTIONS, build_view
-from netemu.spec.models import EndpointSlice, Service
+from kube_objects import NODE, ep, port, slice_, svc
 
-NODE = "test-node"
 OPTS = {**KUBE_PROXY_TEST_OPTIONS, "masquerade_mark": "0x4000"}
-
-
-def svc(ns: str, name: str, **spec) -> Service:
-    status = spec.pop("status", {})
-    return Service.model_validate({"metadata": {"namespace": ns, "name": name}, "spec": spec, "status": status})
-
-
-def port(name="p80", port=80, protocol="TCP", **extra) -> dict:
-    return {"name": name, "port": port, "protocol": protocol, **extra}
-
-
-def slice_(ns: str, name: str, endpoints: list, ports: list, n: int = 1, address_type="IPv4") -> EndpointSlice:
-    return EndpointSlice.model_validate({
-        "metadata": {"namespace": ns, "name": f"{name}-{n}", "labels": {"kubernetes.io/service-name": name}},
-        "addressType": address_type, "endpoints": endpoints, "ports": ports})
-
-
-def ep(ip: str, node: str | None = None, **conditions) -> dict:
-    out: dict = {"addresses": [ip]}
-    if node:
-        out["nodeName"] = node
-    if conditions:
-        out["conditions"] = conditions
-    return out
 
 
 def rs_of(services, slices, *, node_ips=(), family="IPv4", node_port_addresses=(), scheduler="rr", **options):

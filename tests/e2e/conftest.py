@@ -184,6 +184,24 @@ def lab(make_lab):
     return make_lab()
 
 
+@pytest.fixture(scope="session")
+def kit():
+    """The throwaway VM's kit (netemu/vmtest), built once; the VM tests are skipped only when QEMU
+    cannot run here at all."""
+    from netemu.vmtest.kit import ensure_kit, install_host_packages, qemu_problem
+
+    install_problem = install_host_packages()
+    problem = qemu_problem()
+    if problem:
+        pytest.skip(f"QEMU cannot run on this machine: {problem}"
+                    + (f"; installing failed: {install_problem}" if install_problem else ""))
+    assert install_problem is None, f"the VM kit needs: {install_problem}"
+    t0 = time.monotonic()
+    k = ensure_kit()
+    print(f"\nVM kit {k.path} (kernel {k.kernel}) ready in {time.monotonic() - t0:.1f} s")
+    return k
+
+
 # the seeds' NodePort walkthrough (seed 000): the echo-hname deployment and its NodePort Service
 NP_PODS = """\
 apiVersion: apps/v1

@@ -15,25 +15,11 @@ import pytest
 
 from netemu.dataplane.proxy.ipvs_sync import IpvsState, parse_ipvsadm_list
 from netemu.vmtest import ipvs_scenario as scn
-from netemu.vmtest.kit import ensure_kit, install_host_packages, qemu_problem, run_script
+from netemu.vmtest.kit import run_script
 
 pytestmark = pytest.mark.e2e
 
 A, B = scn.PODS[0][1], scn.PODS[1][1]
-
-
-@pytest.fixture(scope="module")
-def kit():
-    install_problem = install_host_packages()
-    problem = qemu_problem()
-    if problem:
-        pytest.skip(f"QEMU cannot run on this machine: {problem}"
-                    + (f"; installing failed: {install_problem}" if install_problem else ""))
-    assert install_problem is None, f"the VM kit needs: {install_problem}"
-    t0 = time.monotonic()
-    k = ensure_kit()
-    print(f"\nVM kit {k.path} (kernel {k.kernel}) ready in {time.monotonic() - t0:.1f} s")
-    return k
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from netemu.vmtest.kit import ensure_kit, install_host_packages, qemu_problem, run_script
+from netemu.vmtest.kit import run_script
 
 pytestmark = pytest.mark.e2e
 
@@ -53,14 +53,7 @@ ip netns list > "$R/netns-after.txt"
 
 
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory):
-    install_problem = install_host_packages()
-    problem = qemu_problem()
-    if problem:
-        pytest.skip(f"QEMU cannot run on this machine: {problem}"
-                    + (f"; installing failed: {install_problem}" if install_problem else ""))
-    assert install_problem is None, f"the VM kit needs: {install_problem}"
-    kit = ensure_kit()
+def guest(kit, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ipvs-vm-lab")
     (workdir / "guest.sh").write_text(GUEST.format(python=sys.executable, repo=REPO, lab=LAB))
     t0 = time.monotonic()

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--lab", metavar="NAME", help="the lab to talk to (default: the only lab up)")
 
 
+VERDICTS = ("ACCEPT", "DROP", "REJECT")
+
+
 def _hostport(text: str) -> Optional[tuple[str, int]]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
@@ -102,8 +105,8 @@ def trace_one(rules, dest: dict, src: str, local_ips: set[str]) -> dict:
     entry = "OUTPUT" if src in local_ips else "PREROUTING"
     chains = sorted({w for r in full.matches for w in r.split() if w.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-",
                                                                                  "KUBE-SVL-", "KUBE-FW-"))})
-    dnat = [o for o in nat.outputs if o not in ("ACCEPT", "DROP", "REJECT")]
-    verdicts = [o for o in full.outputs[len(nat.outputs):] if o in ("ACCEPT", "DROP", "REJECT")]
+    dnat = [o for o in nat.outputs if o not in VERDICTS]
+    verdicts = [o for o in full.outputs[len(nat.outputs):] if o in VERDICTS]
     return {**dest, "src": src, "entry": entry,
             "nat": [{"depth": d, "rule": r} for d, r in indent_matches(nat.matches, ["KUBE-SERVICES"])],
             "filter": [{"depth": d, "rule": r} for d, r in indent_matches(filt, ["KUBE-SERVICES", "KUBE-NODEPORTS",
@@ -121,14 +124,14 @@ def trace_nft(client: Client, node: str, dests: list[dict], src: str, local_ips:
 
 def _nft_result(dest: dict, t: dict, src: str, local_ips: set[str]) -> dict:
     """A trace in the same result shape as the iptables mode's."""
-    outs = [o for o, _ in t["outputs"]]
+    outs = list(dict.fromkeys(o for o, _ in t["outputs"]))
     chains = sorted({w.split()[0] for r in t["matches"] for w in r.split("goto ")[1:] + r.split("jump ")[1:]
                      if w.startswith(("service-", "endpoint-", "external-", "firewall-"))})
     entry = "output" if src in local_ips else "prerouting"
     return {**dest, "src": src, "entry": entry,
             "nat": [{"depth": d - 1, "chain": c, "rule": r} for d, c, r in t["steps"]],
-            "filter": [], "chains": chains, "dnat": [o for o in dict.fromkeys(outs) if o not in ("ACCEPT", "DROP", "REJECT")],
-            "verdicts": [o for o in dict.fromkeys(outs) if o in ("ACCEPT", "DROP", "REJECT")], "masquerade": t["masq"]}
+            "filter": [], "chains": chains, "dnat": [o for o in outs if o not in VERDICTS],
+            "verdicts": [o for o in outs if o in VERDICTS], "masquerade": t["masq"]}
 
 
 def cmd_trace(args) -> int:
@@ -178,23 +181,20 @@ def cmd_trace(args) -> int:
         local = capture.local_addresses(netns)
     except capture.CaptureError as e:
         raise CliError(str(e)) from None
-    results = []
-    nft = iter(trace_nft(client, node, dests, src, local)) if mode == "nftables" else None
-    for d in dests:
-        if mode == "iptables":
-            r = trace_one(rules, d, src, local)
-        elif nft is not None:
-            r = next(nft)
-        else:  # ipvs: the kernel's choice is in conntrack; `netemu rules NODE` shows the virtual servers
-            r = {**d, "src": src, "entry": "", "nat": [], "filter": [], "chains": [], "dnat": [], "verdicts": [],
-                 "masquerade": False, "no_walk": True}
+    if mode == "iptables":
+        results = [trace_one(rules, d, src, local) for d in dests]
+    elif mode == "nftables":
+        results = trace_nft(client, node, dests, src, local)
+    else:  # ipvs: the kernel's choice is in conntrack; `netemu rules NODE` shows the virtual servers
+        results = [{**d, "src": src, "entry": "", "nat": [], "filter": [], "chains": [], "dnat": [], "verdicts": [],
+                    "masquerade": False, "no_walk": True} for d in dests]
+    for r, d in zip(results, dests):
         try:
             entries = capture.conntrack_entries(netns, d["ip"], int(d["port"]), d["proto"])
         except capture.CaptureError as e:
             entries, r["conntrack_error"] = [], str(e)
         r["conntrack"] = [{"src": f"{e.src}:{e.sport}", "dst": f"{e.dst}:{e.dport}", "state": e.state,
                            "dnat": e.dnat, "snat": e.snat, "flags": list(e.flags), "raw": e.raw} for e in entries]
-        results.append(r)
     if args.output == "json":
         json.dump({"node": node, "netns": netns, "mode": mode, "src": src, "results": results}, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -153,10 +153,9 @@ class Api:
         ruleset kube-proxy writes for the node's current view (the lab loads an equivalent form of it),
         rendered once for all of them."""
         node = self.cluster.store.get("Node", "", req["name"]).metadata.name
-        proxy = self.d.proxy
-        if proxy is None or getattr(proxy.nodes[node].backend, "mode", "") != "nftables":
+        n = self.d.proxy.nodes[node] if self.d.proxy is not None else None
+        if n is None or n.backend.mode != "nftables":
             raise ApiError("this lab's kube-proxy is not in nftables mode")
-        n = proxy.nodes[node]
         if n.view is None:
             raise ApiError(f"kube-proxy on {node} has not synced yet")
 

@@ -24,10 +24,9 @@ asking interface) and ``proxy_delay`` 0 on eth0. The kernel then answers in micr
 same unicast reply from eth0's MAC; a Python responder needs a thread wake-up per request, tens of
 times slower. The speaker still decides (which IPs, gratuitous ARP, failover), still sees every
 request on its socket (counted as ``kernel_replies``) and removes the entries when it loses an IP or
-stops. kube-proxy's IPVS mode puts the IP on kube-ipvs0 with arp_ignore, where the kernel will not
-proxy it: the lab uses the raw-socket replies there. (With kube-proxy in IPVS mode the IP sits on kube-ipvs0 and the kernel itself would
-answer ARP for it on every node: set arp_ignore=1 / arp_announce=2 then, as MetalLB asks with
-strictARP.)
+stops. In kube-proxy's IPVS mode the IP sits on every node's kube-ipvs0, where the kernel would answer
+ARP for it on every node unless arp_ignore=1 / arp_announce=2 (MetalLB's strictARP) and will not
+proxy it either: the lab uses the raw-socket replies there.
 
 IPv4 only: the lab segment has IPv6 disabled, so there is no NDP responder.
 

@@ -85,7 +85,7 @@ KV=$(uname -r)
 for m in crc32c_generic virtio_pci 9pnet_virtio 9p; do modprobe $m; done
 fail() { echo "VM-INIT-FAILED: $*"; echo "VM-EXIT rc=125"; poweroff -f; }
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host || fail "9p root mount"
-# the kernel's autoload (request_module) runs /sbin/modprobe of this initramfs: give it the full tree
+# the module tree, for the modprobes below (the initramfs's own /sbin/modprobe)
 if [ -n "$MODDIR" ] && [ -d "/host$MODDIR" ]; then MODSRC="/host$MODDIR"
 elif [ -d /host/lib/modules/$KV ]; then MODSRC=/host/lib/modules/$KV
 else fail "no module tree for $KV"; fi
@@ -99,8 +99,6 @@ mount -t tmpfs shm /host/dev/shm; mount -t devpts pts /host/dev/pts
 mkdir -p "/host$WORK" 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 work "/host$WORK" || fail "9p work mount"
 echo "VM-READY uptime=$(cut -d' ' -f1 /proc/uptime)"
-# the host's tree becomes the real root (switch_root, not chroot): a process that enters a mount
-# namespace with setns lands at that namespace's root, which must be the host tree, as on a host
 # The kernel's module autoload runs from PID 1's root, the host tree after switch_root, which has no
 # modules for this kernel: point it at a helper that runs busybox's modprobe in a small tree on /run.
 mkdir -p /host/run/vmroot/bin "/host/run/vmroot/lib/modules/$KV"
@@ -109,6 +107,8 @@ mount --bind "$MODSRC" "/host/run/vmroot/lib/modules/$KV" || fail "module tree f
 printf '#!/run/vmroot/bin/busybox sh\nexec /run/vmroot/bin/busybox chroot /run/vmroot /bin/busybox modprobe "$@"\n' > /host/run/vm-modprobe
 chmod +x /host/run/vm-modprobe
 echo /run/vm-modprobe > /proc/sys/kernel/modprobe
+# the host's tree becomes the real root (switch_root, not chroot): a process that enters a mount
+# namespace with setns lands at that namespace's root, which must be the host tree, as on a host
 export WORK SCRIPT
 exec switch_root /host /bin/sh -c 'cd "$WORK" && /bin/sh "./$SCRIPT"; rc=$?; echo "$rc" > "$WORK/.vm-exit-code"; sync;
   echo "VM-EXIT rc=$rc uptime=$(cut -d" " -f1 /proc/uptime)"; exec /bin/busybox poweroff -f'

@@ -1,8 +1,8 @@
 """Talking to a lab's control process over its Unix socket."""
 from __future__ import annotations
 
+import http.client
 import json
-import os
 import socket
 from typing import Any, Callable, Iterator, Optional
 
@@ -31,35 +31,74 @@ def pick_lab(name: Optional[str]) -> str:
     return labs[0]
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: Optional[float]):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
+
+
 class Client:
+    """HTTP over the lab's root-only Unix socket: the Kubernetes API (`rest`) and the lab's own verbs
+    (`call`, `stream`, `wait`: POST /netemu/v1/<op>), served by one server in the control process."""
+
     def __init__(self, lab: str, timeout: Optional[float] = 60.0):
         self.lab = lab
         self.timeout = timeout
 
-    def _connect(self) -> socket.socket:
-        path = paths.api_socket(self.lab)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
+    def _request(self, method: str, path: str, body: Optional[bytes] = None,
+                 headers: Optional[dict] = None) -> tuple[_UnixConnection, http.client.HTTPResponse]:
+        conn = _UnixConnection(paths.api_socket(self.lab), self.timeout)
         try:
-            s.connect(path)
+            conn.request(method, path, body=body, headers=headers or {})
+            return conn, conn.getresponse()
         except (FileNotFoundError, ConnectionRefusedError):
-            s.close()
+            conn.close()
             raise CliError(f'lab "{self.lab}" has no control process running (it may have crashed): '
                            f"`netemu down {self.lab}` cleans it up")
         except PermissionError:
-            s.close()
+            conn.close()
             raise CliError("permission denied: netemu needs root (try sudo)")
-        return s
+        except (socket.timeout, TimeoutError):
+            conn.close()
+            raise CliError(f'lab "{self.lab}": the control process did not answer within {self.timeout:g}s '
+                           f"(`netemu down {self.lab}` removes the lab all the same)")
+
+    def rest(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+             accept: str = "application/json") -> Any:
+        """A Kubernetes API call; a Status failure becomes a CliError with the server's message."""
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        conn, resp = self._request(method, path, data, {"Content-Type": content_type, "Accept": accept})
+        try:
+            raw = resp.read()
+        finally:
+            conn.close()
+        try:
+            out = json.loads(raw) if raw else None
+        except ValueError:
+            out = raw.decode(errors="replace")
+        if resp.status >= 400:
+            msg = out.get("message") if isinstance(out, dict) else str(out)
+            raise CliError(f"Error from server ({out.get('reason', resp.status) if isinstance(out, dict) else resp.status}): {msg}")
+        return out
 
     def stream(self, op: str, **fields: Any) -> Iterator[dict]:
-        s = self._connect()
+        conn, resp = self._request("POST", f"/netemu/v1/{op}", json.dumps(fields).encode(),
+                                   {"Content-Type": "application/json"})
         try:
-            s.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-            f = s.makefile("rb")
-            for line in f:
-                yield json.loads(line)
+            if resp.headers.get("Content-Type", "").startswith("application/json-seq"):
+                for line in resp:
+                    if line.strip():
+                        yield json.loads(line)
+            else:
+                yield json.loads(resp.read() or b"{}")
         finally:
-            s.close()
+            conn.close()
 
     def call(self, op: str, **fields: Any) -> Any:
         for msg in self.stream(op, **fields):

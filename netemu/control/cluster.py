@@ -48,6 +48,8 @@ class ClusterEvent:
     first: float
     last: float
     count: int = 1
+    uid: str = ""  # the involved object's
+    rv: int = 0  # set by the API's watch feed
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Cluster:
     store: Store = field(init=False)
     events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
     _event_index: dict = field(default_factory=dict)
+    event_listeners: list = field(default_factory=list)  # called with each new or repeated event
     node_transitions: dict[str, float] = field(default_factory=dict)
     _wake: Optional[float] = None
 
@@ -103,19 +106,28 @@ class Cluster:
     # ------------------------------------------------------------------ events
     def event(self, obj: K8sModel, reason: str, message: str, type_: str = "Normal", source: str = "") -> None:
         kind, ns, name = key_of(obj)
+        self.record_event(kind, ns, name, reason, message, type_, source, obj.metadata.uid or "")
+
+    def record_event(self, kind: str, ns: str, name: str, reason: str, message: str, type_: str = "Normal",
+                     source: str = "", uid: str = "") -> ClusterEvent:
         now = self.clock()
         key = (kind, ns, name, reason, message)
         ev = self._event_index.get(key)
         if ev is not None and ev.count > 0:  # the same event again: count it, like the API server
             ev.count += 1
             ev.last = now
-            return
+            for fn in self.event_listeners:
+                fn(ev)
+            return ev
         if len(self.events) == self.events.maxlen:
             old = self.events[0]
             self._event_index.pop((old.kind, old.namespace, old.name, old.reason, old.message), None)
-        ev = ClusterEvent(kind, ns, name, type_, reason, message, source or _default_source(kind), now, now)
+        ev = ClusterEvent(kind, ns, name, type_, reason, message, source or _default_source(kind), now, now, uid=uid)
         self.events.append(ev)
         self._event_index[key] = ev
+        for fn in self.event_listeners:
+            fn(ev)
+        return ev
 
     def events_for(self, kind: str, namespace: str, name: str) -> list[ClusterEvent]:
         ns = namespace if kind in NAMESPACED else ""

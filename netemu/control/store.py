@@ -7,7 +7,6 @@ learn what changed by kind from :attr:`Store.generation` per kind.
 """
 from __future__ import annotations
 
-import itertools
 import random
 import uuid
 from collections import defaultdict
@@ -40,7 +39,7 @@ class Store:
         self.rng = random.Random(seed)
         self._objects: dict[Key, K8sModel] = {}
         self._by_kind: dict[str, dict[Key, K8sModel]] = defaultdict(dict)
-        self._rv = itertools.count(1)
+        self.last_rv = 0  # the newest resourceVersion handed out (the API's list resourceVersion)
         # per-kind change counters: sync loops compare them with what they last handled
         self.generation: dict[str, int] = defaultdict(int)
         self.listeners: list[Callable[[str, str, K8sModel], None]] = []
@@ -96,12 +95,17 @@ class Store:
         obj = self._objects.pop(key, None)
         if obj is None:
             raise NotFound(key)
+        obj.metadata.resource_version = str(self.next_rv())  # a deletion is a change watchers see
         del self._by_kind[kind][key]
         self._changed(kind, "DELETED", obj)
         return obj
 
+    def next_rv(self) -> int:
+        self.last_rv += 1
+        return self.last_rv
+
     def _put(self, key: Key, obj: K8sModel, event: str) -> None:
-        obj.metadata.resource_version = str(next(self._rv))
+        obj.metadata.resource_version = str(self.next_rv())
         self._objects[key] = obj
         self._by_kind[key[0]][key] = obj
         self._changed(key[0], event, obj)
@@ -119,7 +123,7 @@ class Store:
             self._objects[key] = obj
             self._by_kind[key[0]][key] = obj
         rvs = [int(o.metadata.resource_version or 0) for o in self._objects.values()]
-        self._rv = itertools.count(max(rvs, default=0) + 1)
+        self.last_rv = max(rvs, default=0)
 
 
 def rfc3339(t: float) -> str:

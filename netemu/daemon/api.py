@@ -1,7 +1,9 @@
-"""The lab's API: JSON lines over a root-only Unix socket.
+"""The lab's own verbs, next to the Kubernetes API on the same HTTP server (netemu.daemon.apiserver):
+`POST /netemu/v1/<op>` with a JSON body, for what Kubernetes has no API for (node failure, speakers,
+rules, traces, waiting for a lab to be Ready, the DNS and ingress feeds of the lab's pods).
 
-A request is one line `{"op": ..., ...}`; most answers are one line. Streaming operations
-(`wait`) send progress lines and end with a line holding "result" or "error".
+Most answers are one JSON object; streaming operations (`wait`) send JSON lines and end with a line
+holding "result" or "error".
 """
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import json
 import logging
 import os
 import time
-from typing import Any
 
 from netemu.control import labels as labelsel
 from netemu.control.cluster import AdmissionError
@@ -30,41 +31,49 @@ class Api:
     def __init__(self, daemon):
         self.d = daemon
         self.cluster = daemon.cluster
-        self.server = None
         self.shutdown = asyncio.Event()
 
-    async def serve(self, sock) -> None:
-        self.server = await asyncio.start_unix_server(self._client, sock=sock, limit=64 << 20)
+    async def handle(self, request, parts: list[str]):
+        """POST /netemu/v1/<op> with a JSON body: the lab's own verbs (those Kubernetes has no API for).
+        Answers {"result": ...} or {"error": ...}; streaming ops answer JSON lines; raw ops (the DNS and
+        ingress feeds of the lab's pods) own the connection's bytes after the headers."""
+        from aiohttp import web
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(parts) != 2 or parts[0] != "v1" or request.method != "POST":
+            return web.json_response({"error": "POST /netemu/v1/<operation>"}, status=404)
+        op = parts[1]
+        handler = getattr(self, f"op_{op.replace('-', '_')}", None)
         try:
-            line = await reader.readline()
-            if not line:
-                return
-            req = json.loads(line)
-            op = req.get("op", "")
-            handler = getattr(self, f"op_{op.replace('-', '_')}", None)
+            raw = await request.read()
+            req = json.loads(raw) if raw else {}
             if handler is None:
                 raise ApiError(f"unknown operation {op!r}")
-            if getattr(handler, "raw", False):  # the handler owns the connection's bytes
-                await handler(req, writer)
-            elif getattr(handler, "streaming", False):
-                await handler(req, lambda msg: _send(writer, msg))
-            else:
-                result = handler(req)
-                if asyncio.iscoroutine(result):
-                    result = await result
-                await _send(writer, {"result": result})
-        except (NotFound, Conflict, AdmissionError, ApiError, ValueError) as e:
-            await _send(writer, {"error": str(e)})
+            if getattr(handler, "raw", False):
+                resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+                resp.force_close()
+                await resp.prepare(request)
+                await handler(req, _RawWriter(request.transport))
+                return resp
+            if getattr(handler, "streaming", False):
+                resp = web.StreamResponse(headers={"Content-Type": "application/json-seq"})
+                await resp.prepare(request)
+
+                async def send(msg):
+                    await resp.write(json.dumps(msg).encode() + b"\n")
+                await handler(req, send)
+                return resp
+            result = handler(req)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return web.json_response({"result": result})
+        except (NotFound, Conflict, AdmissionError, ApiError, ValueError, KeyError) as e:
+            return web.json_response({"error": str(e) if not isinstance(e, KeyError) or isinstance(e, NotFound)
+                                      else f"missing field {e}"})
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
         except Exception as e:  # never kill the daemon for one bad request
             log.exception("request failed")
-            await _send(writer, {"error": f"internal error: {type(e).__name__}: {e}"})
-        finally:
-            try:
-                writer.close()
-            except Exception:
-                pass
+            return web.json_response({"error": f"internal error: {type(e).__name__}: {e}"})
 
     # ------------------------------------------------------------------ reads
     def op_ping(self, req):
@@ -381,6 +390,23 @@ def _resource(kind: str) -> str:
     return resource_name(kind)
 
 
-async def _send(writer: asyncio.StreamWriter, msg: Any) -> None:
-    writer.write(json.dumps(msg).encode() + b"\n")
-    await writer.drain()
+class _RawWriter:
+    """The little of asyncio.StreamWriter the feeds use, over the HTTP connection's transport: after the
+    response headers the feed writes its frames straight to the socket (HTTP/1.0, no chunking)."""
+
+    def __init__(self, transport):
+        self.t = transport
+
+    def write(self, data: bytes) -> None:
+        if self.t is not None and not self.t.is_closing():
+            self.t.write(data)
+
+    def is_closing(self) -> bool:
+        return self.t is None or self.t.is_closing()
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.t is not None:
+            self.t.close()

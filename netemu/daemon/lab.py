@@ -33,6 +33,12 @@ class LabDaemon:
         self.lab = lab
         self.name = lab.metadata.name
         self.cluster = Cluster(lab)
+        from netemu.api.storage import Storage
+
+        # the API's view of the store (watch window, cached dumps): attached before anything is stored
+        self.storage = Storage(self.cluster, self.kick)
+        self.lab_ops = None  # netemu.daemon.api.Api, set by main
+        self.api_pki = None  # the lab's CA and certificates (netemu.daemon.listeners)
         self.initial_objects = objects
         self.launcher = launcher
         self.cgroups = cgroups
@@ -141,7 +147,7 @@ class LabDaemon:
         self.launcher.sock.setblocking(False)
         asyncio.get_running_loop().add_reader(self.launcher.sock.fileno(), self._on_launcher_readable)
         self.kubelet = Kubelet(self.name, self.cluster, self.net, self.cgroups, self.launch, self.kick,
-                               lambda: self.launcher.pid)
+                               lambda: self.launcher.pid, sa_files=self.sa_files)
         self._build_proxy()
         from netemu.dataplane.speaker import Speakers
 
@@ -182,6 +188,16 @@ class LabDaemon:
 
     def kick(self) -> None:
         self._kick.set()
+
+    def sa_files(self, pod) -> Optional[dict[str, bytes]]:
+        """The pod's ServiceAccount volume (token, ca.crt, namespace), once the lab has its API PKI."""
+        if getattr(self, "api_pki", None) is None:
+            return None
+        from netemu.api.pki import service_account_token
+
+        ns, sa = pod.metadata.namespace or "default", pod.spec.service_account_name or "default"
+        return {"token": service_account_token(self.api_pki, ns, sa).encode(),
+                "ca.crt": self.api_pki.ca_cert_pem, "namespace": ns.encode()}
 
     async def run(self) -> None:
         """The reconcile loop."""

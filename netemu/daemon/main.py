@@ -131,16 +131,27 @@ async def _main(lab: Lab, objects, client, cg, say) -> None:
     from netemu.daemon.api import Api
     from netemu.daemon.lab import LabDaemon, unix_server_socket
 
+    from netemu.daemon.apiserver import ApiServer
+    from netemu.daemon import listeners
+
     name = lab.metadata.name
     daemon = LabDaemon(lab, objects, client, cg, progress=lambda s: say("P", s))
     api = Api(daemon)
-    await api.serve(unix_server_socket(paths.api_socket(name)))
+    daemon.lab_ops = api
+    # one HTTP server: the Kubernetes API and the lab's own verbs, on the root-only socket first
+    server = ApiServer(daemon, daemon.storage)
+    await server.start()
+    await server.serve_unix(unix_server_socket(paths.api_socket(name)))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, api.shutdown.set)
     try:
+        # certificates before any pod starts: pods get a service-account token signed by the lab's CA
+        await listeners.serve_host(daemon, server)
         await daemon.build()
+        await listeners.serve_in_lab(daemon, server)
     except BaseException:
         await daemon.teardown()
+        await server.close()
         raise
     runner = asyncio.create_task(daemon.run())
     say("OK")
@@ -148,4 +159,4 @@ async def _main(lab: Lab, objects, client, cg, say) -> None:
     log.info("shutting down")
     await daemon.teardown()
     runner.cancel()
-    api.server.close()
+    await server.close()

@@ -142,7 +142,9 @@ def convert(data: Any, loc: Location, report: Report) -> list[Converted]:
     if kind is None:
         report.error(loc, "kind", f"required field is missing (netemu knows {supported_kinds()}, and Lab)")
         return []
-    if not isinstance(kind, str) or kind not in MODELS:
+    if isinstance(kind, str) and kind not in MODELS:
+        return _stored(data, kind, loc, report)
+    if not isinstance(kind, str):
         report.error(loc, "kind", f"unknown kind {show(kind)}: netemu supports {supported_kinds()} (and Lab)")
         return []
     if kind in PREPARE:
@@ -170,6 +172,44 @@ def convert(data: Any, loc: Location, report: Report) -> list[Converted]:
         hint = f" (did you mean {close}?)" if close else ""
         report.warn(loc, path, f"unknown field, ignored{hint}")
     return [Converted(obj, loc, muted)]
+
+
+def _stored(data: dict, kind: str, loc: Location, report: Report) -> list[Converted]:
+    """A kind the lab keeps and serves but does not act on (see netemu.api.registry): stored as written,
+    with a warning, so that an upstream installer manifest applies whole."""
+    from netemu.api import registry
+    from netemu.spec.models import StoredObject
+
+    api_version = data.get("apiVersion")
+    res = registry.by_api_version(api_version, kind) if isinstance(api_version, str) else None
+    if res is None:
+        known = registry.by_kind(kind)
+        if known is not None and api_version is not None:
+            report.error(loc, "apiVersion", f"{kind} is not served at {show(api_version)}: use "
+                         f"{' or '.join(known.api_versions())}")
+        else:
+            report.error(loc, "kind", f"unknown kind {show(kind)} at {show(api_version)}: netemu acts on "
+                         f"{supported_kinds()} (and Lab) and stores the other Kubernetes kinds, and the kinds "
+                         "of CustomResourceDefinitions defined before")
+        return []
+    meta = data.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        report.error(loc, "metadata", f"must be a mapping (key: value), got {show(meta)}")
+        return []
+    try:
+        obj = StoredObject.model_validate(data)
+    except ValidationError as e:
+        report_validation_error(StoredObject, e, loc, report)
+        return []
+    if kind == "CustomResourceDefinition":
+        if registry.register_crd(data) is None:
+            report.error(loc, "spec", "a CustomResourceDefinition needs spec.group, spec.names.kind, "
+                         "spec.names.plural and a served version")
+            return []
+    elif not res.acted:
+        report.warn(loc, "", f"{kind} is stored and served, but the lab does not act on it"
+                    + (f" ({res.note})" if res.note else ""))
+    return [Converted(obj, loc)]
 
 
 def _culprit(model: type[K8sModel], data: dict, loc: tuple) -> Optional[tuple[dict, str]]:

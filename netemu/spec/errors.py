@@ -101,21 +101,26 @@ class Report:
     muted: tuple[str, ...] = ()
     # (file, document) of each error, to list them in file order
     _where: list[tuple[str, int]] = field(default_factory=list)
+    # (field path, text) of each error and warning: the API server answers with them as Status causes
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    warn_fields: list[tuple[str, str]] = field(default_factory=list)
 
     def muting(self, paths: tuple[str, ...]) -> "Report":
         """The same report, ignoring errors at (or around) ``paths``."""
-        return Report(self.errors, self.warnings, tuple(paths), self._where)
+        return Report(self.errors, self.warnings, tuple(paths), self._where, self.fields, self.warn_fields)
 
     def error(self, loc: Location, path: str, text: str) -> None:
         if any(_related(path, m) for m in self.muted):
             return
         self.errors.append(loc.message(path, text))
         self._where.append((loc.file, loc.document or 0))
+        self.fields.append((join_path(loc.prefix, path), text))
 
     def fail(self, text: str) -> None:
         """An error about no document in particular (a file that cannot be read, a bad option)."""
         self.errors.append(text)
         self._where.append(("", 0))
+        self.fields.append(("", text))
 
     def sorted_errors(self) -> list[str]:
         """Errors by file (in the order files were first named), then document; stable otherwise."""
@@ -127,6 +132,7 @@ class Report:
 
     def warn(self, loc: Location, path: str, text: str) -> None:
         self.warnings.append(loc.message(path, text))
+        self.warn_fields.append((join_path(loc.prefix, path), text))
 
     def raise_if_errors(self) -> None:
         if self.errors:

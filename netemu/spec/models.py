@@ -554,8 +554,30 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
     "Lab": ("netemu.dev/v1alpha1",),
 }
 
-# kinds that live in a namespace (the rest are cluster scoped)
-NAMESPACED = {"Pod", "Deployment", "ReplicaSet", "Service", "EndpointSlice", "ConfigMap", "Secret", "Event"}
+class StoredObject(K8sModel):
+    """An object the lab keeps and serves as written but does not act on (ServiceAccount, Role, Job,
+    a CustomResourceDefinition and its objects, ...): see :mod:`netemu.api.registry`."""
+
+    api_version: str
+    kind: str
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+
+class _NamespacedKinds(set):
+    """Kinds that live in a namespace: the ones listed, and any kind the registry of kinds (built-in
+    or from a CustomResourceDefinition) says is namespaced."""
+
+    def __contains__(self, kind) -> bool:
+        if set.__contains__(self, kind):
+            return True
+        from netemu.api import registry
+
+        res = registry.by_kind(kind)
+        return res is not None and res.namespaced
+
+
+NAMESPACED = _NamespacedKinds({"Pod", "Deployment", "ReplicaSet", "Service", "EndpointSlice", "ConfigMap", "Secret",
+                               "Event"})
 
 # kinds defined in their own modules register themselves here (they import this module first)
 from netemu.spec import autoscaling as _autoscaling  # noqa: E402,F401

@@ -7,10 +7,8 @@ cluster zone on every change; netemu.dns answers from it on UDP and TCP 53, with
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import socket
 import threading
 
 from netemu.frames import read_frames
@@ -27,10 +25,10 @@ def start_coredns(ctx: WorkloadContext, loop: Loop) -> None:
     path = ctx.env.get("NETEMU_API_SOCKET", "")
     if not path:
         raise StartError("NETEMU_API_SOCKET is not set: this stand-in needs the lab's control process")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    from netemu.workloads.labapi import open_feed
+
     try:
-        sock.connect(path)
-        sock.sendall(json.dumps({"op": "dns_watch"}).encode() + b"\n")
+        sock = open_feed(path, "dns_watch", {})
     except OSError as e:
         raise StartError(f"cannot reach the lab's control process at {path}: {e}") from None
     feed = ZoneFeed()

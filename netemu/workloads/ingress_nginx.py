@@ -144,14 +144,12 @@ def _write(path: str, data: bytes, mode: int = 0o644) -> None:
 
 # --------------------------------------------------------------------------- the feed
 def subscribe(path: str, pod: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    from netemu.workloads.labapi import open_feed
+
     try:
-        sock.connect(path)
-        sock.sendall(json.dumps({"op": "ingress_watch", "pod": pod}).encode() + b"\n")
+        return open_feed(path, "ingress_watch", {"pod": pod})
     except OSError as e:
-        sock.close()
         raise StartError(f"cannot reach the lab's control process at {path}: {e}") from None
-    return sock
 
 
 # --------------------------------------------------------------------------- the controller
@@ -266,12 +264,9 @@ class Controller:
     def ack(self, snapshot_digest: str) -> None:
         """Tell the control process which snapshot nginx serves (``up`` waits for it)."""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(5)
-                s.connect(self.api)
-                s.sendall(json.dumps({"op": "ingress_applied", "pod": self.pod_key,
-                                      "digest": snapshot_digest}).encode() + b"\n")
-                s.recv(4096)
+            from netemu.workloads.labapi import call
+
+            call(self.api, "ingress_applied", {"pod": self.pod_key, "digest": snapshot_digest})
         except OSError as e:
             write_log(f"netemu ingress-nginx: cannot report to the control process: {e}\n")
 

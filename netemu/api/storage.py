@@ -1,0 +1,506 @@
+"""What each API verb does to the lab's store: the REST semantics kube-apiserver gives its clients
+(resourceVersion preconditions, generation, status and scale subresources, dry-run, cascading
+deletes, label and field selectors, watch windows), on top of :class:`netemu.control.cluster.Cluster`.
+
+Every write goes through the spec layer's conversion, defaults and validation (the same door as a lab
+file), and is checked completely before anything is stored: a refused request changes nothing.
+Pure: no kernel and no network; the daemon's HTTP layer (netemu.daemon.apiserver) calls it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any, Callable, Optional
+
+from netemu.api import errors, registry
+from netemu.api.errors import ApiError
+from netemu.api.registry import Resource
+from netemu.api.selectors import field_selector, label_selector
+from netemu.api.watchlog import Change, WatchLog
+
+# kinds the store does not hold: served from elsewhere (the cluster's event list, the metrics
+# collector, the EndpointSlices) through providers the daemon registers
+VIRTUAL = {"Event", "Endpoints", "PodMetrics", "NodeMetrics", "ComponentStatus"}
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def _rv(obj) -> int:
+    return int(obj.metadata.resource_version or 0)
+
+
+class Storage:
+    def __init__(self, cluster, kick: Callable[[], None] = lambda: None):
+        self.cluster = cluster
+        self.store = cluster.store
+        self.kick = kick
+        self.watch = WatchLog()
+        self.providers: dict[str, Callable[..., list[dict]]] = {}
+        self._dumps: dict[tuple, tuple[str, dict]] = {}  # store key -> (resourceVersion, dict)
+        self.store.listeners.append(self._on_change)
+        cluster.event_listeners.append(self._on_event)
+
+    # ------------------------------------------------------------------ change feed
+    def _on_change(self, kind: str, event: str, obj) -> None:
+        from netemu.control.store import key_of
+
+        key = key_of(obj)
+        if event == "DELETED":
+            self._dumps.pop(key, None)
+            d = obj.dump()
+        else:
+            d = obj.dump()
+            self._dumps[key] = (obj.metadata.resource_version, d)
+        res = registry.by_kind(kind)
+        self.watch.append(Change(int(obj.metadata.resource_version), event, kind, res.group if res else "",
+                                 key[1], d))
+        if kind == "CustomResourceDefinition":
+            (registry.unregister_crd(obj.metadata.name) if event == "DELETED" else registry.register_crd(d))
+        if kind == "EndpointSlice":  # core Endpoints is a view of the slices: watchers of it learn too
+            svc = (obj.metadata.labels or {}).get(SERVICE_NAME_LABEL)
+            s = self.store.find("Service", key[1], svc) if svc else None
+            if s is not None:
+                ep = self._endpoints_of(s)
+                ep["metadata"]["resourceVersion"] = obj.metadata.resource_version
+                self.watch.append(Change(int(obj.metadata.resource_version), "MODIFIED", "Endpoints", "", key[1], ep))
+
+    def _on_event(self, ev) -> None:
+        ev.rv = self.store.next_rv()
+        d = event_dict(ev)
+        self.watch.append(Change(ev.rv, "ADDED" if ev.count == 1 else "MODIFIED", "Event", "", ev.namespace, d))
+
+    def dump(self, obj) -> dict:
+        from netemu.control.store import key_of
+
+        key = key_of(obj)
+        hit = self._dumps.get(key)
+        if hit is not None and hit[0] == obj.metadata.resource_version:
+            return hit[1]
+        d = obj.dump()
+        self._dumps[key] = (obj.metadata.resource_version, d)
+        return d
+
+    # ------------------------------------------------------------------ reads
+    def resource_version(self) -> str:
+        return str(self.store.last_rv)
+
+    def list(self, res: Resource, namespace: Optional[str], labels: Optional[str] = None,
+             fields: Optional[str] = None) -> list[dict]:
+        match_l, match_f = label_selector(labels), field_selector(res.kind, fields)
+        items = self._all(res, namespace)
+        out = [o for o in items if match_l(o) and match_f(o)]
+        out.sort(key=lambda o: ((o["metadata"].get("namespace") or ""), o["metadata"].get("name") or ""))
+        return [self._as_version(res, o) for o in out]
+
+    def _all(self, res: Resource, namespace: Optional[str]) -> list[dict]:
+        if res.kind == "Event":
+            return [event_dict(e) for e in self.cluster.events
+                    if namespace is None or e.namespace == namespace]
+        if res.kind == "Endpoints":
+            svcs = self.store.list("Service", namespace) if namespace else self.store.list("Service")
+            return [self._endpoints_of(s) for s in svcs if s.spec.type != "ExternalName"]
+        if res.kind in self.providers:
+            return self.providers[res.kind](namespace)
+        objs = self.store.list(res.kind, namespace if res.namespaced else None)
+        return [self.dump(o) for o in objs]
+
+    def get(self, res: Resource, namespace: str, name: str) -> dict:
+        if res.kind in VIRTUAL:
+            for o in self._all(res, namespace if res.namespaced else None):
+                if o["metadata"]["name"] == name:
+                    return self._as_version(res, o)
+            raise errors.not_found(res, name)
+        return self._as_version(res, self.dump(self._obj(res, namespace, name)))
+
+    def _obj(self, res: Resource, namespace: str, name: str):
+        obj = self.store.find(res.kind, namespace if res.namespaced else "", name)
+        if obj is None:
+            raise errors.not_found(res, name)
+        return obj
+
+    def _as_version(self, res: Resource, d: dict) -> dict:
+        # one stored form serves every version of a kind (their fields agree where the lab reads them)
+        want = res.group_version
+        if d.get("apiVersion") != want and res.kind not in ("Event",):
+            d = dict(d, apiVersion=want)
+        return d
+
+    def _endpoints_of(self, svc) -> dict:
+        from netemu.control.endpoints import endpoints_view
+
+        slices = [s for s in self.store.list("EndpointSlice", svc.metadata.namespace)
+                  if (s.metadata.labels or {}).get(SERVICE_NAME_LABEL) == svc.metadata.name]
+        ep = endpoints_view(svc, slices)
+        ep.setdefault("apiVersion", "v1")
+        ep.setdefault("kind", "Endpoints")
+        meta = ep.setdefault("metadata", {})
+        meta.setdefault("creationTimestamp", svc.metadata.creation_timestamp)
+        meta.setdefault("resourceVersion", str(max([_rv(svc)] + [_rv(s) for s in slices])))
+        return ep
+
+    # ------------------------------------------------------------------ writes
+    def _check_namespace(self, res: Resource, namespace: str) -> None:
+        if not res.namespaced:
+            return
+        ns = self.store.find("Namespace", "", namespace)
+        if ns is None:
+            raise errors.namespace_not_found(namespace)
+        if ns.metadata.deletion_timestamp:
+            raise ApiError(403, "Forbidden", f'{res.plural} is forbidden: unable to create new content in namespace '
+                           f"{namespace} because it is being terminated")
+
+    def _admit(self, res: Resource, body: dict, namespace: Optional[str], name_hint: str) -> tuple[Any, list[str]]:
+        """The same door as a lab file: convert, defaults, validation. Returns (model, warnings)."""
+        from netemu.spec.convert import convert
+        from netemu.spec.defaults import apply_defaults
+        from netemu.spec.errors import Location, Report
+        from netemu.spec.validate import validate_objects
+
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request must be a JSON object")
+        body.setdefault("kind", res.kind)
+        body.setdefault("apiVersion", res.group_version)
+        if body.get("kind") != res.kind:
+            raise errors.bad_request(f'the kind of the object ({body.get("kind")}) does not match the resource '
+                                     f"({res.plural}): expected {res.kind}")
+        meta = body.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise errors.bad_request("metadata must be an object")
+        if res.namespaced:
+            if meta.get("namespace") not in (None, "", namespace):
+                raise errors.bad_request("the namespace of the provided object does not match the namespace sent "
+                                         "on the request")
+            meta["namespace"] = namespace
+        report = Report()
+        items = convert(body, Location("request"), report)
+        for c in items:
+            apply_defaults(c.obj)
+        if items and not report.errors:
+            validate_objects(items, self.cluster.lab, report)
+        if report.errors or not items:
+            raise errors.invalid(res, meta.get("name") or name_hint, _causes(report.fields or [("", "invalid object")],
+                                                                           body))
+        warnings = [f"{p}: {t}" if p else t for p, t in report.warn_fields]
+        return items[0].obj, warnings
+
+    def create(self, res: Resource, namespace: Optional[str], body: dict, dry_run: bool = False) -> tuple[dict, list]:
+        if res.kind in VIRTUAL and res.kind != "Event" or "create" not in res.verbs:
+            raise errors.method_not_allowed()
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if isinstance(meta, dict) and not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + _suffix(self.store.rng)
+        if isinstance(meta, dict):  # the server owns these
+            for k in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
+                meta.pop(k, None)
+        if res.kind == "Event":
+            return self._create_event(namespace, body), []
+        self._check_namespace(res, namespace or "")
+        obj, warnings = self._admit(res, body, namespace, "")
+        if self.store.find(res.kind, obj.metadata.namespace or "", obj.metadata.name) is not None:
+            raise errors.already_exists(res, obj.metadata.name)
+        self._admission(obj, None)
+        if dry_run:
+            obj.metadata.uid = obj.metadata.uid or self.store.new_uid()
+            obj.metadata.creation_timestamp = self.cluster.now_str()
+            return self._as_version(res, obj.dump()), warnings
+        self.store.create(obj)
+        self.kick()
+        return self._as_version(res, self.dump(obj)), warnings
+
+    def _admission(self, obj, current) -> None:
+        from netemu.control import services
+        from netemu.control.cluster import AdmissionError
+
+        try:
+            services.admit(self.cluster, obj, current)
+        except AdmissionError as e:
+            raise ApiError(422, "Invalid", str(e)) from None
+
+    def update(self, res: Resource, namespace: str, name: str, body: dict, subresource: str = "",
+               dry_run: bool = False) -> tuple[dict, list]:
+        if res.kind in VIRTUAL or "update" not in res.verbs:
+            raise errors.method_not_allowed()
+        current = self._obj(res, namespace, name)
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request must be a JSON object")
+        meta = body.get("metadata") or {}
+        if meta.get("name") not in (None, name):
+            raise errors.bad_request(f'the name of the object ({meta.get("name")}) does not match the name on the URL '
+                                     f"({name})")
+        want_rv = meta.get("resourceVersion")
+        if want_rv and want_rv != current.metadata.resource_version:
+            raise errors.conflict(res, name)
+        body = copy.deepcopy(body)
+        body.setdefault("metadata", {})["name"] = name
+        if subresource == "status":  # only status changes; the rest is the current object's
+            merged = copy.deepcopy(self.dump(current))
+            merged["status"] = body.get("status")
+            body = merged
+        new, warnings = self._admit(res, body, namespace, name)
+        self._admission(new, current)
+        out = self._replace(current, new, status_only=subresource == "status", dry_run=dry_run)
+        return self._as_version(res, out), warnings
+
+    def _replace(self, current, new, status_only: bool, dry_run: bool) -> dict:
+        target = current.model_copy(deep=True) if dry_run else current
+        spec_changed = False
+        if status_only:
+            if "status" in type(new).model_fields:
+                target.status = new.status
+        else:
+            fields = [f for f in type(new).model_fields if f not in ("metadata", "status", "kind", "api_version")]
+            for f in fields:
+                if _plain(getattr(new, f)) != _plain(getattr(target, f)):
+                    setattr(target, f, getattr(new, f))
+                    spec_changed = spec_changed or f != "data"
+            extra_new, extra_old = dict(new.model_extra or {}), dict(target.model_extra or {})
+            extra_new.pop("status", None)
+            if extra_new != {k: v for k, v in extra_old.items() if k != "status"}:
+                spec_changed = True
+                keep_status = extra_old.get("status")
+                target.__pydantic_extra__ = dict(extra_new, **({"status": keep_status} if keep_status else {}))
+            m, n = target.metadata, new.metadata
+            m.labels, m.annotations, m.owner_references = n.labels, n.annotations, n.owner_references
+            for k in ("finalizers",):
+                if k in (n.model_extra or {}):
+                    m.__pydantic_extra__[k] = n.model_extra[k]
+                elif k in (m.model_extra or {}):
+                    del m.__pydantic_extra__[k]
+            if spec_changed and m.generation is not None:
+                m.generation += 1
+        if dry_run:
+            return target.dump()
+        self.store.update(target)
+        self.kick()
+        return self.dump(target)
+
+    def patch(self, res: Resource, namespace: str, name: str, body: bytes, content_type: str,
+              subresource: str = "", dry_run: bool = False) -> tuple[dict, list]:
+        from netemu.api.patch import PatchError, apply_patch
+
+        if res.kind in VIRTUAL or "patch" not in res.verbs:
+            raise errors.method_not_allowed()
+        current = self._obj(res, namespace, name)
+        base = self._as_version(res, self.dump(current))
+        try:
+            patched = apply_patch(copy.deepcopy(base), body, content_type, res.kind, strategic_ok=res.builtin)
+        except PatchError as e:
+            raise ApiError(e.code, {400: "BadRequest", 415: "UnsupportedMediaType"}.get(e.code, "Invalid"),
+                           str(e)) from None
+        meta = patched.get("metadata") if isinstance(patched, dict) else None
+        if not isinstance(meta, dict):
+            raise errors.bad_request("the patch removed the object's metadata")
+        # a resourceVersion in the patch is a precondition; otherwise the patch applies to the latest
+        if meta.get("resourceVersion") not in (None, current.metadata.resource_version):
+            raise errors.conflict(res, name)
+        meta["resourceVersion"] = current.metadata.resource_version
+        return self.update(res, namespace, name, patched, subresource, dry_run)
+
+    def delete(self, res: Resource, namespace: str, name: str, options: Optional[dict] = None,
+               dry_run: bool = False) -> dict:
+        from netemu.control.cluster import AdmissionError
+
+        if res.kind in VIRTUAL or "delete" not in res.verbs:
+            raise errors.method_not_allowed()
+        options = options or {}
+        obj = self._obj(res, namespace, name)
+        pre = (options.get("preconditions") or {})
+        if pre.get("uid") and pre["uid"] != obj.metadata.uid:
+            raise errors.conflict(res, name, f"Precondition failed: UID in precondition: {pre['uid']}, UID in "
+                                  f"object meta: {obj.metadata.uid}")
+        if pre.get("resourceVersion") and pre["resourceVersion"] != obj.metadata.resource_version:
+            raise errors.conflict(res, name)
+        if dry_run:
+            return self.dump(obj)
+        if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents"):
+            self._orphan(obj)
+        try:
+            if res.kind == "Pod":
+                grace = options.get("gracePeriodSeconds")
+                self.cluster.delete_pod(obj, grace=None if grace is None else int(grace))
+            else:
+                self.cluster.delete(res.kind, obj.metadata.namespace or "", name)
+        except AdmissionError as e:
+            raise ApiError(422, "Invalid", str(e)) from None
+        self.kick()
+        return self.dump(obj) if self.store.find(res.kind, obj.metadata.namespace or "", name) else obj.dump()
+
+    def _orphan(self, owner) -> None:
+        for o in list(self.store):
+            refs = o.metadata.owner_references or []
+            kept = [r for r in refs if r.uid != owner.metadata.uid]
+            if len(kept) != len(refs):
+                o.metadata.owner_references = kept or None
+                self.store.update(o)
+
+    def delete_collection(self, res: Resource, namespace: Optional[str], labels: Optional[str],
+                          fields: Optional[str], options: Optional[dict], dry_run: bool = False) -> dict:
+        items = self.list(res, namespace, labels, fields)
+        for o in items:
+            try:
+                self.delete(res, o["metadata"].get("namespace") or "", o["metadata"]["name"], options, dry_run)
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+        return {"kind": f"{res.kind}List", "apiVersion": res.group_version,
+                "metadata": {"resourceVersion": self.resource_version()}, "items": items}
+
+    # ------------------------------------------------------------------ subresources
+    def scale(self, res: Resource, namespace: str, name: str) -> dict:
+        if "scale" not in res.subresources:
+            raise errors.not_found(res, name)
+        obj = self._obj(res, namespace, name)
+        from netemu.control.labels import format_selector
+
+        sel = getattr(obj.spec, "selector", None)
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {"name": name, "namespace": namespace, "uid": obj.metadata.uid,
+                             "resourceVersion": obj.metadata.resource_version,
+                             "creationTimestamp": obj.metadata.creation_timestamp},
+                "spec": {"replicas": obj.spec.replicas if obj.spec.replicas is not None else 1},
+                "status": {"replicas": getattr(obj.status, "replicas", 0) or 0,
+                           "selector": format_selector(sel) if sel is not None else ""}}
+
+    def set_scale(self, res: Resource, namespace: str, name: str, scale: dict, dry_run: bool = False) -> dict:
+        obj = self._obj(res, namespace, name)
+        want = (scale.get("metadata") or {}).get("resourceVersion")
+        if want and want != obj.metadata.resource_version:
+            raise errors.conflict(res, name)
+        replicas = (scale.get("spec") or {}).get("replicas", 0)
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise errors.invalid(registry.Resource("Scale", "autoscaling", "v1", "scale"), name,
+                                 [("spec.replicas", f"Invalid value: {json.dumps(replicas)}: must be greater than or "
+                                   "equal to 0")])
+        if dry_run:
+            return dict(self.scale(res, namespace, name), spec={"replicas": replicas})
+        body = copy.deepcopy(self.dump(obj))
+        body["spec"]["replicas"] = replicas
+        self.update(res, namespace, name, body)
+        return self.scale(res, namespace, name)
+
+    def patch_scale(self, res: Resource, namespace: str, name: str, body: bytes, content_type: str,
+                    dry_run: bool = False) -> dict:
+        from netemu.api.patch import PatchError, apply_patch
+
+        try:
+            patched = apply_patch(self.scale(res, namespace, name), body, content_type, "Scale")
+        except PatchError as e:
+            raise ApiError(e.code, "BadRequest" if e.code == 400 else "Invalid", str(e)) from None
+        return self.set_scale(res, namespace, name, patched, dry_run)
+
+    def evict(self, namespace: str, name: str, body: dict) -> dict:
+        pod = self._obj(registry.by_kind("Pod"), namespace, name)
+        opts = (body or {}).get("deleteOptions") or {}
+        grace = opts.get("gracePeriodSeconds")
+        self.cluster.delete_pod(pod, grace=None if grace is None else int(grace))
+        self.kick()
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+    def bind(self, namespace: str, name: str, body: dict) -> dict:
+        pod = self._obj(registry.by_kind("Pod"), namespace, name)
+        target = ((body or {}).get("target") or {}).get("name")
+        if not target or self.store.find("Node", "", target) is None:
+            raise errors.bad_request(f'binding target node "{target}" not found')
+        if pod.spec.node_name:
+            raise errors.conflict(registry.by_kind("Pod"), name, f"pod {name} is already assigned to node "
+                                  f'"{pod.spec.node_name}"')
+        pod.spec.node_name = target
+        self.store.update(pod)
+        self.kick()
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+    def _create_event(self, namespace: Optional[str], body: dict) -> dict:
+        # clients (and in-cluster programs) may record events; they join the cluster's event list
+        inv = body.get("involvedObject") or body.get("regarding") or {}
+        ev = self.cluster.record_event(inv.get("kind", ""), inv.get("namespace") or namespace or "",
+                                       inv.get("name", ""), body.get("reason", ""), body.get("message") or
+                                       body.get("note") or "", body.get("type", "Normal"),
+                                       (body.get("source") or {}).get("component") or body.get("reportingController")
+                                       or "")
+        return event_dict(ev)
+
+
+# ---------------------------------------------------------------------- helpers
+def _suffix(rng) -> str:
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    return "".join(rng.choice(alphabet) for _ in range(5))
+
+
+def _plain(v):
+    if v is None:
+        return None
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if hasattr(v, "dump"):
+        return v.dump()
+    return v
+
+
+def _value_at(body: dict, path: str):
+    import re
+
+    cur: Any = body
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("["):
+            i = int(part[1:-1])
+            if not isinstance(cur, list) or i >= len(cur):
+                return _MISSING
+            cur = cur[i]
+        else:
+            if not isinstance(cur, dict) or part not in cur:
+                return _MISSING
+            cur = cur[part]
+    return cur
+
+
+_MISSING = object()
+
+
+def _causes(fields: list[tuple[str, str]], body: dict) -> list[tuple[str, str]]:
+    """Report lines as the API server words causes: `Required value`, `Invalid value: X: why`."""
+    out = []
+    for path, text in fields:
+        if text.startswith("required field is missing"):
+            out.append((path, "Required value" + text[len("required field is missing"):]))
+            continue
+        value = _value_at(body, path) if path else _MISSING
+        if value is _MISSING or isinstance(value, (dict, list)):
+            out.append((path, text))
+        else:
+            out.append((path, f"Invalid value: {json.dumps(value)}: {text}"))
+    return out
+
+
+def event_dict(ev) -> dict:
+    """A cluster event as core/v1 Event."""
+    from netemu.control.store import rfc3339
+
+    res = registry.by_kind(ev.kind)
+    api_version = res.group_version if res else "v1"
+    name = f"{ev.name}.{_event_id(ev):016x}"
+    return {"kind": "Event", "apiVersion": "v1",
+            "metadata": {"name": name, "namespace": ev.namespace or "default",
+                         "resourceVersion": str(getattr(ev, "rv", 0) or 0),
+                         "creationTimestamp": rfc3339(ev.first), "uid": _event_uid(ev)},
+            "involvedObject": {"kind": ev.kind, "namespace": ev.namespace or None, "name": ev.name,
+                               "apiVersion": api_version, **({"uid": ev.uid} if getattr(ev, "uid", "") else {})},
+            "reason": ev.reason, "message": ev.message, "source": {"component": ev.source},
+            "firstTimestamp": rfc3339(ev.first), "lastTimestamp": rfc3339(ev.last), "count": ev.count,
+            "type": ev.type, "eventTime": None, "reportingComponent": ev.source, "reportingInstance": ""}
+
+
+def _event_id(ev) -> int:
+    import hashlib
+
+    h = hashlib.sha1(f"{ev.kind}/{ev.namespace}/{ev.name}/{ev.reason}/{ev.message}/{ev.first}".encode()).digest()
+    return int.from_bytes(h[:8], "big")
+
+
+def _event_uid(ev) -> str:
+    import uuid
+
+    return str(uuid.UUID(int=_event_id(ev) << 64 | _event_id(ev), version=4))
+
+
+def now() -> float:
+    return time.time()

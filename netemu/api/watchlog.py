@@ -1,0 +1,73 @@
+"""The watch window: recent changes with their resourceVersions, so that a client that listed at
+resourceVersion N can watch from N on; a client further behind gets 410 Gone and lists again, as
+with etcd's compaction."""
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+
+@dataclass(frozen=True)
+class Change:
+    rv: int
+    type: str  # ADDED | MODIFIED | DELETED
+    kind: str
+    group: str
+    namespace: str
+    obj: dict
+
+
+class TooOld(Exception):
+    pass
+
+
+class WatchLog:
+    def __init__(self, size: int = 20_000):
+        self._log: collections.deque[Change] = collections.deque(maxlen=size)
+        self._subs: set["Subscription"] = set()
+        self.oldest = 0  # the oldest resourceVersion a watch can start after
+
+    def append(self, change: Change) -> None:
+        if len(self._log) == self._log.maxlen:
+            self.oldest = self._log[0].rv
+        self._log.append(change)
+        for sub in list(self._subs):
+            sub.offer(change)
+
+    def since(self, rv: int, match: Callable[[Change], bool]) -> list[Change]:
+        if rv < self.oldest:
+            raise TooOld(f"too old resource version: {rv} ({self.oldest + 1})")
+        return [c for c in self._log if c.rv > rv and match(c)]
+
+    def subscribe(self, match: Callable[[Change], bool]) -> "Subscription":
+        sub = Subscription(self, match)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: "Subscription") -> None:
+        self._subs.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+
+class Subscription:
+    def __init__(self, log: WatchLog, match: Callable[[Change], bool]):
+        self.log, self.match = log, match
+        self.queue: asyncio.Queue[Change] = asyncio.Queue()
+
+    def offer(self, change: Change) -> None:
+        if self.match(change):
+            self.queue.put_nowait(change)
+
+    async def next(self, timeout: Optional[float]) -> Optional[Change]:
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self.log.unsubscribe(self)

@@ -1,0 +1,108 @@
+"""Where the lab's API server listens, besides the root-only Unix socket: TLS on a free loopback port
+of the host (as kind publishes its API server) and TLS at the control-plane node's address, port 6443,
+inside the lab (behind the `kubernetes` Service). Both with the lab's own CA (netemu.api.pki)."""
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+
+from netemu import paths
+
+log = logging.getLogger("netemu.listeners")
+
+API_PORT = 6443
+CLONE_NEWNET = 0x40000000
+
+
+def pki_dir(lab: str) -> str:
+    return os.path.join(paths.lab_dir(lab), "pki")
+
+
+def info_file(lab: str) -> str:
+    return os.path.join(paths.lab_dir(lab), "apiserver.json")
+
+
+def control_plane_ip(lab) -> str | None:
+    cp = next((n for n in lab.spec.nodes or [] if n.role == "control-plane"), None)
+    return cp.ip if cp else None
+
+
+def kubernetes_service_ip(lab) -> str:
+    return str(ipaddress.ip_network(lab.spec.service_cidr, strict=False)[1])
+
+
+async def serve_host(daemon, server) -> None:
+    """Make the lab's certificates and listen on 127.0.0.1:<free port> (never on another host address)."""
+    from netemu.api import pki as pki_mod
+
+    lab = daemon.lab
+    name = daemon.name
+    ips = ["127.0.0.1", kubernetes_service_ip(lab)] + ([control_plane_ip(lab)] if control_plane_ip(lab) else [])
+    domain = lab.spec.cluster_domain
+    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+           f"kubernetes.default.svc.{domain}"] + ([n.name for n in lab.spec.nodes or [] if n.role == "control-plane"])
+    pki = pki_mod.make_pki(name, ips, dns)
+    pki_mod.save(pki, pki_dir(name))
+    daemon.api_pki = server.pki = pki
+    server.ssl_context = pki_mod.server_ssl_context(pki, pki_dir(name))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    sock.setblocking(False)
+    server.host_port = sock.getsockname()[1]
+    await server.serve_tls(sock, server.ssl_context)
+    tmp = info_file(name) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"server": f"https://127.0.0.1:{server.host_port}", "port": server.host_port}, f)
+    os.replace(tmp, info_file(name))
+    log.info("API server on https://127.0.0.1:%d", server.host_port)
+
+
+async def serve_in_lab(daemon, server) -> None:
+    """Listen at the control-plane node's address inside its namespace, so that pods reach the API
+    through https://kubernetes.default.svc (10.96.0.1:443 -> <cp>:6443 by kube-proxy's rules)."""
+    ip = control_plane_ip(daemon.lab)
+    if ip is None or daemon.net is None:
+        return
+    node = next(n.name for n in daemon.lab.spec.nodes if n.role == "control-plane")
+    sock = socket_in_netns(f"/run/netns/{daemon.net.node_netns(node)}", ip, API_PORT)
+    await server.serve_tls(sock, server.ssl_context)
+    log.info("API server on https://%s:%d inside node %s", ip, API_PORT, node)
+
+
+def socket_in_netns(netns_path: str, ip: str, port: int) -> socket.socket:
+    """A listening socket that belongs to another network namespace. setns() moves only the calling
+    thread, so a short-lived thread enters the namespace, makes the socket and ends; the socket keeps
+    its namespace and the event loop serves it from here."""
+    out: dict = {}
+
+    def work() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(netns_path, os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {netns_path}")
+            finally:
+                os.close(fd)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((ip, port))
+            s.listen(256)
+            s.setblocking(False)
+            out["sock"] = s
+        except BaseException as e:
+            out["error"] = e
+
+    t = threading.Thread(target=work, name="netns-socket")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["sock"]

@@ -104,6 +104,9 @@ def cmd_up(args) -> int:
     except BuildFailed as e:
         progress.done()
         raise CliError(f'lab "{name}" could not be built (everything was rolled back): {e}') from None
+    from netemu.cli.kubeconfig_cmds import install
+
+    kube_line = install(name)
     if args.no_wait:
         progress.done()
         print(f'lab "{name}" is up (not waiting for pods)')
@@ -123,6 +126,8 @@ def cmd_up(args) -> int:
     pods = client.call("get", kind="Pod")
     print(f'lab "{name}" is up: {len(nodes)} nodes, {len(pods)} pods Ready in {time.time() - t0:.2f}s '
           f"(host gateway {lab.spec.gateway} on {_host_link(name)})")
+    if kube_line and not args.quiet:
+        print(kube_line)
     return 0
 
 
@@ -155,10 +160,12 @@ def cmd_down(args) -> int:
     if not targets:
         print("no lab is up")
         return 0
+    from netemu.cli.kubeconfig_cmds import uninstall
     from netemu.dataplane.teardown import full_teardown
 
     for name in targets:
         t0 = time.time()
+        uninstall(name)
         pid = daemon_pid(name)
         if pid:
             try:

@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("labs", help="list the labs on this machine")
 
+    p = sub.add_parser("kubeconfig", help="print the lab's kubeconfig (kubectl, client libraries)",
+                       description="Print a kubeconfig for the lab's Kubernetes API (https://127.0.0.1:<port>, the "
+                       "lab's CA, an admin client certificate). `up` merges the same context, netemu-<lab>, into "
+                       "the kubeconfig of the user who ran sudo ($KUBECONFIG or ~/.kube/config) and `down` removes "
+                       "it.", epilog="example: sudo netemu kubeconfig > lab.kubeconfig && KUBECONFIG=lab.kubeconfig "
+                       "kubectl get nodes")
+    p.add_argument("--lab", metavar="NAME", help="the lab (default: the only lab up)")
+
     p = sub.add_parser("get", help="list objects (pods, nodes, deployments, services, endpoints, ...)",
                        epilog="examples:\n  netemu get pods -o wide\n  netemu get svc,endpoints\n"
                        "  netemu get pods -l app=np-pods -o json\n  netemu get all -A",
@@ -239,8 +247,8 @@ def main(argv=None) -> int:
 
 
 def dispatch(args) -> int:
-    from netemu.cli import (capture_cmds, dns_cmds, exec_cmds, get_cmds, graph_cmds, lab_cmds, ops_cmds, render_cmds,
-                            top_cmds, trace_cmds)
+    from netemu.cli import (capture_cmds, dns_cmds, exec_cmds, get_cmds, graph_cmds, kubeconfig_cmds, lab_cmds,
+                            ops_cmds, render_cmds, top_cmds, trace_cmds)
     from netemu.cli import ingress_cmds  # noqa: F401  (registers ingresses, ingressclasses: get, describe)
 
     verb = args.verb
@@ -252,6 +260,7 @@ def dispatch(args) -> int:
         "up": lab_cmds.cmd_up,
         "down": lab_cmds.cmd_down,
         "labs": lab_cmds.cmd_labs,
+        "kubeconfig": kubeconfig_cmds.cmd_kubeconfig,
         "get": get_cmds.cmd_get,
         "describe": get_cmds.cmd_describe,
         "apply": ops_cmds.cmd_apply,

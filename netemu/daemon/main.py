@@ -138,6 +138,9 @@ async def _main(lab: Lab, objects, client, cg, say) -> None:
     daemon = LabDaemon(lab, objects, client, cg, progress=lambda s: say("P", s))
     api = Api(daemon)
     daemon.lab_ops = api
+    from netemu.daemon import virtual
+
+    virtual.install(daemon)
     # one HTTP server: the Kubernetes API and the lab's own verbs, on the root-only socket first
     server = ApiServer(daemon, daemon.storage)
     await server.start()

@@ -9,7 +9,7 @@ from netemu.api.registry import Resource
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGGREGATED_BETA = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
 
-KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0+netemu", "gitCommit": "netemu",
+KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-netemu", "gitCommit": "netemu",
                 "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
                 "compiler": "gc", "platform": "linux/amd64"}
 

@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from netemu.control import endpoints, ingress_addon, metallb, metallb_l2, nodes, podnet, scheduler, services, workloads
+from netemu.control import (
+    endpoints, ingress_addon, kubeadm, metallb, metallb_l2, nodes, podnet, scheduler, services, workloads,
+)
 from netemu.control.pods import controller_of, is_terminating
 from netemu.control.store import NotFound, Store, key_of, rfc3339
 from netemu.spec.models import NAMESPACED, Deployment, K8sModel, Lab, Namespace, ObjectMeta, Pod
@@ -25,6 +27,7 @@ CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
     workloads.reconcile_replicasets,
     scheduler.reconcile,
     podnet.reconcile,
+    kubeadm.reconcile,  # kube-system as kubeadm leaves it: mirror pods, kube-proxy pods, ServiceAccounts
     endpoints.reconcile,
     ingress_addon.reconcile,  # the ingress-nginx addon when wanted, and Ingress status
     metallb.reconcile,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
-KUBELET_VERSION = "v1.31.0-netemu"
+KUBELET_VERSION = "v1.32.0-netemu"
 
 
 def nodes_from_lab(lab: Lab, now: str) -> list[Node]:

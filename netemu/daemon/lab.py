@@ -168,8 +168,11 @@ class LabDaemon:
         from netemu.control import addons
 
         cp = next((n for n in self.lab.spec.nodes or [] if n.role == "control-plane"), None)
+        from netemu.control.kubeadm import kube_proxy_daemonset
+
         objs = addons.kubernetes_service(self.lab, cp.ip) if cp else []
-        return objs + addons.coredns(self.lab, paths.api_socket(self.name))
+        return objs + addons.coredns(self.lab, paths.api_socket(self.name)) + [
+            kube_proxy_daemonset(self.lab.spec.proxy_mode)]
 
     def _build_proxy(self) -> None:
         """kube-proxy for every node (iptables today; the mode comes from the Lab document)."""

@@ -141,6 +141,9 @@ async def _main(lab: Lab, objects, client, cg, say) -> None:
     from netemu.daemon import virtual
 
     virtual.install(daemon)
+    from netemu.daemon import proxylog
+
+    proxylog.install(daemon)
     # one HTTP server: the Kubernetes API and the lab's own verbs, on the root-only socket first
     server = ApiServer(daemon, daemon.storage)
     await server.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Callable, Optional
 
 from netemu import paths
 from netemu.control import podenv
+from netemu.control.kubeadm import is_control_process_pod
 from netemu.control.pods import is_terminating, set_condition
 from netemu.control.store import rfc3339
 from netemu.dataplane import podfiles, probes, resources
@@ -79,8 +81,12 @@ class PodRt:
 
 class Kubelet:
     def __init__(self, lab: str, cluster, net: LabNet, cgroups: LabCgroups, launch: Callable,
-                 on_change: Callable[[], None], launcher_pid: Callable[[], int]):
+                 on_change: Callable[[], None], launcher_pid: Callable[[], int],
+                 sa_files: Optional[Callable[[Pod], Optional[dict[str, bytes]]]] = None):
         self.lab = lab
+        # sa_files(pod) -> {"token", "ca.crt", "namespace": bytes} or None: the pod's ServiceAccount
+        # volume (None, or no callable: no /var/run/secrets/kubernetes.io/serviceaccount)
+        self.sa_files = sa_files
         self.cluster = cluster
         self.net = net
         self.cgroups = cgroups
@@ -119,6 +125,8 @@ class Kubelet:
                     self._stop(rt, grace=grace, finalize=pod)
                 continue
             if rt is None:
+                if is_control_process_pod(pod):
+                    continue  # kube-system's mirror and kube-proxy pods: the control process is their program
                 if pod.status.pod_ip and now >= self.failed_create.get(key, 0) and key not in self._stops:
                     to_create.append(pod)
                 continue
@@ -168,7 +176,8 @@ class Kubelet:
             self.net.add_pods(nets)
 
         def files(group: list[Pod]) -> list[list]:
-            return [podfiles.write(paths.netns_etc(self.net.pod_netns(p.metadata.namespace, p.metadata.name)), p, lab)
+            return [podfiles.write(paths.netns_etc(self.net.pod_netns(p.metadata.namespace, p.metadata.name)), p, lab,
+                                   sa_files=self._service_account_files(p), sa_dir=self._sa_dir(p.metadata.uid))
                     for p in group]
 
         try:
@@ -186,12 +195,33 @@ class Kubelet:
                 ok += await self._wire([pod])
             return ok
 
+    def _service_account_files(self, pod: Pod) -> Optional[dict[str, bytes]]:
+        """The token volume's files, unless automountServiceAccountToken is false (pod, then SA)."""
+        if self.sa_files is None:
+            return None
+        sa = self.cluster.store.find("ServiceAccount", pod.metadata.namespace or "default",
+                                     podfiles.service_account_name(pod))
+        if not podfiles.automount_token(pod, sa):
+            return None
+        files = self.sa_files(pod)
+        if files is not None:  # the tokens' parent directory: root's only
+            os.makedirs(os.path.dirname(self._sa_dir(pod.metadata.uid)), mode=0o700, exist_ok=True)
+        return files
+
+    def _sa_dir(self, uid: Optional[str]) -> str:
+        """The host side of a pod's token volume: under the lab's run directory (gone at `down`)."""
+        return os.path.join(paths.lab_dir(self.lab), "serviceaccounts", uid or "_")
+
+    def _remove_sa_dir(self, uid: Optional[str]) -> None:
+        shutil.rmtree(self._sa_dir(uid), ignore_errors=True)
+
     def _create_failed(self, pod: Pod, message: str) -> None:
         key = (pod.metadata.namespace, pod.metadata.name)
         self.failed_create[key] = time.time() + 2.0
         self.cluster.event(pod, "FailedCreatePodSandBox", message, type_="Warning", source="kubelet")
         self.cluster.wake_at(self.failed_create[key])
         self.cgroups.remove(pod.metadata.uid)
+        self._remove_sa_dir(pod.metadata.uid)
 
     async def _start_pod(self, pod: Pod, binds: list) -> None:
         ns, name = pod.metadata.namespace, pod.metadata.name
@@ -217,7 +247,9 @@ class Kubelet:
         spec = c.spec
         store = self.cluster.store
         services = [s for s in store.list("Service", rt.namespace)]
-        env = podenv.container_env(pod, spec, services, lookup=store.find)
+        # the API server's Service, in every namespace: what in-cluster clients connect to
+        master = store.find("Service", "default", "kubernetes")
+        env = podenv.container_env(pod, spec, services, lookup=store.find, master=master)
         cmd, args = podenv.command_line(spec, env)
         program = resolve_program(spec.image, cmd, args)
         if program.warning and not c.warned:
@@ -401,6 +433,7 @@ class Kubelet:
                 rt.sandbox = None
             await asyncio.to_thread(self.net.remove_pods, [(rt.namespace, rt.name)])
             self.cgroups.remove(rt.cgroup_id)
+            self._remove_sa_dir(rt.uid)
             for c in rt.containers.values():
                 try:
                     os.unlink(paths.container_log(self.lab, rt.namespace, rt.name, c.spec.name))

@@ -252,7 +252,7 @@ def register_crd(crd: dict) -> Optional[Resource]:
     res = Resource(kind, group, storage, plural, spec.get("scope", "Namespaced") == "Namespaced",
                    tuple(names.get("shortNames") or ()), singular=names.get("singular", ""),
                    categories=tuple(names.get("categories") or ()), also_versions=others,
-                   subresources=subs)
+                   subresources=subs, builtin=False)
     _crds[(crd.get("metadata") or {}).get("name", plural + "." + group)] = res
     _index(res)
     return res

@@ -338,7 +338,16 @@ class ApiServer:
         from netemu.api import tables
 
         include = request.query.get("includeObject", "Metadata")
-        return tables.table(res.kind, res.group, items, time.time(), include)
+        try:
+            return tables.table(res.kind, res.group, items, time.time(), include, self._table_extra(res))
+        except ValueError as e:
+            raise errors.bad_request(str(e)) from None
+
+    def _table_extra(self, res: Resource) -> Optional[dict]:
+        if res.builtin:
+            return None
+        crd = self.storage.store.find("CustomResourceDefinition", "", f"{res.plural}.{res.group}")
+        return {"crd": crd.dump(), "version": res.version} if crd is not None else None
 
     async def _watch(self, request: web.Request, res: Resource, namespace: Optional[str]) -> web.StreamResponse:
         from netemu.api.selectors import field_selector, label_selector
@@ -367,7 +376,7 @@ class ApiServer:
             if table and kind != "ERROR" and kind != "BOOKMARK":
                 from netemu.api import tables
 
-                obj = tables.table_row_event(res.kind, res.group, obj, time.time(), include)
+                obj = tables.table_row_event(res.kind, res.group, obj, time.time(), include, self._table_extra(res))
             await resp.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
 
         try:

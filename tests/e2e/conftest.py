@@ -35,6 +35,20 @@ def _netns() -> set[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def own_kubeconfig(tmp_path_factory):
+    """`netemu up` merges each lab's context into $KUBECONFIG: the tests' labs go to a file of the run's
+    own, never into the user's ~/.kube/config."""
+    path = tmp_path_factory.mktemp("kube") / "config"
+    old = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
 def netns_unchanged():
     """A test run must leave `ip netns list` as it found it."""
     before = _netns()

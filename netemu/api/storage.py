@@ -180,7 +180,11 @@ class Storage:
         if report.errors or not items:
             raise errors.invalid(res, meta.get("name") or name_hint, _causes(report.fields or [("", "invalid object")],
                                                                            body))
-        warnings = [f"{p}: {t}" if p else t for p, t in report.warn_fields]
+        # the models hold what the lab acts on, not every Kubernetes field: an unmodelled field is kept
+        # and served as written; only a likely typo (a close known name) is worth a warning
+        warnings = [f'unknown field "{p}"{t[len("unknown field, ignored"):]}' if t.startswith("unknown field") else
+                    (f"{p}: {t}" if p else t) for p, t in report.warn_fields
+                    if not t.startswith("unknown field") or "did you mean" in t]
         return items[0].obj, warnings
 
     def create(self, res: Resource, namespace: Optional[str], body: dict, dry_run: bool = False) -> tuple[dict, list]:

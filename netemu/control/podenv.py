@@ -37,7 +37,7 @@ def _field(pod: Pod, path: str) -> str:
 
 
 def service_env(services) -> dict[str, str]:
-    """Docker-link style variables for the Services of the pod's namespace (enableServiceLinks)."""
+    """Docker-link style variables for Services (see pod_services for which)."""
     env: dict[str, str] = {}
     for svc in services:
         ip = svc.spec.cluster_ip
@@ -61,11 +61,35 @@ def service_env(services) -> dict[str, str]:
     return env
 
 
-def container_env(pod: Pod, container: Container, services=(), lookup=None) -> dict[str, str]:
-    """lookup(kind, namespace, name) -> object or None, for configMapKeyRef / secretKeyRef."""
+def pod_services(pod: Pod, services=(), master=None) -> list:
+    """The Services whose variables a container gets, as kubelet picks them: those of the pod's
+    namespace (unless enableServiceLinks is false), and always the master Service
+    (`kubernetes` in `default`, the API server) that in-cluster clients find through
+    KUBERNETES_SERVICE_HOST/PORT; a Service of the same name in the pod's namespace wins."""
+    chosen: dict[str, object] = {}
+    if _spec_flag(pod, "enable_service_links", "enableServiceLinks") is not False:
+        for svc in services:
+            chosen[svc.metadata.name] = svc
+    if master is not None and master.metadata.name not in chosen:
+        chosen[master.metadata.name] = master
+    return list(chosen.values())
+
+
+def _spec_flag(pod: Pod, attr: str, key: str) -> Optional[bool]:
+    """A boolean pod spec field, declared or (while the model does not know it) kept as an extra."""
+    extra = pod.spec.model_extra or {}
+    for value in (getattr(pod.spec, attr, None), extra.get(key), extra.get(attr)):
+        if isinstance(value, bool):
+            return value
+    return None
+
+
+def container_env(pod: Pod, container: Container, services=(), lookup=None, master=None) -> dict[str, str]:
+    """services: those of the pod's namespace; master: the `kubernetes` Service of `default`.
+    lookup(kind, namespace, name) -> object or None, for configMapKeyRef / secretKeyRef."""
     env = dict(BASE_ENV)
     env["HOSTNAME"] = pod_hostname(pod)
-    env.update(service_env(services))
+    env.update(service_env(pod_services(pod, services, master)))
     for var in container.env or []:
         if var.value is not None:
             env[var.name] = expand(var.value, env)

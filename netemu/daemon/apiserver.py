@@ -87,8 +87,9 @@ class ApiServer:
         if who:
             return who
         auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer ") and self.pki is not None:
-            return pki_mod.verify_token(self.pki, auth[7:].strip())
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token and self.pki is not None:  # clients differ in the case
+            return pki_mod.verify_token(self.pki, token.strip())
         return None
 
     @web.middleware

@@ -7,10 +7,11 @@ interpreter rather than a fork of the control process, because fork time grows w
 parent's memory.
 
     sandbox   the pod's UTS namespace (hostname = pod name) and mount namespace (its own
-              resolv.conf and hosts, /sys of its network namespace), made by the launcher itself
-              without a fork: it steps into new namespaces, keeps a file descriptor on each and
-              steps back. Those descriptors hold the namespaces, as a pause container would,
-              at no process and no memory per pod.
+              resolv.conf and hosts, its ServiceAccount token volume at
+              /var/run/secrets/kubernetes.io/serviceaccount, /sys of its network namespace), made
+              by the launcher itself without a fork: it steps into new namespaces, keeps a file
+              descriptor on each and steps back. Those descriptors hold the namespaces, as a
+              pause container would, at no process and no memory per pod.
     container a fork that enters the pod's network namespace, the sandbox's UTS and mount
               namespaces and the pod's cgroup, then execs a command or runs a built-in stand-in.
 
@@ -235,9 +236,7 @@ def make_sandbox(msg: dict) -> tuple[int, int]:
         nsutil.unshare(nsutil.CLONE_NEWUTS | nsutil.CLONE_NEWNS)
         nsutil.sethostname(msg["hostname"])
         nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_SLAVE)
-        for src, dst in msg.get("binds") or []:  # /etc is the same file system in every mount namespace
-            if os.path.exists(src) and os.path.exists(dst):
-                nsutil.mount(src, dst, None, nsutil.MS_BIND)
+        apply_binds(msg.get("binds") or [])
         try:  # /sys shows the mounting process's network namespace, as `ip netns exec` arranges
             nsutil.umount("/sys")
             nsutil.mount(msg["hostname"], "/sys", "sysfs", 0)
@@ -251,6 +250,74 @@ def make_sandbox(msg: dict) -> tuple[int, int]:
     finally:
         _go_home()
     return fds[0], fds[1]
+
+
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 1, 2, 4, 8, 32
+
+
+def apply_binds(binds: list) -> None:
+    """The pod files' bind mounts, in the (new, private) mount namespace of the caller: each is
+    [source, target] or [source, target, "ro"]. A file's target must exist (/etc is the same file
+    system everywhere); a directory's missing target is made in this namespace only."""
+    for src, dst, *opts in binds:
+        if not os.path.exists(src):
+            continue
+        if not os.path.exists(dst):
+            if not os.path.isdir(src):
+                continue
+            make_mount_point(dst)  # /var/run/secrets/kubernetes.io/serviceaccount
+        nsutil.mount(src, dst, None, nsutil.MS_BIND)
+        if "ro" in opts:
+            nsutil.mount(None, dst, None, nsutil.MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+
+
+def make_mount_point(path: str) -> None:
+    """Make directory `path` exist in the current (private) mount namespace without creating
+    anything on the host's file systems, which every namespace shares.
+
+    The deepest existing ancestor (for /var/run/secrets/kubernetes.io/serviceaccount: /run, as
+    /var/run -> /run on Debian) gets a tmpfs over it in this namespace only, holding the
+    missing directories; everything the ancestor held stays visible: each entry is bound back
+    from the covered original (reached through a descriptor opened before covering it, with
+    its submounts), symlinks are copied. Only entries added to the ancestor itself later are
+    not seen here. The tmpfs goes away with the namespace: the host never sees any of it."""
+    path = os.path.realpath(path)
+    parent = path
+    while not os.path.isdir(parent):
+        if os.path.lexists(parent):
+            raise NotADirectoryError(f"cannot make mount point {path}: {parent} is not a directory")
+        parent = os.path.dirname(parent)
+    if parent == "/":
+        raise PermissionError(f"cannot make mount point {path}: it would cover /")
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        st, vfs = os.fstat(fd), os.fstatvfs(fd)
+        entries = list(os.scandir(fd))
+        flags = vfs.f_flag & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC)  # ST_* == MS_* for these
+        nsutil.mount("netemu", parent, "tmpfs", flags,
+                     f"mode={st.st_mode & 0o7777:o},uid={st.st_uid},gid={st.st_gid}")
+        for e in entries:
+            dst = os.path.join(parent, e.name)
+            try:
+                if e.is_symlink():
+                    os.symlink(os.readlink(e.name, dir_fd=fd), dst)
+                    continue
+                is_dir = e.is_dir(follow_symlinks=False)
+                if is_dir:
+                    os.mkdir(dst)
+                else:
+                    os.close(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileNotFoundError:  # gone since the listing
+                continue
+            try:
+                nsutil.mount(f"/proc/self/fd/{fd}/{e.name}", dst, None, nsutil.MS_BIND | nsutil.MS_REC)
+            except FileNotFoundError:  # gone since the listing (a pid file): nothing to show
+                (os.rmdir if is_dir else os.unlink)(dst)
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        if vfs.f_flag & _MS_RDONLY:
+            nsutil.mount(None, parent, None, _MS_REMOUNT | _MS_RDONLY | flags)
+    finally:
+        os.close(fd)
 
 
 def _go_home() -> None:

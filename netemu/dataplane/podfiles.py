@@ -1,11 +1,18 @@
-"""Files a pod sees at /etc: resolv.conf by dnsPolicy, and the kubelet-managed hosts file.
+"""Files a pod sees: resolv.conf by dnsPolicy, the kubelet-managed hosts file, and the
+ServiceAccount token volume.
 
-They are written to /etc/netns/<pod netns>/ (where `ip netns exec` expects them) and
-bind-mounted over /etc/resolv.conf and /etc/hosts in the pod's own mount namespace.
+resolv.conf and hosts are written to /etc/netns/<pod netns>/ (where `ip netns exec` expects them)
+and bind-mounted over /etc/resolv.conf and /etc/hosts in the pod's own mount namespace.
+The token, ca.crt and namespace files go to a directory of the pod's own under the lab's run
+directory (not /etc/netns, where `ip netns exec` would try to bind every entry onto /etc), and
+that directory is bind-mounted read-only at /var/run/secrets/kubernetes.io/serviceaccount,
+where in-cluster clients look. That path does not exist on the host: the launcher makes it
+inside the pod's mount namespace only (launcher.make_mount_point).
 """
 from __future__ import annotations
 
 import os
+from typing import Mapping, Optional
 
 from netemu.control.podenv import pod_hostname
 from netemu.spec.models import Lab, Pod
@@ -58,15 +65,71 @@ def hosts_file(pod: Pod, lab: Lab) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(netns_dir: str, pod: Pod, lab: Lab) -> list[tuple[str, str]]:
-    """Write the files; returns (source, target) bind mounts for the pod's sandbox."""
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+SA_FILES = ("token", "ca.crt", "namespace")
+
+
+def service_account_name(pod: Pod) -> str:
+    return pod.spec.service_account_name or "default"
+
+
+def automount_token(pod: Pod, service_account=None) -> bool:
+    """automountServiceAccountToken: the pod's field wins, then the ServiceAccount's; default true."""
+    for obj in (pod.spec, service_account):
+        value = _bool_field(obj, "automount_service_account_token", "automountServiceAccountToken")
+        if value is not None:
+            return value
+    return True
+
+
+def _bool_field(obj, attr: str, key: str) -> Optional[bool]:
+    if obj is None:
+        return None
+    # a declared field, or (while the model does not know it) an extra one, or a plain mapping
+    extra = obj if isinstance(obj, Mapping) else (getattr(obj, "model_extra", None) or {})
+    value = None if isinstance(obj, Mapping) else getattr(obj, attr, None)
+    for v in (value, extra.get(key), extra.get(attr)):
+        if isinstance(v, bool):
+            return v
+    return None
+
+
+def write_service_account(sa_dir: str, pod: Pod, files: Mapping[str, bytes]) -> tuple[str, str, str]:
+    """The token volume's files in sa_dir (0644 in a 0755 directory: readable by the container's
+    user; its parent should be private to root); returns its read-only bind at SA_MOUNT."""
+    os.makedirs(sa_dir, mode=0o755, exist_ok=True)
+    os.chmod(sa_dir, 0o755)
+    files = dict(files)
+    files.setdefault("namespace", (pod.metadata.namespace or "default").encode())
+    for fname, content in files.items():
+        if fname not in SA_FILES:
+            raise ValueError(f"unexpected service account file {fname!r}")
+        path = os.path.join(sa_dir, fname)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content if isinstance(content, bytes) else str(content).encode())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    return (sa_dir, SA_MOUNT, "ro")
+
+
+def write(netns_dir: str, pod: Pod, lab: Lab, sa_files: Optional[Mapping[str, bytes]] = None,
+          sa_dir: Optional[str] = None) -> list[tuple]:
+    """Write the files; returns bind mounts for the pod's sandbox: (source, target) or
+    (source, target, "ro"). The ServiceAccount volume is written (to sa_dir) only when sa_files
+    (token, ca.crt, namespace) is given."""
     os.makedirs(netns_dir, exist_ok=True)
-    binds = []
+    binds: list[tuple] = []
     for fname, content in (("resolv.conf", resolv_conf(pod, lab)), ("hosts", hosts_file(pod, lab))):
         path = os.path.join(netns_dir, fname)
         with open(path, "w") as f:
             f.write(content)
         binds.append((path, f"/etc/{fname}"))
+    if sa_files is not None:
+        if sa_dir is None:
+            raise ValueError("sa_files without sa_dir")
+        binds.append(write_service_account(sa_dir, pod, sa_files))
     return binds
 
 

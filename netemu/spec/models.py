@@ -174,6 +174,8 @@ class PodSpec(K8sModel):
     termination_grace_period_seconds: Optional[int] = None
     priority_class_name: Optional[str] = None
     service_account_name: Optional[str] = None
+    automount_service_account_token: Optional[bool] = None
+    enable_service_links: Optional[bool] = None
 
 
 class PodTemplateSpec(K8sModel):

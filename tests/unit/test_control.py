@@ -62,7 +62,7 @@ def kubelet_runs_everything(c: Cluster) -> None:
 
 
 def active_pods(c: Cluster) -> list[Pod]:
-    return [p for p in c.store.list("Pod") if not p.metadata.deletion_timestamp]
+    return [p for p in c.store.list("Pod", "default") if not p.metadata.deletion_timestamp]  # kube-system has its own
 
 
 def test_deployment_creates_named_pods_spread_over_workers():

@@ -139,7 +139,7 @@ def test_external_traffic_policy_local_announces_from_a_node_with_a_pod():
         c.apply(load_text(f.read(), "metallb-config.yaml").objects)
     c.apply([deployment(replicas=1), lb("local", externalTrafficPolicy="Local")])
     ann = run(c)
-    (pod,) = [p for p in c.store.list("Pod")]
+    (pod,) = [p for p in c.store.list("Pod", "default")]
     assert ann.by_ip == {"192.168.1.11": pod.spec.node_name}
     # the pod goes elsewhere: so does the announcement
     c.delete("Pod", "default", pod.metadata.name)

@@ -146,7 +146,7 @@ def test_external_traffic_policy_local_announces_from_a_node_with_a_pod():
     c.finalize_pod(pod)
     nodes.set_unschedulable(c, c.store.get("Node", "", pod.spec.node_name), True)
     ann = run(c)
-    (new,) = [p for p in c.store.list("Pod")]
+    (new,) = [p for p in c.store.list("Pod", "default")]
     assert new.spec.node_name != pod.spec.node_name
     assert ann.by_ip == {"192.168.1.11": new.spec.node_name}
 

@@ -209,6 +209,7 @@ class ContainerState(K8sModel):
 class ContainerStatus(K8sModel):
     name: str
     image: str = ""
+    image_id: str = Field(default="", alias="imageID")  # required in the API: clients insist on it
     ready: bool = False
     started: Optional[bool] = None
     restart_count: int = 0

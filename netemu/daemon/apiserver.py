@@ -161,16 +161,22 @@ class ApiServer:
         from netemu.api import openapi
 
         resources = registry.all_resources()
+        doc = None
         if rest == ["v2"]:
-            return self._json(openapi.v2_document(resources))
-        if rest == ["v3"]:
+            accept = request.headers.get("Accept", "*/*")
+            if "json" not in accept and "*/*" not in accept:  # the protobuf form is not served
+                raise ApiError(406, "NotAcceptable", "only application/json is served for /openapi/v2")
+            doc = openapi.v2_document_json(resources)
+        elif rest == ["v3"]:
             return self._json(openapi.v3_index(resources))
-        if len(rest) >= 3 and rest[0] == "v3":
-            if rest[1] == "api" and len(rest) == 3:
-                return self._json(openapi.v3_document("", rest[2], resources))
-            if rest[1] == "apis" and len(rest) == 4:
-                return self._json(openapi.v3_document(rest[2], rest[3], resources))
-        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        elif len(rest) == 3 and rest[:2] == ["v3", "api"]:
+            doc = openapi.v3_document_json("", rest[2], resources)
+        elif len(rest) == 4 and rest[:2] == ["v3", "apis"]:
+            doc = openapi.v3_document_json(rest[2], rest[3], resources)
+        if doc is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        body, digest = doc
+        return web.Response(body=body, headers={"Content-Type": JSON, "ETag": f'"{digest}"'})
 
     @staticmethod
     def _json(obj, status: int = 200, warnings: Optional[list[str]] = None) -> web.Response:
@@ -296,6 +302,10 @@ class ApiServer:
                 import yaml
 
                 return yaml.safe_load(raw)
+            if ctype == "application/vnd.kubernetes.protobuf":  # kubectl's typed clients
+                from netemu.api import protobuf
+
+                return protobuf.decode(raw)  # ProtobufError is a ValueError: bad_request below
             if ctype and ctype != JSON and not ctype.endswith("+json"):
                 raise errors.unsupported_media(ctype)
             return json.loads(raw or b"{}")

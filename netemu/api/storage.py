@@ -119,11 +119,10 @@ class Storage:
         return obj
 
     def _as_version(self, res: Resource, d: dict) -> dict:
-        # one stored form serves every version of a kind (their fields agree where the lab reads them)
-        want = res.group_version
-        if d.get("apiVersion") != want and res.kind not in ("Event",):
-            d = dict(d, apiVersion=want)
-        return d
+        """The stored form at the version ``res`` is asked at (see netemu.api.versions)."""
+        from netemu.api.versions import at_version
+
+        return at_version(res, res.version, d)
 
     def _endpoints_of(self, svc) -> dict:
         from netemu.control.endpoints import endpoints_view

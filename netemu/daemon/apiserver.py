@@ -12,6 +12,7 @@ Anonymous requests over TCP get 401. Long requests (watch, log -f) stream.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -201,6 +202,8 @@ class ApiServer:
         res = registry.by_gvr(group, version, rest[0])
         if res is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if version != res.version:  # served at another of its versions: answer in that one
+            res = dataclasses.replace(res, version=version, also_versions=())
         name = rest[1] if len(rest) > 1 else None
         sub = "/".join(rest[2:]) if len(rest) > 2 else ""
         if res.namespaced and name is not None and namespace is None:

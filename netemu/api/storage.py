@@ -197,6 +197,9 @@ class Storage:
                 meta.pop(k, None)
         if res.kind == "Event":
             return self._create_event(namespace, body), []
+        if res.kind == "Node":
+            raise errors.forbidden('nodes are the lab\'s own: add one to the Lab document (spec.nodes) and '
+                                   "`netemu up` the lab again")
         self._check_namespace(res, namespace or "")
         obj, warnings = self._admit(res, body, namespace, "")
         if self.store.find(res.kind, obj.metadata.namespace or "", obj.metadata.name) is not None:

@@ -107,10 +107,23 @@ def set_unschedulable(c: "Cluster", node: Node, value: bool) -> bool:
     return True
 
 
+def _sync_unschedulable_taint(c: "Cluster", node: Node) -> None:
+    """The node lifecycle controller's part: a cordoned node (spec.unschedulable, however it was set)
+    carries the node.kubernetes.io/unschedulable:NoSchedule taint, and only then."""
+    has = any(t.key == UNSCHEDULABLE_TAINT for t in node.spec.taints or [])
+    if has != bool(node.spec.unschedulable):
+        taints = [t for t in node.spec.taints or [] if t.key != UNSCHEDULABLE_TAINT]
+        if node.spec.unschedulable:
+            taints.append(Taint(key=UNSCHEDULABLE_TAINT, effect="NoSchedule"))
+        node.spec.taints = taints or None
+        c.store.update(node)
+
+
 def reconcile(c: "Cluster") -> None:
     now = c.clock()
     timeout = c.lab.spec.pod_eviction_timeout_seconds
     for node in c.store.list("Node"):
+        _sync_unschedulable_taint(c, node)
         cond = next((x for x in node.status.conditions or [] if x.type == "Ready"), None)
         if cond is None or cond.status == "True":
             continue

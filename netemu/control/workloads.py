@@ -61,6 +61,7 @@ def _sync_deployment(c: "Cluster", dep: Deployment) -> None:
     want = dep.spec.replicas if dep.spec.replicas is not None else 1
     if new_rs is None:
         new_rs = _new_replicaset(c, dep, new_name, h, 0)
+    _set_revision(c, dep, new_rs, old)
     strategy = (dep.spec.strategy.type if dep.spec.strategy else None) or "RollingUpdate"
 
     old_pods = sum(rs.spec.replicas for rs in old)
@@ -146,6 +147,22 @@ def _new_replicaset(c: "Cluster", dep: Deployment, name: str, h: str, replicas: 
     c.store.create(rs)
     c.event(dep, "ScalingReplicaSet", f"Scaled up replica set {name} to {replicas}")
     return rs
+
+
+def _set_revision(c: "Cluster", dep: Deployment, new_rs: ReplicaSet, old: list[ReplicaSet]) -> None:
+    """The current ReplicaSet carries the highest revision (a rollback to an old template makes its
+    ReplicaSet the newest revision again, as `kubectl rollout undo` expects), and the Deployment shows
+    it in the same annotation, as the Deployment controller keeps them."""
+    key = "deployment.kubernetes.io/revision"
+    rev = int((new_rs.metadata.annotations or {}).get(key, "0"))
+    top = max((int((rs.metadata.annotations or {}).get(key, "0")) for rs in old), default=0)
+    if rev <= top:
+        rev = top + 1
+        new_rs.metadata.annotations = {**(new_rs.metadata.annotations or {}), key: str(rev)}
+        c.store.update(new_rs)
+    if (dep.metadata.annotations or {}).get(key) != str(rev):
+        dep.metadata.annotations = {**(dep.metadata.annotations or {}), key: str(rev)}
+        c.store.update(dep)
 
 
 def _next_revision(c: "Cluster", dep: Deployment) -> int:

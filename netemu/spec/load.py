@@ -65,6 +65,9 @@ def _convert_text(text: str, filename: str, report: Report) -> list[Converted]:
 
 def _finish(items: list[Converted], lab: Lab, report: Report) -> tuple[list[K8sModel], dict[int, str]]:
     for c in items:
+        if c.obj.kind == "Node":
+            report.error(c.loc, "kind", "nodes come from the Lab document (spec.nodes), not from Node objects")
+    for c in items:
         apply_defaults(c.obj)
     validate_objects(items, lab, report)
     report.raise_if_errors()

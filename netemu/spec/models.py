@@ -542,6 +542,7 @@ KINDS: dict[str, type[K8sModel]] = {
     "Namespace": Namespace,
     "ConfigMap": ConfigMap,
     "Secret": Secret,
+    "Node": Node,  # made by the lab from its Lab document; the API updates them (cordon, labels, taints)
 }
 
 # kind -> apiVersions accepted for it
@@ -554,6 +555,7 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
     "Namespace": ("v1",),
     "ConfigMap": ("v1",),
     "Secret": ("v1",),
+    "Node": ("v1",),
     "Lab": ("netemu.dev/v1alpha1",),
 }
 

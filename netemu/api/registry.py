@@ -80,8 +80,7 @@ BUILTIN: tuple[Resource, ...] = (
     _r("ConfigMap", "", "v1", "configmaps", short=("cm",), acted=True),
     _r("Secret", "", "v1", "secrets", acted=True),
     _r("Event", "", "v1", "events", short=("ev",), acted=True),
-    _r("ServiceAccount", "", "v1", "serviceaccounts", short=("sa",),
-       note="pods get a token for it; RBAC is not enforced"),
+    _r("ServiceAccount", "", "v1", "serviceaccounts", short=("sa",), acted=True),  # pods get its token
     _r("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims", short=("pvc",), subresources=("status",)),
     _r("PersistentVolume", "", "v1", "persistentvolumes", False, short=("pv",), subresources=("status",)),
     _r("ResourceQuota", "", "v1", "resourcequotas", short=("quota",), subresources=("status",)),

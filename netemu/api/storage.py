@@ -148,7 +148,8 @@ class Storage:
             raise ApiError(403, "Forbidden", f'{res.plural} is forbidden: unable to create new content in namespace '
                            f"{namespace} because it is being terminated")
 
-    def _admit(self, res: Resource, body: dict, namespace: Optional[str], name_hint: str) -> tuple[Any, list[str]]:
+    def _admit(self, res: Resource, body: dict, namespace: Optional[str], name_hint: str,
+               field_validation: str = "Warn", known_unknown: frozenset = frozenset()) -> tuple[Any, list[str]]:
         """The same door as a lab file: convert, defaults, validation. Returns (model, warnings)."""
         from netemu.spec.convert import convert
         from netemu.spec.defaults import apply_defaults
@@ -179,14 +180,18 @@ class Storage:
         if report.errors or not items:
             raise errors.invalid(res, meta.get("name") or name_hint, _causes(report.fields or [("", "invalid object")],
                                                                            body))
-        # the models hold what the lab acts on, not every Kubernetes field: an unmodelled field is kept
-        # and served as written; only a likely typo (a close known name) is worth a warning
-        warnings = [f'unknown field "{p}"{t[len("unknown field, ignored"):]}' if t.startswith("unknown field") else
-                    (f"{p}: {t}" if p else t) for p, t in report.warn_fields
-                    if not t.startswith("unknown field") or "did you mean" in t]
+        unknown = [p for p, t in report.warn_fields if t.startswith("unknown field") and p not in known_unknown]
+        if unknown and field_validation == "Strict":  # kubectl's default (--validate=strict)
+            kind = res.kind
+            raise errors.bad_request(f'{kind} in version "{res.version}" cannot be handled as a {kind}: strict '
+                                     "decoding error: " + ", ".join(f'unknown field "{p}"' for p in unknown))
+        warnings = [(f'unknown field "{p}"' + t[len("unknown field, ignored"):]) if t.startswith("unknown field")
+                    else (f"{p}: {t}" if p else t) for p, t in report.warn_fields
+                    if field_validation != "Ignore" or not t.startswith("unknown field")]
         return items[0].obj, warnings
 
-    def create(self, res: Resource, namespace: Optional[str], body: dict, dry_run: bool = False) -> tuple[dict, list]:
+    def create(self, res: Resource, namespace: Optional[str], body: dict, dry_run: bool = False,
+               field_validation: str = "Warn") -> tuple[dict, list]:
         if res.kind in VIRTUAL and res.kind != "Event" or "create" not in res.verbs:
             raise errors.method_not_allowed()
         meta = body.get("metadata") if isinstance(body, dict) else None
@@ -201,7 +206,7 @@ class Storage:
             raise errors.forbidden('nodes are the lab\'s own: add one to the Lab document (spec.nodes) and '
                                    "`netemu up` the lab again")
         self._check_namespace(res, namespace or "")
-        obj, warnings = self._admit(res, body, namespace, "")
+        obj, warnings = self._admit(res, body, namespace, "", field_validation)
         if self.store.find(res.kind, obj.metadata.namespace or "", obj.metadata.name) is not None:
             raise errors.already_exists(res, obj.metadata.name)
         self._admission(obj, None)
@@ -223,7 +228,7 @@ class Storage:
             raise ApiError(422, "Invalid", str(e)) from None
 
     def update(self, res: Resource, namespace: str, name: str, body: dict, subresource: str = "",
-               dry_run: bool = False) -> tuple[dict, list]:
+               dry_run: bool = False, field_validation: str = "Warn") -> tuple[dict, list]:
         if res.kind in VIRTUAL or "update" not in res.verbs:
             raise errors.method_not_allowed()
         current = self._obj(res, namespace, name)
@@ -242,7 +247,11 @@ class Storage:
             merged = copy.deepcopy(self.dump(current))
             merged["status"] = body.get("status")
             body = merged
-        new, warnings = self._admit(res, body, namespace, name)
+        from netemu.api.fields import unknown_fields
+
+        # strictness is about what this request adds: fields stored before (under Warn) do not count
+        before = frozenset(unknown_fields(self.dump(current)) or ())
+        new, warnings = self._admit(res, body, namespace, name, field_validation, before)
         self._admission(new, current)
         out = self._replace(current, new, status_only=subresource == "status", dry_run=dry_run)
         return self._as_version(res, out), warnings
@@ -281,7 +290,7 @@ class Storage:
         return self.dump(target)
 
     def patch(self, res: Resource, namespace: str, name: str, body: bytes, content_type: str,
-              subresource: str = "", dry_run: bool = False) -> tuple[dict, list]:
+              subresource: str = "", dry_run: bool = False, field_validation: str = "Warn") -> tuple[dict, list]:
         from netemu.api.patch import PatchError, apply_patch
 
         if res.kind in VIRTUAL or "patch" not in res.verbs:
@@ -300,7 +309,7 @@ class Storage:
         if meta.get("resourceVersion") not in (None, current.metadata.resource_version):
             raise errors.conflict(res, name)
         meta["resourceVersion"] = current.metadata.resource_version
-        return self.update(res, namespace, name, patched, subresource, dry_run)
+        return self.update(res, namespace, name, patched, subresource, dry_run, field_validation)
 
     def delete(self, res: Resource, namespace: str, name: str, options: Optional[dict] = None,
                dry_run: bool = False) -> dict:
@@ -473,8 +482,21 @@ def _causes(fields: list[tuple[str, str]], body: dict) -> list[tuple[str, str]]:
         if value is _MISSING or isinstance(value, (dict, list)):
             out.append((path, text))
         else:
-            out.append((path, f"Invalid value: {json.dumps(value)}: {text}"))
+            out.append((path, f"Invalid value: {json.dumps(value)}: {_api_words(text)}"))
     return out
+
+
+def _api_words(text: str) -> str:
+    """The spec layer's bounds in the API server's words (the value is already in the message)."""
+    import re
+
+    m = re.fullmatch(r"must be (>=|<=) (\S+), got .*", text)
+    if m:
+        return f"must be {'greater' if m.group(1) == '>=' else 'less'} than or equal to {m.group(2)}"
+    m = re.fullmatch(r"must be between (\S+) and (\S+), got .*", text)
+    if m:
+        return f"must be between {m.group(1)} and {m.group(2)}, inclusive"
+    return text
 
 
 def event_dict(ev) -> dict:

@@ -212,6 +212,10 @@ class ApiServer:
             namespace = None
         q = request.query
         dry_run = q.get("dryRun") == "All"
+        fv = q.get("fieldValidation") or "Warn"
+        if fv not in ("Strict", "Warn", "Ignore"):
+            raise errors.bad_request(f'fieldValidation: Unsupported value: "{fv}": supported values: "Ignore", '
+                                     '"Strict", "Warn"')
         m = request.method
         if name is None:
             if m == "GET":
@@ -221,7 +225,7 @@ class ApiServer:
             if m == "POST":
                 if res.namespaced and namespace is None:
                     raise errors.method_not_allowed()
-                obj, warnings = self.storage.create(res, namespace, await self._body(request), dry_run)
+                obj, warnings = self.storage.create(res, namespace, await self._body(request), dry_run, fv)
                 return self._json(obj, 201, warnings)
             if m == "DELETE":
                 opts = await self._options(request)
@@ -236,7 +240,7 @@ class ApiServer:
                 return self._json(self._table(res, [obj], request))
             return self._json(obj)
         if m == "PUT":
-            obj, warnings = self.storage.update(res, namespace or "", name, await self._body(request), "", dry_run)
+            obj, warnings = self.storage.update(res, namespace or "", name, await self._body(request), "", dry_run, fv)
             return self._json(obj, 200, warnings)
         if m == "PATCH":
             return await self._patch(request, res, namespace or "", name, "", dry_run)
@@ -246,6 +250,7 @@ class ApiServer:
         raise errors.method_not_allowed()
 
     async def _patch(self, request, res, namespace, name, sub, dry_run) -> web.Response:
+        fv = request.query.get("fieldValidation") or "Warn"
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
         body = await request.read()
         if ctype == "application/apply-patch+yaml" and self.storage.store.find(
@@ -257,9 +262,9 @@ class ApiServer:
                 data = yaml.safe_load(body)
             except yaml.YAMLError as e:
                 raise errors.bad_request(f"error decoding YAML: {e}") from None
-            obj, warnings = self.storage.create(res, namespace or None, data, dry_run)
+            obj, warnings = self.storage.create(res, namespace or None, data, dry_run, fv)
             return self._json(obj, 201, warnings)
-        obj, warnings = self.storage.patch(res, namespace, name, body, ctype, sub, dry_run)
+        obj, warnings = self.storage.patch(res, namespace, name, body, ctype, sub, dry_run, fv)
         return self._json(obj, 200, warnings)
 
     async def _subresource(self, request, res: Resource, namespace: str, name: str, sub: str,

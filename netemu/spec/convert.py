@@ -168,7 +168,14 @@ def convert(data: Any, loc: Location, report: Report) -> list[Converted]:
         if salvaged is None:
             return []
         obj, muted = salvaged
+    from netemu.api.fields import unknown_fields as unknown_to_kubernetes
+
+    # the models hold what the lab acts on: a field they lack but Kubernetes knows is kept and served
+    # as written; only what Kubernetes does not know either (a typo) is worth a warning
+    real = unknown_to_kubernetes(data)
     for path, close in unknown_fields(obj):
+        if real is not None and path not in real:
+            continue
         hint = f" (did you mean {close}?)" if close else ""
         report.warn(loc, path, f"unknown field, ignored{hint}")
     return [Converted(obj, loc, muted)]

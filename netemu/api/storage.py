@@ -215,8 +215,16 @@ class Storage:
             obj.metadata.creation_timestamp = self.cluster.now_str()
             return self._as_version(res, obj.dump()), warnings
         self.store.create(obj)
-        self.kick()
+        self._kick(res)
         return self._as_version(res, self.dump(obj)), warnings
+
+    def _kick(self, res: Optional[Resource]) -> None:
+        """Wake the controllers, unless no controller reads this kind (stored kinds): a ConfigMap of an
+        installer's should not cost a reconcile pass of the whole lab."""
+        if res is None or res.acted or res.kind == "CustomResourceDefinition" or not res.builtin:
+            self.kick()
+        elif res.kind in ("DaemonSet", "Job", "StatefulSet", "PodDisruptionBudget", "ServiceAccount"):
+            self.kick()  # their controllers or the lab's stand-ins for them read them
 
     def _admission(self, obj, current) -> None:
         from netemu.control import services
@@ -286,7 +294,7 @@ class Storage:
         if dry_run:
             return target.dump()
         self.store.update(target)
-        self.kick()
+        self._kick(registry.by_kind(target.kind))
         return self.dump(target)
 
     def patch(self, res: Resource, namespace: str, name: str, body: bytes, content_type: str,
@@ -337,7 +345,7 @@ class Storage:
                 self.cluster.delete(res.kind, obj.metadata.namespace or "", name)
         except AdmissionError as e:
             raise ApiError(422, "Invalid", str(e)) from None
-        self.kick()
+        self._kick(res)
         return self.dump(obj) if self.store.find(res.kind, obj.metadata.namespace or "", name) else obj.dump()
 
     def _orphan(self, owner) -> None:

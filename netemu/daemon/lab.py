@@ -324,7 +324,7 @@ class LabDaemon:
                 self.cluster.wake_at(self._last_persist + 0.5)
             return
         data = {"lab": self.lab.dump(), "daemon_pid": os.getpid(), "launcher_pid": self.launcher.pid,
-                "objects": [o.dump() for o in self.cluster.store]}
+                "objects": [self.storage.dump(o) for o in self.cluster.store]}  # the API's cached dumps
         path = paths.state_file(self.name)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:

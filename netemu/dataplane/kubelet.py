@@ -264,10 +264,13 @@ class Kubelet:
             msg["argv"] = list(program.argv)
         else:
             ports = [dict(port=p.container_port, protocol=p.protocol or "TCP", name=p.name) for p in spec.ports or []]
+            probe_ports, tls_ports = _probe_ports(spec)
+            ports += [dict(port=p, protocol="TCP", name=None) for p in probe_ports
+                      if all(p != q["port"] for q in ports)]
             msg["builtin"] = program.name
             msg["ctx"] = dict(pod_name=rt.name, namespace=rt.namespace, pod_ip=pod.status.pod_ip or "",
                               node_name=rt.node, image=spec.image or "", container_name=spec.name,
-                              ports=ports, env=env, args=list(args or []))
+                              ports=ports, env=env, args=list(args or []), tls_ports=tls_ports)
         try:
             pid = (await self.launch("container", **msg))["pid"]
         except Exception as e:
@@ -536,3 +539,21 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _probe_ports(spec) -> tuple[list[int], list[int]]:
+    """The ports a container's probes reach (named ports resolved), and those reached over HTTPS: a
+    stand-in listens on them too, so that an installer's pod passes the checks its manifest makes."""
+    named = {p.name: p.container_port for p in spec.ports or [] if p.name}
+    ports, tls = [], []
+    for probe in (spec.startup_probe, spec.readiness_probe, spec.liveness_probe):
+        action = probe and (probe.http_get or probe.tcp_socket)
+        if not action:
+            continue
+        port = named.get(action.port) if isinstance(action.port, str) else action.port
+        if not isinstance(port, int):
+            continue
+        ports.append(port)
+        if probe.http_get is not None and (probe.http_get.scheme or "HTTP") == "HTTPS":
+            tls.append(port)
+    return ports, tls

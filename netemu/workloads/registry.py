@@ -29,6 +29,11 @@ STAND_INS: dict[str, tuple[str, int]] = {
     "ingress-nginx/controller-chroot": ("ingress-nginx", 80),
     "kubernetes-ingress-controller/nginx-ingress-controller": ("ingress-nginx", 80),  # quay.io, before 0.33
     "hpa-example": ("hpa-example", 80),  # registry.k8s.io/hpa-example, k8s.gcr.io/hpa-example
+    # add-ons from upstream installers whose work the lab does itself (workloads/addon.py)
+    "metallb/controller": ("addon", 7472),
+    "metallb/speaker": ("addon", 7472),
+    "metrics-server/metrics-server": ("addon", 10250),
+    "k8s-staging-metrics-server/metrics-server": ("addon", 10250),
 }
 
 # Images whose default process is an interactive shell (CMD sh/bash, no ENTRYPOINT): in a
@@ -91,6 +96,11 @@ def resolve(image: Optional[str], command: Optional[list[str]], args: Optional[l
             name = "hello-plain"
         if name == "redis":
             return _redis(args, list(ports))
+        if name == "addon":
+            from netemu.workloads.addon import ADDONS
+
+            return Program("builtin", name, default_ports=(port,), warning=(
+                f"{ADDONS[repo]}; this pod stands for it and answers its health checks"))
         return Program("builtin", name, default_ports=(port,))
     if repo in SHELL_IMAGES:
         if args:  # no entrypoint: the args are the command line

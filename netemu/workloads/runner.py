@@ -7,6 +7,7 @@ import signal
 import threading
 from typing import Callable, NoReturn
 
+from netemu.workloads.addon import start_addon
 from netemu.workloads.coredns import start_coredns
 from netemu.workloads.counter import start_counter
 from netemu.workloads.echo import start_echo_hname, start_echo_ip, start_generic
@@ -37,6 +38,7 @@ BUILTINS: dict[str, tuple[Starter, str]] = {
     "coredns": (start_coredns, "CoreDNS (the cluster zone, from the lab's control process)"),
     "ingress-nginx": (start_ingress_nginx, "ingress-nginx controller (real nginx, configured from the Ingresses)"),
     "hpa-example": (start_hpa_example, "hpa-example (php-apache: CPU work on every request)"),
+    "addon": (start_addon, "a cluster add-on the lab does itself (answers its health checks)"),
 }
 
 

@@ -1,0 +1,67 @@
+"""Cluster add-ons whose work the lab does itself, installed from their upstream manifests
+(MetalLB's metallb-native.yaml, metrics-server's components.yaml): the lab allocates and announces
+LoadBalancer IPs and serves metrics.k8s.io from its control process, so their pods need not run the
+real programs. The stand-in answers what the manifests check: every declared port and every probe
+port, over TLS where the probe says HTTPS (a self-signed certificate, as the real ones make), with
+200 on /healthz, /livez, /readyz and /metrics, so the Deployment becomes Ready like the real one."""
+from __future__ import annotations
+
+import ssl
+import tempfile
+
+from netemu.workloads.httpbase import TEXT, Site, StandInHandler, serve_http
+from netemu.workloads.listeners import Loop
+from netemu.workloads.model import WorkloadContext, tcp_ports
+
+# image repository -> what the lab does instead (for the pod's StandIn event)
+ADDONS = {
+    "metallb/controller": "MetalLB's controller: the lab allocates LoadBalancer IPs itself",
+    "metallb/speaker": "MetalLB's speaker: the lab's own speakers answer ARP for LoadBalancer IPs",
+    "metrics-server/metrics-server": "metrics-server: the lab serves metrics.k8s.io from the pods' cgroups",
+    "k8s-staging-metrics-server/metrics-server": "metrics-server: the lab serves metrics.k8s.io from the pods' cgroups",
+}
+
+
+class HealthHandler(StandInHandler):
+    def route(self) -> None:
+        if self.path_only == "/metrics":
+            self.reply(200, "# netemu stand-in: no metrics of its own\n", TEXT)
+        else:
+            self.reply(200, "ok", TEXT)
+
+
+def _tls_context() -> ssl.SSLContext:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "netemu-addon")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=365)).sign(key, hashes.SHA256()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.NamedTemporaryFile("wb") as c, tempfile.NamedTemporaryFile("wb") as k:
+        c.write(cert.public_bytes(serialization.Encoding.PEM))
+        k.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+        c.flush()
+        k.flush()
+        ctx.load_cert_chain(c.name, k.name)
+    return ctx
+
+
+def start_addon(ctx: WorkloadContext, loop: Loop) -> None:
+    site = Site(ctx)
+    tls = None
+    for port in tcp_ports(ctx, 8080):
+        if port in ctx.tls_ports:
+            tls = tls or _tls_context()
+            loop.add_tcp(port, lambda conn, client, t=tls: HealthHandler(
+                t.wrap_socket(conn, server_side=True), client, site))
+        else:
+            serve_http(loop, port, HealthHandler, site)

@@ -223,7 +223,8 @@ class Storage:
         installer's should not cost a reconcile pass of the whole lab."""
         if res is None or res.acted or res.kind == "CustomResourceDefinition" or not res.builtin:
             self.kick()
-        elif res.kind in ("DaemonSet", "Job", "StatefulSet", "PodDisruptionBudget", "ServiceAccount"):
+        elif res.kind in ("DaemonSet", "Job", "StatefulSet", "PodDisruptionBudget", "ServiceAccount",
+                          "APIService"):
             self.kick()  # their controllers or the lab's stand-ins for them read them
 
     def _admission(self, obj, current) -> None:

@@ -97,6 +97,7 @@ def reconcile(c: "Cluster") -> None:
                                  "uid": ds.metadata.uid, "controller": True, "blockOwnerDeletion": True}))
     _ready(c)
     _service_accounts(c)
+    _apiservices(c)
     if ds is not None:
         _daemonset_status(c, ds, len(nodes))
 
@@ -146,6 +147,24 @@ def _service_accounts(c: "Cluster") -> None:
             c.store.find("Namespace", "", "kube-system") is not None:
         c.store.create(StoredObject.model_validate({"apiVersion": "v1", "kind": "ServiceAccount",
                                                     "metadata": {"name": "kube-proxy", "namespace": "kube-system"}}))
+
+
+def _apiservices(c: "Cluster") -> None:
+    """An installer's APIService for an API the lab serves itself (metrics.k8s.io) is Available, as the
+    aggregator reports it once the backing server answers; others are not (nothing serves them)."""
+    from netemu.api import registry
+
+    for svc in c.store.list("APIService"):
+        spec = (svc.model_extra or {}).get("spec") or {}
+        served = spec.get("version") in registry.groups().get(spec.get("group") or "", [])
+        cond = {"type": "Available", "status": "True" if served else "False",
+                "reason": "Passed" if served else "ServiceNotFound",
+                "message": "all checks passed" if served else "the lab does not serve this API"}
+        status = (svc.model_extra or {}).get("status") or {}
+        old = next((x for x in status.get("conditions") or [] if x.get("type") == "Available"), None)
+        if old is None or old.get("status") != cond["status"]:
+            svc.__pydantic_extra__["status"] = {"conditions": [dict(cond, lastTransitionTime=c.now_str())]}
+            c.store.update(svc)
 
 
 def _daemonset_status(c: "Cluster", ds: StoredObject, n: int) -> None:

@@ -290,3 +290,117 @@ rules: [{apiGroups: [""], resources: [pods], verbs: [get, list]}]
     assert jsonpath(kube, "get", "wd", "w1", "-o", "jsonpath={.spec.size}") == "3"
     assert "robot" in kubectl(kube, "get", "sa").stdout
     assert "reader" in kubectl(kube, "get", "roles").stdout
+
+
+INSTALLER = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: addon-system}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: ipaddresspools.metallb.io}
+spec:
+  group: metallb.io
+  scope: Namespaced
+  names: {kind: IPAddressPool, plural: ipaddresspools, listKind: IPAddressPoolList, singular: ipaddresspool}
+  versions: [{name: v1beta1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: controller, namespace: addon-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: addon:controller}
+rules: [{apiGroups: [""], resources: [services], verbs: [get, list, watch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: addon:controller}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: addon:controller}
+subjects: [{kind: ServiceAccount, name: controller, namespace: addon-system}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: addon-webhook}
+webhooks:
+- name: ipaddresspoolvalidationwebhook.metallb.io
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  clientConfig: {service: {name: webhook-service, namespace: addon-system, path: /validate}}
+  rules: [{apiGroups: [metallb.io], apiVersions: [v1beta1], operations: [CREATE], resources: [ipaddresspools]}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: controller, namespace: addon-system}
+spec:
+  selector: {matchLabels: {app: addon-controller}}
+  template:
+    metadata: {labels: {app: addon-controller}}
+    spec:
+      serviceAccountName: controller
+      securityContext: {runAsNonRoot: true, runAsUser: 65534}
+      containers:
+      - name: controller
+        image: quay.io/metallb/controller:v0.14.9
+        args: [--port=7472, --log-level=info]
+        ports: [{containerPort: 7472, name: monitoring}, {containerPort: 9443, name: webhook-server}]
+        livenessProbe: {httpGet: {path: /metrics, port: monitoring}, initialDelaySeconds: 1, periodSeconds: 1}
+        readinessProbe: {httpGet: {path: /metrics, port: monitoring}, initialDelaySeconds: 1, periodSeconds: 1}
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
+                          capabilities: {drop: [ALL]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: metrics-server, namespace: kube-system}
+spec:
+  selector: {matchLabels: {k8s-app: metrics-server}}
+  template:
+    metadata: {labels: {k8s-app: metrics-server}}
+    spec:
+      containers:
+      - name: metrics-server
+        image: registry.k8s.io/metrics-server/metrics-server:v0.7.2
+        args: [--cert-dir=/tmp, --secure-port=10250]
+        ports: [{containerPort: 10250, name: https}]
+        readinessProbe: {httpGet: {path: /readyz, port: https, scheme: HTTPS}, initialDelaySeconds: 1,
+                         periodSeconds: 1}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: speaker, namespace: addon-system}
+spec:
+  selector: {matchLabels: {app: speaker}}
+  template:
+    metadata: {labels: {app: speaker}}
+    spec: {containers: [{name: speaker, image: quay.io/metallb/speaker:v0.14.9}]}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  service: {name: metrics-server, namespace: kube-system}
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  insecureSkipTLSVerify: true
+"""
+
+
+def test_an_upstream_style_installer_applies_whole_and_its_addons_become_ready(kube):
+    path = kube.tmp / "installer.yaml"
+    path.write_text(INSTALLER)
+    res = kubectl(kube, "apply", "-f", str(path))
+    assert res.stdout.count("created") == 10, res.stdout
+    assert "RBAC is not enforced" in res.stderr  # said once per stored kind, as a warning
+    for ns, label in (("addon-system", "app=addon-controller"), ("kube-system", "k8s-app=metrics-server")):
+        kube.wait_for(lambda: kubectl(kube, "get", "pods", "-n", ns, "-l", label, "-o",
+                                      "jsonpath={.items[*].status.containerStatuses[*].ready}").stdout == "true",
+                      timeout=30, what=f"{label} Ready")
+    kube.wait_for(lambda: "True" in kubectl(kube, "get", "apiservice", "v1beta1.metrics.k8s.io").stdout,
+                  what="the APIService Available")
+    # the lab's own MetalLB keeps serving its kinds (the CRD does not replace them)
+    assert "ipaddresspools" in kubectl(kube, "api-resources", "--api-group=metallb.io").stdout
+    kubectl(kube, "delete", "-f", str(path), "--wait=false")

@@ -184,10 +184,12 @@ class Cluster:
         elif kind == "Namespace":
             if name in SYSTEM_NAMESPACES:
                 raise AdmissionError(f'namespace "{name}" is a system namespace and cannot be deleted')
-            for o in list(self.store):
-                if o.kind in NAMESPACED and o.metadata.namespace == name and self.store.find(*key_of(o)):
-                    self.delete(o.kind, name, o.metadata.name)
-            self.store.delete(kind, "", name)
+            # as the API server does: the namespace is Terminating, and the namespace controller
+            # (reconcile_namespaces) empties it and then removes it
+            if not obj.metadata.deletion_timestamp:
+                obj.metadata.deletion_timestamp = self.now_str()
+                obj.status = {"phase": "Terminating"}
+                self.store.update(obj)
         else:
             self.store.delete(kind, namespace, name)
             self._collect_garbage()
@@ -239,12 +241,30 @@ class Cluster:
                     return
 
     # ------------------------------------------------------------------ the loop
+    def reconcile_namespaces(self) -> None:
+        """Empty Terminating namespaces, then remove them once nothing is left in them."""
+        for ns in self.store.list("Namespace"):
+            if not ns.metadata.deletion_timestamp:
+                continue
+            name = ns.metadata.name
+            left = [o for o in self.store if o.kind in NAMESPACED and o.metadata.namespace == name]
+            for o in left:
+                if self.store.find(*key_of(o)) is None:
+                    continue
+                if o.kind == "Pod":
+                    self.delete_pod(o)
+                else:
+                    self.store.delete(*key_of(o))
+            if not [o for o in self.store if o.kind in NAMESPACED and o.metadata.namespace == name]:
+                self.store.delete("Namespace", "", name)
+
     def reconcile(self, max_passes: int = 20) -> int:
         """Run every controller until nothing changes. Returns the number of passes."""
         for n in range(1, max_passes + 1):
             before = self.store.generation["*"]
             for ctrl in CONTROLLERS:
                 ctrl(self)
+            self.reconcile_namespaces()
             self._collect_garbage()
             if self.store.generation["*"] == before:
                 return n

@@ -19,6 +19,7 @@ from netemu.control.store import NotFound, Store, key_of, rfc3339
 from netemu.spec.models import NAMESPACED, Deployment, K8sModel, Lab, Namespace, ObjectMeta, Pod
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+NAMESPACE_SETTLE = 1.0  # seconds before the namespace controller empties a Terminating namespace
 
 # controllers in the order one pass runs them; each is level-triggered and safe to repeat
 CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
@@ -80,6 +81,7 @@ class Cluster:
     events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
     _event_index: dict = field(default_factory=dict)
     event_listeners: list = field(default_factory=list)  # called with each new or repeated event
+    _ns_deleting: dict = field(default_factory=dict)  # Terminating namespace -> when it started
     node_transitions: dict[str, float] = field(default_factory=dict)
     _wake: Optional[float] = None
 
@@ -242,11 +244,17 @@ class Cluster:
 
     # ------------------------------------------------------------------ the loop
     def reconcile_namespaces(self) -> None:
-        """Empty Terminating namespaces, then remove them once nothing is left in them."""
+        """Empty Terminating namespaces, then remove them once nothing is left in them. Like the real
+        namespace controller, it gets to work a moment later (NAMESPACE_SETTLE): a `kubectl delete -f`
+        that names the namespace first still finds the objects listed after it."""
         for ns in self.store.list("Namespace"):
             if not ns.metadata.deletion_timestamp:
                 continue
             name = ns.metadata.name
+            since = self._ns_deleting.setdefault(name, self.clock())
+            if self.clock() < since + NAMESPACE_SETTLE:
+                self.wake_at(since + NAMESPACE_SETTLE)
+                continue
             left = [o for o in self.store if o.kind in NAMESPACED and o.metadata.namespace == name]
             for o in left:
                 if self.store.find(*key_of(o)) is None:
@@ -257,6 +265,7 @@ class Cluster:
                     self.store.delete(*key_of(o))
             if not [o for o in self.store if o.kind in NAMESPACED and o.metadata.namespace == name]:
                 self.store.delete("Namespace", "", name)
+                self._ns_deleting.pop(name, None)
 
     def reconcile(self, max_passes: int = 20) -> int:
         """Run every controller until nothing changes. Returns the number of passes."""

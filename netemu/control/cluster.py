@@ -66,11 +66,11 @@ class ApplyResult:
 
 
 def resource_name(kind: str) -> str:
-    """kubectl's `<resource>.<group>` prefix, as in `deployment.apps/np-pods created`."""
-    return {"Deployment": "deployment.apps", "ReplicaSet": "replicaset.apps",
-            "EndpointSlice": "endpointslice.discovery.k8s.io",
-            "Ingress": "ingress.networking.k8s.io", "IngressClass": "ingressclass.networking.k8s.io",
-            "HorizontalPodAutoscaler": "horizontalpodautoscaler.autoscaling"}.get(kind, kind.lower())
+    """kubectl's `<resource>.<group>` prefix, as in `deployment.apps/np-pods created` (the table of kinds)."""
+    from netemu.api import registry
+
+    res = registry.by_kind(kind)
+    return res.resource_name() if res is not None else kind.lower()
 
 
 @dataclass

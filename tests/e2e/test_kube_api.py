@@ -404,3 +404,72 @@ def test_an_upstream_style_installer_applies_whole_and_its_addons_become_ready(k
     # the lab's own MetalLB keeps serving its kinds (the CRD does not replace them)
     assert "ipaddresspools" in kubectl(kube, "api-resources", "--api-group=metallb.io").stdout
     kubectl(kube, "delete", "-f", str(path), "--wait=false")
+
+
+def test_server_side_apply_dry_run_and_delete_all(kube):
+    cm = kube.tmp / "cm.yaml"
+    cm.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa, labels: {batch: one}}\ndata: {a: '1'}\n")
+    out = kubectl(kube, "apply", "--server-side", "-f", str(cm)).stdout
+    assert "configmap/ssa serverside-applied" in out
+    cm.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa, labels: {batch: one}}\ndata: {a: '2'}\n")
+    kubectl(kube, "apply", "--server-side", "-f", str(cm))
+    assert jsonpath(kube, "get", "cm", "ssa", "-o", "jsonpath={.data.a}") == "2"
+    dry = kube.tmp / "dry.yaml"
+    dry.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dry, labels: {batch: one}}\n")
+    assert "(server dry run)" in kubectl(kube, "apply", "--dry-run=server", "-f", str(dry)).stdout
+    assert kubectl(kube, "get", "cm", "dry", check=False).returncode != 0
+    kubectl(kube, "create", "configmap", "other", "--from-literal=x=y")
+    kubectl(kube, "label", "cm", "other", "batch=one")
+    out = kubectl(kube, "delete", "cm", "-l", "batch=one").stdout
+    assert 'configmap "ssa" deleted' in out and 'configmap "other" deleted' in out
+    assert not jsonpath(kube, "get", "cm", "-l", "batch=one", "-o", "jsonpath={.items[*].metadata.name}")
+
+
+def test_loadbalancer_expose_and_describe(kube):
+    pool = kube.tmp / "pool.yaml"
+    base = ".".join(kube.gateway.split(".")[:3])
+    pool.write_text(f"""\
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {{name: lab-pool, namespace: metallb-system}}
+spec: {{addresses: ["{base}.11-{base}.13"]}}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {{name: lab-l2, namespace: metallb-system}}
+""")
+    kubectl(kube, "create", "namespace", "metallb-system", check=False)
+    kubectl(kube, "apply", "-f", str(pool))
+    kubectl(kube, "expose", "deployment", "np-pods", "--type=LoadBalancer", "--name=np-lb", "--port=80")
+    ip = kube.wait_for(lambda: jsonpath(kube, "get", "svc", "np-lb", "-o",
+                                        "jsonpath={.status.loadBalancer.ingress[0].ip}"), what="the LB IP")
+    assert ip == f"{base}.11"
+    desc = kubectl(kube, "describe", "svc", "np-lb").stdout
+    assert f"LoadBalancer Ingress:     {ip}" in desc and "IPAllocated" in desc
+    kubectl(kube, "delete", "svc", "np-lb")
+
+
+def test_get_endpoints_watch_sees_a_scale(kube):
+    proc = subprocess.Popen([KUBECTL, "get", "endpoints", "np-svc", "--watch"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, KUBECONFIG=kube.kubeconfig))
+    try:
+        time.sleep(1.0)
+        kubectl(kube, "scale", "deployment", "np-pods", "--replicas=4")
+        time.sleep(3.0)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+        kubectl(kube, "scale", "deployment", "np-pods", "--replicas=3")
+    lines = [ln for ln in out.splitlines()[1:] if ln.startswith("np-svc")]
+    assert len(lines) >= 2, out
+    assert "more" in lines[-1] or lines[-1].count(":80") >= 3, out
+
+
+def test_down_removes_the_context_up_merged(make_lab, tmp_path, own_kubeconfig):
+    lab = make_lab()
+    lab.up(tmp_path=tmp_path)
+    text = own_kubeconfig.read_text()
+    assert f"netemu-{lab.name}" in text and f"current-context: netemu-{lab.name}" in text
+    assert oct(own_kubeconfig.stat().st_mode & 0o777) == "0o600"
+    lab.down()
+    assert f"netemu-{lab.name}" not in own_kubeconfig.read_text()

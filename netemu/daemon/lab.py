@@ -66,6 +66,7 @@ class LabDaemon:
         self._writer_armed = False
         self._stopping = False
         self._persisted_gen = -1
+        self._persisting: Optional[asyncio.Future] = None
         self._last_persist = 0.0
         self.started = time.time()
         self.sync_count = 0
@@ -325,17 +326,23 @@ class LabDaemon:
             return
         data = {"lab": self.lab.dump(), "daemon_pid": os.getpid(), "launcher_pid": self.launcher.pid,
                 "objects": [self.storage.dump(o) for o in self.cluster.store]}  # the API's cached dumps
-        path = paths.state_file(self.name)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
         self._persisted_gen, self._last_persist = gen, now
+        if self._persisting is not None and not self._persisting.done():
+            return  # the last write is still going: the next pass writes what changed since
+        # the cached dumps are never changed in place, so a worker thread can encode them while the
+        # loop serves the API (encoding a big lab's objects takes tens of milliseconds)
+        self._persisting = asyncio.get_running_loop().run_in_executor(None, _write_state,
+                                                                      paths.state_file(self.name), data)
 
     # ------------------------------------------------------------------ teardown
     async def teardown(self) -> None:
         self._stopping = True
         self.kick()
+        if self._persisting is not None:  # no state write may race the removal of the lab's files
+            try:
+                await asyncio.wait_for(asyncio.shield(self._persisting), 10)
+            except Exception:
+                log.exception("writing the lab's state")
         if self.kubelet is not None:
             try:
                 await asyncio.wait_for(self.kubelet.stop_all(), 10)
@@ -348,6 +355,16 @@ class LabDaemon:
                 self.proxy.close()
             except Exception:
                 log.exception("stopping kube-proxy")
+
+
+def _write_state(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except FileNotFoundError:  # the lab is being removed
+        pass
 
 
 def _node_order(lab: Lab, name: str) -> int:

@@ -24,6 +24,7 @@ from netemu.control.store import rfc3339
 from netemu.dataplane import podfiles, probes, resources
 from netemu.dataplane.cgroups import LabCgroups, kill_all
 from netemu.dataplane.labnet import LabNet, PodNet
+from netemu.dataplane.stdio import ContainerStdio
 from netemu.spec.models import (
     Container,
     ContainerState,
@@ -58,6 +59,8 @@ class ContainerRt:
     probe_tasks: list[asyncio.Task] = field(default_factory=list)
     kill_reason: Optional[str] = None
     warned: bool = False
+    env: dict = field(default_factory=dict)  # what it was started with (exec gets the same)
+    stdio: Optional[ContainerStdio] = None  # stdin: true / tty: true: its pipes or pty, for attach
 
 
 @dataclass
@@ -73,6 +76,7 @@ class PodRt:
     stopping: bool = False
     started_at: float = 0.0
     oom_kills: int = 0  # the kernel's count of OOM kills in the pod's cgroup, as last seen
+    status_facts: Optional[tuple] = None  # (pod resourceVersion, container facts) of the last status push
 
     @property
     def key(self) -> PodKey:
@@ -180,20 +184,30 @@ class Kubelet:
                                    sa_files=self._service_account_files(p), sa_dir=self._sa_dir(p.metadata.uid))
                     for p in group]
 
-        try:
-            # files and wires in two threads: both mostly wait on the kernel
-            _, binds = await asyncio.gather(asyncio.to_thread(work, pods), asyncio.to_thread(files, pods))
+        # files and wires in two threads: both mostly wait on the kernel
+        wired, binds = await asyncio.gather(asyncio.to_thread(work, pods), asyncio.to_thread(files, pods),
+                                            return_exceptions=True)
+        if not isinstance(wired, BaseException) and not isinstance(binds, BaseException):
             return list(zip(pods, binds))
-        except Exception as e:  # one bad pod must not block the others: retry one by one
-            await asyncio.to_thread(self.net.remove_pods, [(p.metadata.namespace, p.metadata.name) for p in pods])
-            if len(pods) == 1:
-                self._create_failed(pods[0], f"Failed to create pod sandbox: {e}")
-                return []
-            log.warning("pod network batch failed (%s); retrying one by one", e)
-            ok = []
-            for pod in pods:
-                ok += await self._wire([pod])
-            return ok
+        keys = [(p.metadata.namespace, p.metadata.name) for p in pods]
+        if isinstance(wired, BaseException):
+            # add_pods removed the namespaces it had made, and only those: a namespace that was there
+            # before is not this sandbox's to delete; the files written for these pods go
+            e = wired
+            await asyncio.to_thread(self.net.discard_files, keys)
+        else:  # the namespaces are this call's own
+            e = binds
+            await asyncio.to_thread(self.net.remove_pods, keys)
+        if not isinstance(e, Exception):
+            raise e
+        if len(pods) == 1:
+            self._create_failed(pods[0], f"Failed to create pod sandbox: {e}")
+            return []
+        log.warning("pod network batch failed (%s); retrying one by one", e)  # one bad pod must not block the others
+        ok = []
+        for pod in pods:
+            ok += await self._wire([pod])
+        return ok
 
     def _service_account_files(self, pod: Pod) -> Optional[dict[str, bytes]]:
         """The token volume's files, unless automountServiceAccountToken is false (pod, then SA)."""
@@ -257,9 +271,14 @@ class Kubelet:
             self.cluster.event(pod, "StandIn", f"container {spec.name}: {program.warning}", type_="Warning",
                                source="kubelet")
         cg = self.cgroups.pod(rt.cgroup_id)
+        c.env = env
         msg = dict(sandbox=rt.sandbox, netns=f"/run/netns/{rt.netns}", cgroups=list(cg.dirs) if cg else [], env=env,
                    cwd=spec.working_dir or "/",
                    log=paths.container_log(self.lab, rt.namespace, rt.name, spec.name))
+        if spec.stdin or spec.tty:
+            if c.stdio is None:
+                c.stdio = ContainerStdio(bool(spec.tty), msg["log"])
+            msg["stdio"] = c.stdio.child_paths()
         if program.kind == "exec":
             msg["argv"] = list(program.argv)
         else:
@@ -431,6 +450,10 @@ class Kubelet:
             cg = self.cgroups.pod(rt.cgroup_id)
             if cg is not None:
                 await asyncio.to_thread(kill_all, cg.procs_dir)
+            for c in rt.containers.values():
+                if c.stdio is not None:
+                    c.stdio.close()
+                    c.stdio = None
             if rt.sandbox is not None:
                 await self.launch("release", fds=[rt.sandbox["uts"], rt.sandbox["mnt"]])
                 rt.sandbox = None
@@ -461,6 +484,19 @@ class Kubelet:
 
     # ------------------------------------------------------------------ status
     def _push_status(self, pod: Pod, rt: PodRt) -> None:
+        # what the status is made of: when neither the pod object nor its containers changed since the
+        # last push there is nothing to do (a pass over a big lab otherwise rebuilds every status)
+        now = time.time()
+        facts = (rt.sandbox is not None, tuple(
+            (n, c.pid, c.ready, c.started, c.restart_count, c.waiting_reason, c.waiting_message,
+             id(c.last_terminated), c.next_start == float("inf"), c.next_start > now, c.started_at)
+            for n, c in rt.containers.items()))
+        if rt.status_facts == (pod.metadata.resource_version, facts):
+            return
+        self._build_status(pod, rt)
+        rt.status_facts = (pod.metadata.resource_version, facts)
+
+    def _build_status(self, pod: Pod, rt: PodRt) -> None:
         now_s = self.cluster.now_str()
         before = pod.status.dump()
         statuses = []

@@ -138,6 +138,9 @@ class Container(K8sModel):
     liveness_probe: Optional[Probe] = None
     startup_probe: Optional[Probe] = None
     image_pull_policy: Optional[str] = None
+    stdin: Optional[bool] = None  # kept open for `kubectl attach` (netemu.dataplane.stdio)
+    stdin_once: Optional[bool] = None
+    tty: Optional[bool] = None
 
 
 class Toleration(K8sModel):

@@ -266,6 +266,14 @@ class Storage:
         return self._as_version(res, out), warnings
 
     def _replace(self, current, new, status_only: bool, dry_run: bool) -> dict:
+        before = self.dump(current)
+        if current.kind == "Pod" and not status_only:
+            # a bound pod stays where it is: spec.nodeName is set once (binding), never moved by an update
+            if new.spec.node_name is None:
+                new.spec.node_name = current.spec.node_name
+            elif current.spec.node_name and new.spec.node_name != current.spec.node_name:
+                raise errors.invalid(registry.by_kind("Pod"), current.metadata.name, [
+                    ("spec.nodeName", f"Invalid value: {new.spec.node_name!r}: field is immutable")])
         target = current.model_copy(deep=True) if dry_run else current
         spec_changed = False
         if status_only:
@@ -294,6 +302,8 @@ class Storage:
                 m.generation += 1
         if dry_run:
             return target.dump()
+        if _same(before, target.dump()):  # a write that changes nothing is no change (no new resourceVersion)
+            return before
         self.store.update(target)
         self._kick(registry.by_kind(target.kind))
         return self.dump(target)
@@ -445,6 +455,14 @@ class Storage:
 
 
 # ---------------------------------------------------------------------- helpers
+def _same(a: dict, b: dict) -> bool:
+    def strip(d: dict) -> dict:
+        meta = {k: v for k, v in (d.get("metadata") or {}).items() if k != "resourceVersion"}
+        return dict(d, metadata=meta)
+
+    return strip(a) == strip(b)
+
+
 def _suffix(rng) -> str:
     alphabet = "bcdfghjklmnpqrstvwxz2456789"
     return "".join(rng.choice(alphabet) for _ in range(5))

@@ -259,3 +259,28 @@ def test_stored_kinds_and_crds(st):
     st.delete(registry.by_kind("CustomResourceDefinition"), "", "gadgets.example.com")
     assert registry.by_gvr("example.com", "v1", "gadgets") is None
     json.dumps(obj)  # served as JSON
+
+
+def test_a_write_that_changes_nothing_keeps_the_resource_version(st):
+    obj, _ = st.create(CM, "default", {"metadata": {"name": "same"}, "data": {"a": "1"}})
+    again, _ = st.update(CM, "default", "same", obj)
+    assert again["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+    patched, _ = st.patch(CM, "default", "same", b'{"data":{"a":"1"}}', "application/merge-patch+json")
+    assert patched["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+
+def test_a_bound_pod_keeps_its_node(st):
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+    st.create(POD, "default", pod)
+    st.cluster.reconcile()
+    bound = st.get(POD, "default", "p")
+    node = bound["spec"]["nodeName"]
+    body = json.loads(json.dumps(bound))
+    del body["spec"]["nodeName"]
+    out, _ = st.update(POD, "default", "p", body)
+    assert out["spec"]["nodeName"] == node
+    body = json.loads(json.dumps(st.get(POD, "default", "p")))
+    body["spec"]["nodeName"] = "m-k8s" if node != "m-k8s" else "w1-k8s"
+    with pytest.raises(ApiError) as e:
+        st.update(POD, "default", "p", body)
+    assert e.value.code == 422 and "spec.nodeName" in e.value.message

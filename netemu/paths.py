@@ -33,7 +33,13 @@ def logs_dir(lab: str) -> str:
 
 
 def container_log(lab: str, namespace: str, pod: str, container: str) -> str:
-    return os.path.join(logs_dir(lab), f"{namespace}_{pod}_{container}.log")
+    name = f"{namespace}_{pod}_{container}.log"
+    if len(name) > 200:  # a file name has at most 255 bytes; a pod name may have 253 characters
+        import hashlib
+
+        digest = hashlib.sha256(f"{namespace}/{pod}/{container}".encode()).hexdigest()[:12]
+        name = f"{namespace}_{pod[:100]}_{digest}_{container}.log"
+    return os.path.join(logs_dir(lab), name)
 
 
 def netns_etc(netns: str) -> str:

@@ -72,7 +72,7 @@ spec:
   selector: {{app: web}}
   ports: [{{port: 80}}]
 """
-CLIENT = f"ne-{LAB}-zclient"
+CLIENT = f"ne-{LAB}_zclient"
 LB_IP = f"{NET}.11"
 
 

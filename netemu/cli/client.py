@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import sys
 from typing import Any, Callable, Iterator, Optional
 
 from netemu import paths
@@ -15,6 +16,27 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 1):
         super().__init__(message)
         self.code = code
+
+
+class ApiCallError(CliError):
+    """The Kubernetes API refused a request: its Status, printed as kubectl prints it
+    (`Error from server (Reason): message`)."""
+
+    def __init__(self, status: int, reason: str, message: str, body: Any = None):
+        super().__init__(f"Error from server ({reason}): {message}")
+        self.status, self.reason, self.api_message, self.body = status, reason, message, body
+
+
+class LabNotRunning(CliError):
+    """Nothing listens on the lab's socket: its control process is gone."""
+
+
+class LabUnresponsive(CliError):
+    """The control process did not answer in time (stopped, wedged or too busy)."""
+
+
+class LabConnectionLost(CliError):
+    """The control process closed the connection before its answer was complete."""
 
 
 def pick_lab(name: Optional[str]) -> str:
@@ -57,46 +79,108 @@ class Client:
         try:
             conn.request(method, path, body=body, headers=headers or {})
             return conn, conn.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (OSError, http.client.HTTPException) as e:
             conn.close()
-            raise CliError(f'lab "{self.lab}" has no control process running (it may have crashed): '
-                           f"`netemu down {self.lab}` cleans it up")
-        except PermissionError:
-            conn.close()
-            raise CliError("permission denied: netemu needs root (try sudo)")
-        except (socket.timeout, TimeoutError):
-            conn.close()
-            raise CliError(f'lab "{self.lab}": the control process did not answer within {self.timeout:g}s '
-                           f"(`netemu down {self.lab}` removes the lab all the same)")
+            raise self._transport_error(e) from None
+
+    def _transport_error(self, e: BaseException) -> CliError:
+        """A failure to talk to the control process, in words (never a traceback)."""
+        if isinstance(e, (FileNotFoundError, ConnectionRefusedError)):
+            return LabNotRunning(f'lab "{self.lab}" has no control process running (it may have crashed): '
+                                 f"`netemu down {self.lab}` cleans it up")
+        if isinstance(e, PermissionError):
+            return CliError("permission denied: netemu needs root (try sudo)")
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            return LabUnresponsive(f'lab "{self.lab}": the control process did not answer within '
+                                   f"{self.timeout:g}s (it may be stopped or overloaded; `netemu down {self.lab}` "
+                                   "removes the lab all the same)")
+        what = type(e).__name__ + (f": {e}" if str(e) else "")
+        return LabConnectionLost(f'lab "{self.lab}": the control process closed the connection before answering '
+                                 f"({what}); it may have crashed (`netemu labs` shows its state, "
+                                 f"`netemu down {self.lab}` removes the lab)")
 
     def rest(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-             accept: str = "application/json") -> Any:
-        """A Kubernetes API call; a Status failure becomes a CliError with the server's message."""
+             accept: str = "application/json", warnings: Optional[list] = None) -> Any:
+        """A Kubernetes API call; a Status failure raises ApiCallError (a CliError) with the server's
+        message. The API's warnings (HTTP `Warning` headers) go to stderr as `Warning: ...`, as kubectl
+        prints them, or into `warnings` when a list is given."""
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         conn, resp = self._request(method, path, data, {"Content-Type": content_type, "Accept": accept})
         try:
             raw = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise self._transport_error(e) from None
         finally:
             conn.close()
+        self._warnings(resp, warnings)
         try:
             out = json.loads(raw) if raw else None
         except ValueError:
             out = raw.decode(errors="replace")
         if resp.status >= 400:
-            msg = out.get("message") if isinstance(out, dict) else str(out)
-            raise CliError(f"Error from server ({out.get('reason', resp.status) if isinstance(out, dict) else resp.status}): {msg}")
+            raise _api_error(resp.status, out)
         return out
+
+    def rest_lines(self, path: str, accept: str = "application/json") -> Iterator[dict]:
+        """A streaming GET (a watch): one JSON object per line, until the server ends the stream."""
+        conn, resp = self._request("GET", path, None, {"Accept": accept})
+        try:
+            self._warnings(resp, None)
+            if resp.status >= 400:
+                raw = resp.read()
+                try:
+                    out = json.loads(raw) if raw else None
+                except ValueError:
+                    out = raw.decode(errors="replace")
+                raise _api_error(resp.status, out)
+            for msg in self._lines(resp):
+                yield msg
+        finally:
+            conn.close()
+
+    def _lines(self, resp: http.client.HTTPResponse) -> Iterator[dict]:
+        """The JSON objects of a line-per-object stream; a dropped connection or a cut line is an error."""
+        while True:
+            try:
+                line = resp.readline()
+            except (OSError, http.client.HTTPException) as e:
+                raise self._transport_error(e) from None
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                raise self._transport_error(http.client.IncompleteRead(line)) from None
+            yield msg
+
+    @staticmethod
+    def _warnings(resp: http.client.HTTPResponse, into: Optional[list]) -> None:
+        for header in resp.headers.get_all("Warning") or []:
+            text = warning_text(header)
+            if into is not None:
+                into.append(text)
+            else:
+                print(f"Warning: {text}", file=sys.stderr)
 
     def stream(self, op: str, **fields: Any) -> Iterator[dict]:
         conn, resp = self._request("POST", f"/netemu/v1/{op}", json.dumps(fields).encode(),
                                    {"Content-Type": "application/json"})
         try:
             if resp.headers.get("Content-Type", "").startswith("application/json-seq"):
-                for line in resp:
-                    if line.strip():
-                        yield json.loads(line)
+                for msg in self._lines(resp):
+                    yield msg
             else:
-                yield json.loads(resp.read() or b"{}")
+                try:
+                    raw = resp.read()
+                except (OSError, http.client.HTTPException) as e:
+                    raise self._transport_error(e) from None
+                try:
+                    msg = json.loads(raw or b"{}")
+                except ValueError:
+                    raise self._transport_error(http.client.IncompleteRead(raw)) from None
+                yield msg
         finally:
             conn.close()
 
@@ -106,7 +190,7 @@ class Client:
                 raise CliError(msg["error"])
             if "result" in msg:
                 return msg["result"]
-        raise CliError(f'lab "{self.lab}": the control process closed the connection')
+        raise LabConnectionLost(f'lab "{self.lab}": the control process closed the connection without an answer')
 
     def wait(self, on_progress: Callable[[str, bool], None], **fields: Any) -> None:
         for msg in self.stream("wait", **fields):
@@ -116,6 +200,25 @@ class Client:
                 raise CliError(msg["error"])
             elif "result" in msg:
                 return
+        # a stream that ends without its result is not a success: the control process went away
+        raise LabConnectionLost(f'lab "{self.lab}": the control process closed the connection before the wait '
+                                "ended (it may have crashed: `netemu labs` shows its state)")
+
+
+def _api_error(status: int, out: Any) -> ApiCallError:
+    if isinstance(out, dict):
+        return ApiCallError(status, out.get("reason") or str(status), out.get("message") or "", out)
+    return ApiCallError(status, str(status), str(out or "").strip(), out)
+
+
+def warning_text(header: str) -> str:
+    """The text of an HTTP Warning header (`299 - "text"`), as kubectl prints it."""
+    code, _, rest = header.strip().partition(" ")
+    agent, _, text = rest.partition(" ")
+    if code.isdigit() and text.startswith('"'):
+        end = text.rfind('"')
+        return text[1:end if end > 0 else None].replace('\\"', '"').replace("\\\\", "\\")
+    return header.strip()
 
 
 def daemon_pid(lab: str) -> Optional[int]:

@@ -1,108 +1,148 @@
-"""`get` and `describe`."""
+"""`get` and `describe`: thin clients of the lab's Kubernetes API. `get` prints the server's Tables
+(as kubectl does) or the objects (-o json|yaml|name); `describe` reads the objects and their events."""
 from __future__ import annotations
 
+import sys
 import time
+from typing import Optional
 
 from netemu.cli import tables
-from netemu.cli.client import CliError, Client, pick_lab
-from netemu.cli.kinds import CLUSTER_SCOPED, split_ref
+from netemu.cli.client import ApiCallError, CliError, Client, pick_lab
+from netemu.cli.kinds import (TABLE, by_kind, find_object, get_object, list_objects, namespace_for, path,
+                              split_ref)
 from netemu.cli.output import print_objects, to_yaml
+
+ALL = ["pods", "services", "deployments", "replicasets"]  # `get all`
+FORMATS = ("", "wide", "json", "yaml", "name")
 
 
 def _client(args) -> Client:
     return Client(pick_lab(args.lab))
 
 
-def _namespace(args, kind: str):
-    if kind in CLUSTER_SCOPED:
-        return None
-    if getattr(args, "all_namespaces", False):
-        return None
-    return args.namespace or "default"
-
-
-def endpoints_row(ep: dict, wide: bool, now: float) -> list[str]:
-    pairs = []
-    for sub in ep.get("subsets") or []:
-        for a in sub.get("addresses") or []:
-            for p in sub.get("ports") or [{}]:
-                pairs.append(f"{a['ip']}:{p['port']}" if p.get("port") else a["ip"])
-    text = ",".join(pairs[:3]) + (f" + {len(pairs) - 3} more..." if len(pairs) > 3 else "")
-    return [ep["metadata"]["name"], text or "<none>", tables.age(ep, now)]
-
-
-tables.TABLES["Endpoints"] = (["NAME", "ENDPOINTS", "AGE"], [], endpoints_row)
+def _no_resources(namespace: Optional[str]) -> str:
+    return f"No resources found in {namespace} namespace." if namespace else "No resources found"
 
 
 def cmd_get(args) -> int:
+    fmt = args.output or ""
+    if fmt not in FORMATS:
+        raise CliError(f"unknown output format {fmt!r}: use wide, json, yaml or name")
     client = _client(args)
     if getattr(args, "watch", False):
         return _watch(client, args)
-    refs = args.resource.split(",") if args.resource != "all" else ["pods", "services", "deployments", "replicasets"]
-    fmt = args.output or ""
-    first = True
-    for ref in refs:
-        kind, name = split_ref(ref, args.name)
-        if kind == "Event":
-            return _print_events(client, args)
-        ns = _namespace(args, kind)
-        items = client.call("get", kind=kind, namespace=ns, name=name, selector=args.selector)
-        if fmt in ("json", "yaml", "name"):
-            print_objects(items, fmt, single=bool(name))
+    refs = ALL if args.resource == "all" else [r for r in args.resource.split(",") if r]
+    targets = [split_ref(r, args.name, client) for r in refs]
+    if fmt in ("json", "yaml", "name"):
+        items: list[dict] = []
+        for res, name in targets:
+            ns = namespace_for(res, args)
+            if name:
+                obj = get_object(client, res, ns or "default", name)
+                obj.setdefault("kind", res.kind)
+                obj.setdefault("apiVersion", res.group_version)
+                items.append(obj)
+            else:
+                items += list_objects(client, res, ns, args.selector)
+        print_objects(items, fmt, single=len(targets) == 1 and bool(targets[0][1]))
+        return 0
+    wide = fmt == "wide"
+    several = len({res for res, _ in targets}) > 1
+    printed = False
+    where = None
+    for res, name in targets:
+        ns = namespace_for(res, args)
+        where = where or ns
+        table = server_table(client, res, ns, name, args.selector)
+        if not table.get("rows"):
             continue
-        if fmt and fmt != "wide":
-            raise CliError(f"unknown output format {fmt!r}: use wide, json, yaml or name")
-        if not items:
-            if len(refs) == 1:
-                where = f" in {ns} namespace" if ns else ""
-                print(f"No resources found{where}.")
-            continue
-        if not first:
+        all_ns = bool(getattr(args, "all_namespaces", False)) and res.namespaced
+        text = tables.print_table(table, wide, all_ns, res.resource_name() if several else "")
+        if res.kind == "Service" and wide:
+            text = _with_announcer(client, table, text)
+        if printed:
             print()
-        first = False
-        out = tables.table(kind, items, wide=fmt == "wide",
-                           all_namespaces=getattr(args, "all_namespaces", False) and kind not in CLUSTER_SCOPED)
-        if kind == "Service" and fmt == "wide":
-            out = _with_announcer(client, items, out)
-        print(out)
+        print(text)
+        printed = True
+    if not printed:
+        print(_no_resources(where))
     return 0
 
 
+def server_table(client: Client, res, namespace: Optional[str], name: Optional[str] = None,
+                 selector: Optional[str] = None, fields: Optional[str] = None) -> dict:
+    """The API's Table of a kind (a one-row Table for a name). Events come oldest first."""
+    events = res.kind == "Event"
+    query = {"labelSelector": selector, "fieldSelector": fields, "includeObject": "Object" if events else None}
+    if name and res.namespaced:
+        namespace = namespace or "default"
+    table = client.rest("GET", path(res, namespace, name, query=query), accept=TABLE)
+    if events:
+        table["rows"] = sorted(table.get("rows") or [], key=lambda r: event_order(r.get("object") or {}))
+    return table
+
+
+def event_order(ev: dict) -> tuple[float, int]:
+    """When an event last happened (its resourceVersion orders events of the same second)."""
+    t = tables.parse_ts(ev.get("lastTimestamp")) or tables.parse_ts(ev.get("eventTime")) or \
+        tables.parse_ts(ev.get("firstTimestamp")) or 0.0
+    rv = str((ev.get("metadata") or {}).get("resourceVersion") or "0")
+    return t, int(rv) if rv.isdigit() else 0
+
+
+# ------------------------------------------------------------------------------ get -w
 def _watch(client: Client, args) -> int:
-    """`get -w`: the table, then a line each time an object changes or goes (like kubectl)."""
-    kind, name = split_ref(args.resource, args.name)
-    ns = _namespace(args, kind)
+    """`get -w`: the table, then a line each time an object changes or goes (the API's watch)."""
+    res, name = split_ref(args.resource, args.name, client)
+    ns = namespace_for(res, args)
     wide = args.output == "wide"
-    all_ns = getattr(args, "all_namespaces", False) and kind not in CLUSTER_SCOPED
-    headers, wide_headers, row = tables.TABLES[kind]
-    hdr = (["NAMESPACE"] if all_ns else []) + list(headers) + (wide_headers if wide else [])
+    all_ns = bool(getattr(args, "all_namespaces", False)) and res.namespaced
+    fields = f"metadata.name={name}" if name else None
+    table = server_table(client, res, ns, None, args.selector, fields)
+    rv = (table.get("metadata") or {}).get("resourceVersion") or ""
+    hdr = tables.table_header(table, wide, all_ns)
+    rows = tables.table_rows(table, wide, all_ns)
+    widths = [max([len(h)] + [len(r[i]) for r in rows if i < len(r)]) for i, h in enumerate(hdr)]
+    print(_line(hdr, widths))
     seen: dict[tuple, list[str]] = {}
-    widths: list[int] = []
-    first = True
+    for row, text in zip(table.get("rows") or [], rows):
+        print(_line(text, widths))
+        seen[tables.row_key(row)] = text
+    sys.stdout.flush()
+    watcher = Client(client.lab, timeout=None)
+    columns = table
     try:
         while True:
-            now = time.time()
-            items = client.call("get", kind=kind, namespace=ns, name=name, selector=args.selector)
-            current = {}
-            for o in items:
-                key = (o["metadata"].get("namespace", ""), o["metadata"]["name"])
-                r = row(o, wide, now)
-                current[key] = (([key[0]] if all_ns else []) + r)
-            if first:
-                rows = list(current.values())
-                widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(hdr)]
-                print(_line(hdr, widths))
-                for r in rows:
-                    print(_line(r, widths))
-                first = False
-            else:
-                for key, r in current.items():
+            query = {"watch": "true", "resourceVersion": rv, "labelSelector": args.selector, "fieldSelector": fields,
+                     "allowWatchBookmarks": "true"}
+            relist = False
+            for ev in watcher.rest_lines(path(res, ns, query=query), accept=TABLE):
+                kind, obj = ev.get("type"), ev.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:  # our resourceVersion is too old: start again from now
+                        relist = True
+                        break
+                    raise CliError(f"Error from server ({obj.get('reason', 'Error')}): {obj.get('message', '')}")
+                rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                if kind == "BOOKMARK":
+                    continue
+                if obj.get("columnDefinitions"):
+                    columns = obj
+                for row in obj.get("rows") or []:
+                    one = dict(columns, rows=[row])
+                    text = tables.table_rows(one, wide, all_ns)[0]
+                    key = tables.row_key(row)
                     old = seen.get(key)
-                    # AGE alone changing is not news
-                    if old is None or _without_age(old, hdr) != _without_age(r, hdr):
-                        print(_line(r, widths), flush=True)
-            seen = current
-            time.sleep(0.2)
+                    if kind == "DELETED":
+                        seen.pop(key, None)
+                    elif old is not None and _without_age(old, hdr) == _without_age(text, hdr):
+                        continue  # AGE alone changing is not news
+                    else:
+                        seen[key] = text
+                    print(_line(text, widths), flush=True)
+            if relist:
+                table = server_table(client, res, ns, None, args.selector, fields)
+                rv = (table.get("metadata") or {}).get("resourceVersion") or ""
     except KeyboardInterrupt:
         return 0
 
@@ -116,48 +156,56 @@ def _line(cells: list[str], widths: list[int]) -> str:
     return "   ".join(c.ljust(widths[i]) if i < len(widths) else c for i, c in enumerate(cells)).rstrip()
 
 
-def _with_announcer(client: Client, items: list[dict], table: str) -> str:
+def _with_announcer(client: Client, table: dict, text: str) -> str:
     """-o wide for Services: which node's speaker answers ARP for each LoadBalancer IP."""
     try:
         services = client.call("announcements")["services"]
     except CliError:
-        return table
-    lines = table.splitlines()
+        return text
+    lines = text.splitlines()
     col = ["ANNOUNCED-BY"] + [
-        (services.get(f"{o['metadata'].get('namespace')}/{o['metadata']['name']}") or {}).get("node") or "<none>"
-        for o in items]
+        (services.get("{}/{}".format(*tables.row_key(row))) or {}).get("node") or "<none>"
+        for row in table.get("rows") or []]
     width = max(len(line) for line in lines)
     return "\n".join(line.ljust(width) + "   " + c for line, c in zip(lines, col))
-
-
-def _print_events(client: Client, args) -> int:
-    events = client.call("events", namespace=None if args.all_namespaces else (args.namespace or "default"))
-    if not events:
-        print("No events found.")
-        return 0
-    now = time.time()
-    rows = [[tables.human_duration(now - e["last"]), e["type"], e["reason"],
-             f"{e['kind'].lower()}/{e['name']}", e["message"]] for e in events]
-    print(tables.render(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], rows))
-    return 0
 
 
 # ------------------------------------------------------------------------------ describe
 def cmd_describe(args) -> int:
     client = _client(args)
-    kind, name = split_ref(args.resource, args.name)
-    ns = _namespace(args, kind) or "default"
-    items = client.call("get", kind=kind, namespace=ns if kind not in CLUSTER_SCOPED else None, name=name,
-                        selector=args.selector)
+    res, name = split_ref(args.resource, args.name, client)
+    ns = namespace_for(res, args)
+    if name:
+        obj = find_object(client, res, ns, name)
+        if obj is not None:
+            items = [obj]
+        else:  # as kubectl: the objects whose names start with it
+            items = [o for o in list_objects(client, res, ns, args.selector) if o["metadata"]["name"].startswith(name)]
+            if not items:
+                get_object(client, res, ns, name)  # the API's NotFound
+    else:
+        items = list_objects(client, res, ns, args.selector)
+        if not items:
+            print(_no_resources(ns))
+            return 0
     for i, obj in enumerate(items):
         if i:
             print()
-        events = client.call("events", kind=kind, name=obj["metadata"]["name"],
-                             namespace=obj["metadata"].get("namespace"))
-        describer = DESCRIBERS.get(kind, _describe_generic)
+        describer = DESCRIBERS.get(res.kind, _describe_generic)
         print(describer(obj, client).rstrip())
-        print(_events_block(events))
+        print(_events_block(events_of(client, obj, res.namespaced)))
     return 0
+
+
+def events_of(client: Client, obj: dict, namespaced: bool) -> list[dict]:
+    """The events about an object, oldest first."""
+    meta = obj["metadata"]
+    fields = f"involvedObject.kind={obj.get('kind', '')},involvedObject.name={meta['name']}"
+    try:
+        events = list_objects(client, by_kind("Event"), meta.get("namespace") if namespaced else None, fields=fields)
+    except ApiCallError:
+        return []
+    return sorted(events, key=event_order)
 
 
 def _kv(lines: list[str], key: str, value, indent: int = 0) -> None:
@@ -178,10 +226,14 @@ def _events_block(events: list[dict]) -> str:
     now = time.time()
     rows = []
     for e in events:
-        age = tables.human_duration(now - e["last"])
-        if e["count"] > 1:
-            age = f"{age} (x{e['count']} over {tables.human_duration(e['last'] - e['first'])})"
-        rows.append([e["type"], e["reason"], age, e["source"], e["message"]])
+        last = tables.parse_ts(e.get("lastTimestamp")) or tables.parse_ts(e.get("eventTime")) or now
+        first = tables.parse_ts(e.get("firstTimestamp")) or last
+        age = tables.human_duration(now - last)
+        count = e.get("count") or 1
+        if count > 1:
+            age = f"{age} (x{count} over {tables.human_duration(last - first)})"
+        source = (e.get("source") or {}).get("component") or e.get("reportingComponent") or ""
+        rows.append([e.get("type") or "", e.get("reason") or "", age, source, e.get("message") or ""])
     headers = ["Type", "Reason", "Age", "From", "Message"]
     body = tables.render(headers, [["-" * len(h) for h in headers]] + rows).splitlines()
     return "Events:\n" + "\n".join("  " + line for line in body)
@@ -305,7 +357,8 @@ def _describe_service(svc: dict, client: Client) -> str:
         _kv(lines, "LoadBalancer Ingress", ", ".join(i.get("ip") or i.get("hostname") for i in ing))
     if spec.get("externalIPs"):
         _kv(lines, "External IPs", ",".join(spec["externalIPs"]))
-    eps = client.call("get", kind="Endpoints", namespace=meta.get("namespace"), name=meta["name"])
+    ep = find_object(client, by_kind("Endpoints"), meta.get("namespace") or "default", meta["name"])
+    eps = [ep] if ep else []
     for p in spec.get("ports") or []:
         pname = p.get("name") or "<unset>"
         _kv(lines, "Port", f"{pname}  {p['port']}/{p.get('protocol', 'TCP')}")
@@ -342,7 +395,8 @@ def _describe_node(node: dict, client: Client) -> str:
     for a in st.get("addresses") or []:
         lines.append(f"  {a['type']}:  {a['address']}")
     _kv(lines, "PodCIDR", spec.get("podCIDR"))
-    pods = [p for p in client.call("get", kind="Pod", namespace=None) if p["spec"].get("nodeName") == meta["name"]]
+    pods = list_objects(client, by_kind("Pod"), None, fields=f"spec.nodeName={meta['name']},"
+                        "status.phase!=Succeeded,status.phase!=Failed")
     lines.append(f"Non-terminated Pods:          ({len(pods)} in total)")
     rows = [[p["metadata"].get("namespace", ""), p["metadata"]["name"], tables.age(p)] for p in pods]
     if rows:
@@ -362,6 +416,6 @@ DESCRIBERS = {
 }
 
 
-from netemu.cli import top_cmds  # noqa: E402  (registers the `get hpa` table)
+from netemu.cli import top_cmds  # noqa: E402
 
 DESCRIBERS["HorizontalPodAutoscaler"] = top_cmds.describe_hpa

@@ -37,9 +37,11 @@ def add_parser(sub) -> None:
 
 def fetch(client: Client, namespace=None) -> dict:
     """Everything graph.build needs, from the API."""
-    objects = {kind: client.call("get", kind=kind) for kind in KINDS}
+    from netemu.cli.kinds import by_kind, list_objects
+
+    objects = {kind: list_objects(client, by_kind(kind)) for kind in KINDS}
     try:
-        events = client.call("events")
+        events = [_event_view(e) for e in list_objects(client, by_kind("Event"), fields="reason=nodeAssigned")]
     except CliError:
         events = []
     announcers = None
@@ -55,6 +57,16 @@ def fetch(client: Client, namespace=None) -> dict:
         lab = None
     return {"objects": objects, "events": events, "announcers": announcers if isinstance(announcers, dict) else None,
             "lab": lab, "namespace": namespace}
+
+
+def _event_view(e: dict) -> dict:
+    """An API Event in the flat form netemu.control.graph reads."""
+    from netemu.cli.tables import parse_ts
+
+    inv = e.get("involvedObject") or {}
+    return {"kind": inv.get("kind"), "namespace": inv.get("namespace") or (e.get("metadata") or {}).get("namespace"),
+            "name": inv.get("name"), "reason": e.get("reason"), "message": e.get("message"),
+            "last": parse_ts(e.get("lastTimestamp")) or parse_ts(e.get("firstTimestamp")) or 0.0}
 
 
 def picture(data: dict):

@@ -1,32 +1,12 @@
-"""`get ingress`, `get ingressclass` and `describe ingress`, as kubectl prints them.
-
-Importing this module registers the resource names (ingresses, ingress, ing, ingressclasses,
-ingressclass), the tables and the describer with the CLI's registries (netemu.cli.kinds,
-netemu.cli.tables, netemu.cli.get_cmds).
-
-    NAME            CLASS    HOSTS   ADDRESS         PORTS   AGE
-    ingress-nginx   <none>   *       192.168.1.102   80      2m
+"""`describe ingress` and `describe ingressclass`, as kubectl prints them (`get ingress` prints the
+API's Table). Importing this module registers the describers with netemu.cli.get_cmds.
 """
 from __future__ import annotations
 
-from netemu.cli import get_cmds, kinds, tables
+from netemu.cli import get_cmds, tables
+from netemu.cli.kinds import by_kind, list_objects
 
 LOAD_BALANCER_WIDTH = 16  # kubectl cuts ADDRESS there unless -o wide
-
-
-def format_hosts(rules: list[dict]) -> str:
-    """kubectl's formatHosts: the first three hosts, `*` when no rule has one."""
-    hosts: list[str] = []
-    more = False
-    for rule in rules or []:
-        if len(hosts) == 3:
-            more = True
-        if not more and rule.get("host"):
-            hosts.append(rule["host"])
-    if not hosts:
-        return "*"
-    text = ",".join(hosts)
-    return f"{text} + {len(rules) - 3} more..." if more else text
 
 
 def load_balancer_text(ing: dict, wide: bool) -> str:
@@ -35,27 +15,6 @@ def load_balancer_text(ing: dict, wide: bool) -> str:
     if len(text) > LOAD_BALANCER_WIDTH and not wide:
         return text[:LOAD_BALANCER_WIDTH] + "..."
     return text
-
-
-def ingress_row(ing: dict, wide: bool, now: float) -> list[str]:
-    spec = ing.get("spec") or {}
-    return [ing["metadata"]["name"], spec.get("ingressClassName") or "<none>", format_hosts(spec.get("rules") or []),
-            load_balancer_text(ing, wide), "80, 443" if spec.get("tls") else "80", tables.age(ing, now)]
-
-
-def ingressclass_row(ic: dict, wide: bool, now: float) -> list[str]:
-    spec = ic.get("spec") or {}
-    params = spec.get("parameters")
-    ptext = "<none>"
-    if params:
-        group = params.get("apiGroup")
-        kind = f"{params.get('kind')}.{group}" if group else params.get("kind")
-        ptext = f"{kind}/{params.get('name')}"
-    return [ic["metadata"]["name"], spec.get("controller") or "", ptext, tables.age(ic, now)]
-
-
-INGRESS_HEADERS = ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
-INGRESSCLASS_HEADERS = ["NAME", "CONTROLLER", "PARAMETERS", "AGE"]
 
 
 # ------------------------------------------------------------------------------- describe
@@ -76,7 +35,7 @@ def _backend_text(b: dict, endpoints: dict) -> str:
 
 def _endpoints_by_service(client, namespace: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for ep in client.call("get", kind="Endpoints", namespace=namespace):
+    for ep in list_objects(client, by_kind("Endpoints"), namespace):
         pairs = []
         for sub in ep.get("subsets") or []:
             for a in sub.get("addresses") or []:
@@ -142,14 +101,6 @@ def describe_ingressclass(ic: dict, client) -> str:
 
 # ------------------------------------------------------------------------------- registration
 def register() -> None:
-    for name in ("ingresses", "ingress", "ing", "ingresses.networking.k8s.io", "ingress.networking.k8s.io"):
-        kinds.ALIASES[name] = "Ingress"
-    for name in ("ingressclasses", "ingressclass", "ingressclasses.networking.k8s.io",
-                 "ingressclass.networking.k8s.io"):
-        kinds.ALIASES[name] = "IngressClass"
-    kinds.CLUSTER_SCOPED.add("IngressClass")
-    tables.TABLES["Ingress"] = (INGRESS_HEADERS, [], ingress_row)
-    tables.TABLES["IngressClass"] = (INGRESSCLASS_HEADERS, [], ingressclass_row)
     get_cmds.DESCRIBERS["Ingress"] = describe_ingress
     get_cmds.DESCRIBERS["IngressClass"] = describe_ingressclass
 

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "real namespaces, veth pairs, iptables rules, ARP and DNS.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"netemu {__version__}")
+    ap.add_argument("--lab", dest="global_lab", metavar="NAME",
+                    help="the lab to talk to (default: the only lab up); also accepted after the verb")
     sub = ap.add_subparsers(dest="verb", metavar="VERB")
 
     p = sub.add_parser("up", help="build a lab from a lab file and start its control process",
@@ -152,8 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=text)
         p.add_argument("node")
         if verb == "drain":
-            p.add_argument("--ignore-daemonsets", action="store_true", help="accepted for kubectl compatibility")
-            p.add_argument("--delete-emptydir-data", action="store_true", help="accepted for kubectl compatibility")
+            p.add_argument("--ignore-daemonsets", action="store_true", help="leave DaemonSet-managed pods")
+            p.add_argument("--delete-emptydir-data", action="store_true",
+                           help="evict pods with emptyDir volumes too (their data goes)")
+            p.add_argument("--force", action="store_true", help="evict pods that no controller will replace too")
+            p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS",
+                           help="the pods' termination grace period (default: each pod's own)")
             p.add_argument("--no-wait", action="store_true", help="do not wait for the pods to be replaced")
             p.add_argument("--timeout", type=float, default=120)
         _common(p, namespaced=False)
@@ -226,8 +232,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = build_parser()
     command = None
-    if argv and argv[0] == "exec" and "--" in argv:  # flags may come anywhere before `--`, as in kubectl
-        i = argv.index("--")
+    verb_at = _verb_index(argv)
+    if verb_at < len(argv) and argv[verb_at] == "exec" and "--" in argv[verb_at:]:
+        # flags may come anywhere before `--`, as in kubectl
+        i = argv.index("--", verb_at)
         argv, command = argv[:i], argv[i + 1:]
     args = ap.parse_args(argv)
     if command is not None:
@@ -236,20 +244,47 @@ def main(argv=None) -> int:
         ap.print_help()
         return 2
     try:
+        _global_lab(args)
         return dispatch(args) or 0
     except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
+        text = str(e)  # the API's own words come as kubectl prints them: `Error from server (Reason): ...`
+        print(text if text.startswith("Error from server") else f"error: {text}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    except (ConnectionError, TimeoutError) as e:  # a lab's control process that went away or hangs
+        print(f"error: the lab's control process did not answer ({type(e).__name__}: {e}); "
+              "`netemu labs` shows its state, `netemu down LAB` removes it", file=sys.stderr)
+        return 1
+
+
+def _verb_index(argv: list[str]) -> int:
+    """Where the verb is: after the global options (`--lab NAME` may come before it)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
+        i += 2 if argv[i] == "--lab" else 1
+    return i
+
+
+def _global_lab(args) -> None:
+    """`netemu --lab NAME VERB ...` is `netemu VERB ... --lab NAME`."""
+    lab = getattr(args, "global_lab", None)
+    if lab is None:
+        return
+    if not hasattr(args, "lab"):
+        raise CliError(f"--lab does not apply to `netemu {args.verb}`"
+                       + (" (the lab's name comes from its file, or --name)" if args.verb == "up" else ""))
+    if args.lab not in (None, lab):
+        raise CliError(f"--lab given twice, with different labs ({lab} and {args.lab})")
+    args.lab = lab
 
 
 def dispatch(args) -> int:
     from netemu.cli import (capture_cmds, dns_cmds, exec_cmds, get_cmds, graph_cmds, kubeconfig_cmds, lab_cmds,
                             ops_cmds, render_cmds, top_cmds, trace_cmds)
-    from netemu.cli import ingress_cmds  # noqa: F401  (registers ingresses, ingressclasses: get, describe)
+    from netemu.cli import ingress_cmds  # noqa: F401  (registers the describers of ingresses, ingressclasses)
 
     verb = args.verb
     if verb == "exec" and args.command and args.command[0] == "--":

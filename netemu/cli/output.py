@@ -70,16 +70,19 @@ def to_yaml(obj) -> str:
 
 
 def print_objects(items: list[dict], fmt: str, single: bool) -> None:
-    if fmt == "json":
-        doc = items[0] if single else {"apiVersion": "v1", "kind": "List", "items": items,
-                                       "metadata": {"resourceVersion": ""}}
-        print(json.dumps(doc, indent=4))
-    elif fmt == "yaml":
-        doc = items[0] if single else {"apiVersion": "v1", "kind": "List", "items": items,
-                                       "metadata": {"resourceVersion": ""}}
-        sys.stdout.write(to_yaml(doc))
+    """-o json|yaml|name: one object as itself (single), several as kubectl's List."""
+    if fmt in ("json", "yaml"):
+        doc = items[0] if single and items else {"apiVersion": "v1", "kind": "List", "items": items,
+                                                 "metadata": {"resourceVersion": ""}}
+        if fmt == "json":
+            print(json.dumps(doc, indent=4))
+        else:
+            sys.stdout.write(to_yaml(doc))
     elif fmt == "name":
-        from netemu.control.cluster import resource_name
+        from netemu.api import registry
 
         for o in items:
-            print(f"{resource_name(o['kind'])}/{o['metadata']['name']}")
+            res = registry.by_api_version(o.get("apiVersion") or "", o.get("kind") or "") or \
+                registry.by_kind(o.get("kind") or "")
+            prefix = res.resource_name() if res is not None else (o.get("kind") or "").lower()
+            print(f"{prefix}/{o['metadata']['name']}")

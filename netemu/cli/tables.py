@@ -1,16 +1,26 @@
-"""kubectl-like tables. Rows are built from the objects' JSON (what the API returns)."""
+"""kubectl-like output: the server's Tables (meta.k8s.io/v1, computed by netemu.api.tables) printed as
+kubectl prints them, and the small helpers `describe` and `top` use for their own text."""
 from __future__ import annotations
 
 import calendar
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 
 def parse_ts(s: Optional[str]) -> Optional[float]:
-    if not s:
+    """An RFC 3339 time in UTC (`2024-01-01T00:00:00Z`, fractions of a second allowed)."""
+    if not s or not isinstance(s, str):
         return None
+    base, frac = s, 0.0
+    if "." in s and s.endswith("Z"):
+        base, _, rest = s.partition(".")
+        base += "Z"
+        try:
+            frac = float("0." + rest[:-1]) if rest[:-1] else 0.0
+        except ValueError:
+            return None
     try:
-        return float(calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")))
+        return float(calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%SZ"))) + frac
     except ValueError:
         return None
 
@@ -76,51 +86,7 @@ def pod_status(pod: dict) -> str:
     return reason
 
 
-def pod_row(pod: dict, wide: bool, now: float) -> list[str]:
-    st = pod.get("status", {})
-    statuses = st.get("containerStatuses") or []
-    total = len(pod.get("spec", {}).get("containers", []))
-    ready = sum(1 for c in statuses if c.get("ready"))
-    restarts = sum(c.get("restartCount", 0) for c in statuses)
-    last = max((parse_ts((c.get("lastState") or {}).get("terminated", {}).get("finishedAt")) or 0
-                for c in statuses), default=0)
-    restart_col = str(restarts) + (f" ({human_duration(now - last)} ago)" if restarts and last else "")
-    row = [pod["metadata"]["name"], f"{ready}/{total}", pod_status(pod), restart_col, age(pod, now)]
-    if wide:
-        row += [st.get("podIP") or "<none>", pod.get("spec", {}).get("nodeName") or "<none>", "<none>", "<none>"]
-    return row
-
-
-POD_HEADERS = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-POD_WIDE = ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
-
-
-# ------------------------------------------------------------------------------- nodes
-def node_row(node: dict, wide: bool, now: float) -> list[str]:
-    conds = {c["type"]: c for c in node.get("status", {}).get("conditions") or []}
-    ready = conds.get("Ready", {}).get("status")
-    status = "Ready" if ready == "True" else "NotReady"
-    if ready != "True" and conds.get("Ready", {}).get("reason") == "KubeletNotReady":
-        status = "NotReady"
-    if node.get("spec", {}).get("unschedulable"):
-        status += ",SchedulingDisabled"
-    labels = node.get("metadata", {}).get("labels") or {}
-    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
-    info = node.get("status", {}).get("nodeInfo") or {}
-    row = [node["metadata"]["name"], status, ",".join(roles) or "<none>", age(node, now),
-           info.get("kubeletVersion", "")]
-    if wide:
-        addrs = {a["type"]: a["address"] for a in node.get("status", {}).get("addresses") or []}
-        row += [addrs.get("InternalIP", "<none>"), addrs.get("ExternalIP", "<none>"), info.get("osImage", ""),
-                info.get("kernelVersion", ""), info.get("containerRuntimeVersion", "")]
-    return row
-
-
-NODE_HEADERS = ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
-NODE_WIDE = ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]
-
-
-# ------------------------------------------------------------------------------- workloads
+# ------------------------------------------------------------------------------- helpers
 def _selector_text(sel: dict) -> str:
     parts = [f"{k}={v}" for k, v in (sel.get("matchLabels") or {}).items()]
     for e in sel.get("matchExpressions") or []:
@@ -128,41 +94,6 @@ def _selector_text(sel: dict) -> str:
     return ",".join(parts) or "<none>"
 
 
-def _images(spec: dict) -> tuple[str, str]:
-    cs = spec.get("template", {}).get("spec", {}).get("containers", [])
-    return ",".join(c["name"] for c in cs), ",".join(c.get("image", "") for c in cs)
-
-
-def deployment_row(d: dict, wide: bool, now: float) -> list[str]:
-    spec, st = d.get("spec", {}), d.get("status", {})
-    want = spec.get("replicas", 1)
-    row = [d["metadata"]["name"], f"{st.get('readyReplicas', 0)}/{want}", str(st.get("updatedReplicas", 0)),
-           str(st.get("availableReplicas", 0)), age(d, now)]
-    if wide:
-        names, images = _images(spec)
-        row += [names, images, _selector_text(spec.get("selector", {}))]
-    return row
-
-
-DEPLOY_HEADERS = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-DEPLOY_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
-
-
-def replicaset_row(rs: dict, wide: bool, now: float) -> list[str]:
-    spec, st = rs.get("spec", {}), rs.get("status", {})
-    row = [rs["metadata"]["name"], str(spec.get("replicas", 0)), str(st.get("replicas", 0)),
-           str(st.get("readyReplicas", 0)), age(rs, now)]
-    if wide:
-        names, images = _images(spec)
-        row += [names, images, _selector_text(spec.get("selector", {}))]
-    return row
-
-
-RS_HEADERS = ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
-RS_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
-
-
-# ------------------------------------------------------------------------------- services
 def service_ports(svc: dict) -> str:
     out = []
     for p in svc.get("spec", {}).get("ports") or []:
@@ -173,97 +104,50 @@ def service_ports(svc: dict) -> str:
     return ",".join(out) or "<none>"
 
 
-def external_ip(svc: dict) -> str:
-    spec = svc.get("spec", {})
-    stype = spec.get("type", "ClusterIP")
-    ext = list(spec.get("externalIPs") or [])
-    if stype == "ExternalName":
-        return spec.get("externalName", "<none>")
-    if stype == "LoadBalancer":
-        ing = [i.get("ip") or i.get("hostname") for i in (svc.get("status", {}).get("loadBalancer", {})
-                                                          .get("ingress") or [])]
-        ext = ing + ext
-        return ",".join(ext) if ext else "<pending>"
-    return ",".join(ext) if ext else "<none>"
 
-
-def service_row(svc: dict, wide: bool, now: float) -> list[str]:
-    spec = svc.get("spec", {})
-    row = [svc["metadata"]["name"], spec.get("type", "ClusterIP"), spec.get("clusterIP") or "<none>",
-           external_ip(svc), service_ports(svc), age(svc, now)]
-    if wide:
-        sel = spec.get("selector") or {}
-        row.append(",".join(f"{k}={v}" for k, v in sel.items()) or "<none>")
-    return row
-
-
-SVC_HEADERS = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
-SVC_WIDE = ["SELECTOR"]
-
-
-def endpoints_text(slices: list[dict]) -> str:
-    """kubectl's ENDPOINTS column: ready ip:port pairs, the first three then `+ N more...`."""
-    pairs = []
-    for s in slices:
-        ports = [p.get("port") for p in s.get("ports") or []] or [None]
-        for ep in s.get("endpoints") or []:
-            if (ep.get("conditions") or {}).get("ready") is False:
-                continue
-            for addr in ep.get("addresses", []):
-                for port in ports:
-                    pairs.append(f"{addr}:{port}" if port else addr)
-    if not pairs:
+# ------------------------------------------------------------------------------- server-side Tables
+def cell_text(value) -> str:
+    """A Table cell as kubectl prints it: strings up to their first newline, Go's forms of the rest."""
+    if value is None:
         return "<none>"
-    if len(pairs) > 3:
-        return ",".join(pairs[:3]) + f" + {len(pairs) - 3} more..."
-    return ",".join(pairs)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        first, nl, _ = value.partition("\n")
+        return first + ("..." if nl else "")
+    return str(value)
 
 
-def endpointslice_row(s: dict, wide: bool, now: float) -> list[str]:
-    ports = ",".join(str(p.get("port", "<unset>")) for p in s.get("ports") or []) or "<unset>"
-    addrs = [a for ep in s.get("endpoints") or [] for a in ep.get("addresses", [])]
-    shown = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "")
-    return [s["metadata"]["name"], s.get("addressType", "IPv4"), ports, shown or "<unset>", age(s, now)]
+def visible_columns(table: dict, wide: bool) -> list[int]:
+    """Indices of the columns kubectl shows: priority 0 ones, and all of them with -o wide."""
+    return [i for i, c in enumerate(table.get("columnDefinitions") or []) if wide or not c.get("priority")]
 
 
-SLICE_HEADERS = ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+def table_header(table: dict, wide: bool, with_namespace: bool = False) -> list[str]:
+    cols = table.get("columnDefinitions") or []
+    return (["NAMESPACE"] if with_namespace else []) + [cols[i]["name"].upper() for i in visible_columns(table, wide)]
 
 
-def namespace_row(ns: dict, wide: bool, now: float) -> list[str]:
-    return [ns["metadata"]["name"], (ns.get("status") or {}).get("phase", "Active"), age(ns, now)]
+def row_key(row: dict) -> tuple[str, str]:
+    meta = (row.get("object") or {}).get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
 
 
-def configmap_row(cm: dict, wide: bool, now: float) -> list[str]:
-    return [cm["metadata"]["name"], str(len(cm.get("data") or {}) + len(cm.get("binaryData") or {})), age(cm, now)]
+def table_rows(table: dict, wide: bool, with_namespace: bool = False, kind_prefix: str = "") -> list[list[str]]:
+    """The rows as text; with kind_prefix (several kinds in one `get`) names read `deployment.apps/x`."""
+    shown = visible_columns(table, wide)
+    out = []
+    for row in table.get("rows") or []:
+        cells = row.get("cells") or []
+        text = [cell_text(cells[i]) if i < len(cells) else "" for i in shown]
+        if kind_prefix and text and shown and shown[0] == 0:
+            text[0] = f"{kind_prefix}/{text[0]}"
+        out.append(([row_key(row)[0]] if with_namespace else []) + text)
+    return out
 
 
-def secret_row(s: dict, wide: bool, now: float) -> list[str]:
-    return [s["metadata"]["name"], s.get("type") or "Opaque", str(len(s.get("data") or {})), age(s, now)]
-
-
-Row = Callable[[dict, bool, float], list[str]]
-
-# kind -> (headers, wide headers, row function)
-TABLES: dict[str, tuple[list[str], list[str], Row]] = {
-    "Pod": (POD_HEADERS, POD_WIDE, pod_row),
-    "Node": (NODE_HEADERS, NODE_WIDE, node_row),
-    "Deployment": (DEPLOY_HEADERS, DEPLOY_WIDE, deployment_row),
-    "ReplicaSet": (RS_HEADERS, RS_WIDE, replicaset_row),
-    "Service": (SVC_HEADERS, SVC_WIDE, service_row),
-    "EndpointSlice": (SLICE_HEADERS, [], endpointslice_row),
-    "Namespace": (["NAME", "STATUS", "AGE"], [], namespace_row),
-    "ConfigMap": (["NAME", "DATA", "AGE"], [], configmap_row),
-    "Secret": (["NAME", "TYPE", "DATA", "AGE"], [], secret_row),
-}
-
-
-def table(kind: str, items: list[dict], wide: bool = False, all_namespaces: bool = False,
-          now: Optional[float] = None) -> str:
-    now = now or time.time()
-    headers, wide_headers, row = TABLES[kind]
-    hdr = list(headers) + (wide_headers if wide else [])
-    rows = [row(o, wide, now) for o in items]
-    if all_namespaces:
-        hdr = ["NAMESPACE"] + hdr
-        rows = [[o.get("metadata", {}).get("namespace", "")] + r for o, r in zip(items, rows)]
-    return render(hdr, rows)
+def print_table(table: dict, wide: bool = False, with_namespace: bool = False, kind_prefix: str = "") -> str:
+    """A Table as `kubectl get` prints it."""
+    return render(table_header(table, wide, with_namespace), table_rows(table, wide, with_namespace, kind_prefix))

@@ -1,12 +1,14 @@
-"""`top pods`, `top nodes`, `autoscale`, and the HorizontalPodAutoscaler's table and description.
-
-Importing this module registers the `get hpa` table (NAME REFERENCE TARGETS MINPODS MAXPODS
-REPLICAS AGE) in netemu.cli.tables; `describe_hpa` is for get_cmds' DESCRIBERS.
+"""`top pods`, `top nodes` (metrics.k8s.io/v1beta1 PodMetrics and NodeMetrics from the lab's API),
+`autoscale` (a HorizontalPodAutoscaler POSTed to the API), and the HorizontalPodAutoscaler's
+description (`describe_hpa`, for get_cmds' DESCRIBERS; `get hpa` prints the server's Table).
 """
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import time
+from fractions import Fraction
 from typing import Optional
 
 from netemu.cli import tables
@@ -14,7 +16,6 @@ from netemu.cli.client import CliError, Client, pick_lab
 
 POD_COLUMNS = ["NAME", "CPU(cores)", "MEMORY(bytes)"]
 NODE_COLUMNS = ["NAME", "CPU(cores)", "CPU%", "MEMORY(bytes)", "MEMORY%"]  # newest kubectl: CPU(%), MEMORY(%)
-HPA_HEADERS = ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"]
 
 
 # --------------------------------------------------------------------------- the parser
@@ -90,25 +91,93 @@ def _sorted(items: list[dict], sort_by: Optional[str], by_namespace: bool) -> li
     return sorted(items, key=lambda m: ((m.get("namespace") or "") if by_namespace else "", m["name"]))
 
 
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
+_SUFFIX = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": Fraction(1),
+           "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9), "T": Fraction(10**12),
+           "P": Fraction(10**15), "E": Fraction(10**18), "Ki": Fraction(2**10), "Mi": Fraction(2**20),
+           "Gi": Fraction(2**30), "Ti": Fraction(2**40), "Pi": Fraction(2**50), "Ei": Fraction(2**60)}
+
+
+def quantity(q) -> Optional[Fraction]:
+    """A Kubernetes quantity (`250m`, `1500000n`, `64Mi`, `2`, `1e3`); None when it is not one."""
+    if q is None:
+        return None
+    m = _QUANTITY.match(str(q).strip())
+    if not m:
+        return None
+    try:
+        number = Fraction(m.group(1))
+    except ValueError:
+        return None
+    suffix = m.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * Fraction(10) ** int(suffix[1:])
+    return number * _SUFFIX[suffix]
+
+
+def _milli(q) -> Optional[int]:
+    v = quantity(q)
+    return None if v is None else math.ceil(v * 1000)
+
+
+def _bytes(q) -> Optional[int]:
+    v = quantity(q)
+    return None if v is None else math.ceil(v)
+
+
+def pod_usage(m: dict) -> dict:
+    """A PodMetrics as a row: the sum of its containers' usage."""
+    cpu = mem = 0
+    for c in m.get("containers") or []:
+        usage = c.get("usage") or {}
+        cpu += _milli(usage.get("cpu")) or 0
+        mem += _bytes(usage.get("memory")) or 0
+    meta = m.get("metadata") or {}
+    return {"namespace": meta.get("namespace"), "name": meta.get("name"), "cpu_milli": cpu, "memory_bytes": mem}
+
+
+def node_usage(node: dict, m: Optional[dict]) -> dict:
+    """A Node and its NodeMetrics (None: no metrics yet) as a row."""
+    alloc = (node.get("status") or {}).get("allocatable") or (node.get("status") or {}).get("capacity") or {}
+    usage = (m or {}).get("usage") or {}
+    return {"name": node["metadata"]["name"],
+            "cpu_milli": _milli(usage.get("cpu")) if m else None,
+            "memory_bytes": _bytes(usage.get("memory")) if m else None,
+            "cpu_allocatable_milli": _milli(alloc.get("cpu")), "memory_allocatable_bytes": _bytes(alloc.get("memory"))}
+
+
 def cmd_top(args) -> int:
+    from netemu.cli.kinds import by_kind, find_object, get_object, list_objects
+
     client = Client(pick_lab(args.lab))
     nodes = args.what in ("nodes", "node", "no")
     if nodes:
-        items = client.call("top", kind="Node", name=args.name)
-        if args.name and not items:
-            raise CliError(f'nodes "{args.name}" not found')
+        node_res, metrics_res = by_kind("Node"), by_kind("NodeMetrics")
+        if args.name:
+            objs = [get_object(client, node_res, None, args.name)]
+            m = find_object(client, metrics_res, None, args.name)
+            metrics = {args.name: m} if m else {}
+        else:
+            objs = list_objects(client, node_res, None, args.selector)
+            metrics = {m["metadata"]["name"]: m for m in list_objects(client, metrics_res, None, args.selector)}
+        items = [node_usage(n, metrics.get(n["metadata"]["name"])) for n in objs]
         headers, rows = node_rows(items, args.sort_by)
         _print(headers, rows, args.no_headers)
         return 0
     ns = None if args.all_namespaces else (args.namespace or "default")
-    items = client.call("top", kind="Pod", namespace=ns, name=args.name)
-    pods = client.call("get", kind="Pod", namespace=ns, name=args.name, selector=args.selector) \
-        if (args.name or args.selector or not items) else None
-    if args.selector:
-        wanted = {(p["metadata"].get("namespace"), p["metadata"]["name"]) for p in pods or []}
-        items = [m for m in items if (m["namespace"], m["name"]) in wanted]
+    pod_res, metrics_res = by_kind("Pod"), by_kind("PodMetrics")
+    if args.name:
+        m = find_object(client, metrics_res, ns or "default", args.name)
+        items = [pod_usage(m)] if m else []
+    else:
+        items = [pod_usage(m) for m in list_objects(client, metrics_res, ns, args.selector)]
     if not items:
-        live = [p for p in pods or [] if not p["metadata"].get("deletionTimestamp")]
+        if args.name:
+            p = find_object(client, pod_res, ns or "default", args.name)
+            pods = [p] if p else []
+        else:
+            pods = list_objects(client, pod_res, ns, args.selector)
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
         if live:  # the pods exist: their metrics are not there yet (two samples are needed)
             p = live[0]
             raise CliError(f"Metrics not available for pod {p['metadata'].get('namespace', 'default')}/"
@@ -138,52 +207,38 @@ def _print(headers: list[str], rows: list[list[str]], no_headers: bool) -> None:
 
 
 # --------------------------------------------------------------------------- autoscale
-SCALABLE = {"Deployment", "ReplicaSet"}
-
-
 def cmd_autoscale(args) -> int:
-    from netemu.cli.kinds import split_ref
-    from netemu.spec.autoscaling import hpa_problems, new_hpa
+    from netemu.cli.kinds import by_kind, get_object, path, split_ref
 
     client = Client(pick_lab(args.lab))
-    kind, name = split_ref(args.resource, args.name_arg)
+    res, name = split_ref(args.resource, args.name_arg, client)
     if not name:
         raise CliError("autoscale needs a name: netemu autoscale deployment NAME --max=N")
-    if kind not in SCALABLE:
-        raise CliError(f"cannot autoscale a {kind}: netemu scales deployments and replicasets")
-    ns = args.namespace or "default"
-    target = client.call("get", kind=kind, namespace=ns, name=name)[0]
-    hpa_name = args.name or name
-    existing = client.call("get", kind="HorizontalPodAutoscaler", namespace=ns)
-    if any(h["metadata"]["name"] == hpa_name for h in existing):
-        raise CliError(f'horizontalpodautoscalers.autoscaling "{hpa_name}" already exists')
+    if "scale" not in res.subresources:
+        raise CliError(f"cannot autoscale a {res.kind}: it has no scale subresource (deployments and replicasets do)")
     if args.max < 1:
         raise CliError("--max=MAXPODS is required and must be at least 1")
     min_replicas = args.min if args.min >= 0 else None
     if min_replicas is not None and min_replicas > args.max:
         raise CliError(f"--max={args.max} must be larger or equal to --min={min_replicas}")
-    hpa = new_hpa(hpa_name, ns, kind, name, args.max, min_replicas=min_replicas,
-                  cpu_percent=args.cpu_percent if args.cpu_percent >= 0 else None,
-                  api_version=target.get("apiVersion") or "apps/v1")
-    errors, _ = hpa_problems(hpa)
-    if errors:
-        raise CliError("; ".join(f"{path}: {msg}" for path, msg in errors))
-    client.call("apply", objects=[hpa.dump()])
+    ns = args.namespace or "default"
+    target = get_object(client, res, ns, name)
+    hpa_name = args.name or name
+    spec: dict = {"scaleTargetRef": {"apiVersion": target.get("apiVersion") or res.group_version, "kind": res.kind,
+                                     "name": name}, "maxReplicas": args.max}
+    if min_replicas is not None:
+        spec["minReplicas"] = min_replicas
+    if args.cpu_percent >= 0:  # none: the API's default, 80% of the cpu request
+        spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": args.cpu_percent}}}]
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": hpa_name, "namespace": ns}, "spec": spec}
+    client.rest("POST", path(by_kind("HorizontalPodAutoscaler"), ns, version="v2"), hpa)
     print(f"horizontalpodautoscaler.autoscaling/{hpa_name} autoscaled")
     return 0
 
 
-# --------------------------------------------------------------------------- get / describe hpa
-def hpa_row(hpa: dict, wide: bool, now: float) -> list[str]:
-    spec, st = hpa.get("spec") or {}, hpa.get("status") or {}
-    ref = spec.get("scaleTargetRef") or {}
-    min_pods = str(spec["minReplicas"]) if spec.get("minReplicas") is not None else "<unset>"
-    from netemu.control.hpa import hpa_targets  # pulls the spec models (pydantic): only when asked
-
-    return [hpa["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}", hpa_targets(hpa), min_pods,
-            str(spec.get("maxReplicas", 0)), str(st.get("currentReplicas", 0)), tables.age(hpa, now)]
-
-
+# --------------------------------------------------------------------------- describe hpa
 def describe_hpa(hpa: dict, client=None) -> str:
     """kubectl describe hpa (without the events, which describe prints after)."""
     meta, spec, st = hpa["metadata"], hpa.get("spec") or {}, hpa.get("status") or {}
@@ -250,7 +305,3 @@ def describe_hpa(hpa: dict, client=None) -> str:
 def _describe_time(ts: Optional[str]) -> str:
     t = tables.parse_ts(ts)
     return "<unknown>" if t is None else time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(t))
-
-
-# `get hpa` (get_cmds registers describe_hpa among its DESCRIBERS)
-tables.TABLES["HorizontalPodAutoscaler"] = (HPA_HEADERS, [], hpa_row)

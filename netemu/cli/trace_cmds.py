@@ -135,18 +135,19 @@ def _nft_result(dest: dict, t: dict, src: str, local_ips: set[str]) -> dict:
 
 
 def cmd_trace(args) -> int:
+    from netemu.cli.kinds import by_kind, get_object, list_objects
     from netemu.dataplane import capture
 
     client = Client(pick_lab(args.lab))
     ns = args.namespace or "default"
     lab = client.call("lab")
-    node_ips = _node_ips(client.call("get", kind="Node"))
+    node_ips = _node_ips(list_objects(client, by_kind("Node")))
     node = args.node
     if node and node not in node_ips:
         raise CliError(f'node "{node}" not found (nodes: {", ".join(node_ips)})')
     src, src_what = args.src, "--src"
     if args.from_pod:
-        pod = client.call("get", kind="Pod", namespace=ns, name=args.from_pod)[0]
+        pod = get_object(client, by_kind("Pod"), ns, args.from_pod)
         src = (pod.get("status") or {}).get("podIP")
         if not src:
             raise CliError(f'pod "{args.from_pod}" has no IP yet')
@@ -163,7 +164,7 @@ def cmd_trace(args) -> int:
         dests = [{"via": f"{ip}:{port}", "ip": ip, "port": port, "proto": args.protocol or "tcp"}]
         title = f"{args.target}"
     else:
-        svc = client.call("get", kind="Service", namespace=ns, name=args.target)[0]
+        svc = get_object(client, by_kind("Service"), ns, args.target)
         if (svc.get("spec") or {}).get("type") == "ExternalName":
             raise CliError(f"service {args.target} is an ExternalName ({svc['spec'].get('externalName')}): "
                            "DNS only, no rules")

@@ -39,7 +39,6 @@ from netemu.spec.autoscaling import (
     default_scale_up_rules,
     effective_metrics,
     format_milli,
-    format_quantity,
     milli_value,
 )
 from netemu.spec.models import Condition, Pod
@@ -656,62 +655,4 @@ class HorizontalController:
 def _spec_replicas(obj) -> int:
     r = obj.spec.replicas
     return 1 if r is None else int(r)
-
-
-# --------------------------------------------------------------------------- for `get hpa` (pure)
-def hpa_targets(hpa: dict) -> str:
-    """kubectl's TARGETS column (formatHPAMetrics) from an HPA's JSON."""
-    specs = (hpa.get("spec") or {}).get("metrics") or []
-    statuses = (hpa.get("status") or {}).get("currentMetrics") or []
-    if not specs:
-        return "<none>"
-    out = []
-    for i, spec in enumerate(specs):
-        st = statuses[i] if i < len(statuses) else {}
-        t = spec.get("type")
-        if t in ("Resource", "ContainerResource"):
-            src = spec.get("resource" if t == "Resource" else "containerResource") or {}
-            cur_src = st.get("resource" if t == "Resource" else "containerResource")
-            target = src.get("target") or {}
-            if target.get("averageValue") is not None:
-                current = ((cur_src or {}).get("current") or {}).get("averageValue") or "<unknown>"
-                out.append(f"{src.get('name')}: {current}/{_canonical(target['averageValue'])}")
-            else:
-                util = ((cur_src or {}).get("current") or {}).get("averageUtilization")
-                current = f"{util}%" if util is not None else "<unknown>"
-                goal = f"{target['averageUtilization']}%" if target.get("averageUtilization") is not None \
-                    else "<auto>"
-                out.append(f"{src.get('name')}: {current}/{goal}")
-        elif t == "Pods":
-            src = spec.get("pods") or {}
-            cur = ((st.get("pods") or {}).get("current") or {}).get("averageValue") or "<unknown>"
-            out.append(f"{cur}/{_canonical((src.get('target') or {}).get('averageValue', '0'))}")
-        elif t == "Object":
-            src = spec.get("object") or {}
-            target = src.get("target") or {}
-            cur = (st.get("object") or {}).get("current") or {}
-            if target.get("averageValue") is not None:
-                out.append(f"{cur.get('averageValue') or '<unknown>'}/{_canonical(target['averageValue'])} (avg)")
-            else:
-                out.append(f"{cur.get('value') or '<unknown>'}/{_canonical(target.get('value', '0'))}")
-        elif t == "External":
-            src = spec.get("external") or {}
-            target = src.get("target") or {}
-            cur = (st.get("external") or {}).get("current") or {}
-            if target.get("averageValue") is not None:
-                out.append(f"{cur.get('averageValue') or '<unknown>'}/{_canonical(target['averageValue'])} (avg)")
-            else:
-                out.append(f"{cur.get('value') or '<unknown>'}/{_canonical(target.get('value', '0'))}")
-        else:
-            out.append("<unknown type>")
-    if len(out) > 2:
-        return ", ".join(out[:2]) + f" + {len(out) - 2} more..."
-    return ", ".join(out)
-
-
-def _canonical(q) -> str:
-    try:
-        return format_quantity(q)
-    except ValueError:
-        return str(q)
 

@@ -15,7 +15,10 @@ BASE_ENV = {
 
 
 def pod_hostname(pod: Pod) -> str:
-    return (pod.spec.hostname or pod.metadata.name)[:63]
+    """spec.hostname, else the pod's name; cut to 63 characters (a DNS label, and what sethostname takes)
+    without a trailing '-' or '.', as kubelet does."""
+    name = pod.spec.hostname or pod.metadata.name or ""
+    return name[:63].rstrip("-.") if len(name) > 63 else name
 
 
 def _field(pod: Pod, path: str) -> str:

@@ -13,12 +13,9 @@ import logging
 import os
 import time
 
-from netemu.control import labels as labelsel
 from netemu.control.cluster import AdmissionError
-from netemu.control.nodes import set_unschedulable
 from netemu.control.pods import is_ready, is_terminating
 from netemu.control.store import Conflict, NotFound
-from netemu.spec.models import KINDS, NAMESPACED
 
 log = logging.getLogger("netemu.api")
 
@@ -83,45 +80,6 @@ class Api:
     def op_lab(self, req):
         return self.d.lab.dump()
 
-    def op_get(self, req):
-        kind = req["kind"]
-        ns = req.get("namespace")  # None: all namespaces
-        name = req.get("name")
-        store = self.cluster.store
-        if kind == "Endpoints":
-            return self._endpoints(ns, name)
-        if name:
-            return [store.get(kind, ns or "default", name).dump()]
-        objs = store.list(kind, ns if kind in NAMESPACED else None)
-        if req.get("selector"):
-            sel = labelsel.parse(req["selector"])
-            objs = [o for o in objs if labelsel.matches(sel, o.metadata.labels)]
-        return [o.dump() for o in sorted(objs, key=lambda o: (o.metadata.namespace or "", o.metadata.name))]
-
-    def _endpoints(self, ns, name):
-        from netemu.control.endpoints import SERVICE_NAME_LABEL, endpoints_view
-
-        store = self.cluster.store
-        svcs = [store.get("Service", ns or "default", name)] if name else store.list("Service", ns)
-        out = []
-        for svc in sorted(svcs, key=lambda s: (s.metadata.namespace, s.metadata.name)):
-            if svc.spec.type == "ExternalName":
-                continue
-            slices = [s for s in store.list("EndpointSlice", svc.metadata.namespace)
-                      if (s.metadata.labels or {}).get(SERVICE_NAME_LABEL) == svc.metadata.name]
-            out.append(endpoints_view(svc, slices))
-        return out
-
-    def op_events(self, req):
-        out = []
-        for e in self.cluster.events:
-            if req.get("namespace") and e.namespace not in (req["namespace"], ""):
-                continue
-            if req.get("kind") and (e.kind, e.name) != (req["kind"], req.get("name")):
-                continue
-            out.append(vars(e))
-        return out
-
     def op_runtime(self, req):
         """Where a pod's processes live, for exec / logs."""
         ns, name = req.get("namespace") or "default", req["name"]
@@ -141,14 +99,6 @@ class Api:
             "containers": {c: {"pid": crt.pid, "log": paths.container_log(self.d.name, ns, name, c)}
                            for c, crt in rt.containers.items()},
         }
-
-    def op_top(self, req):
-        """metrics.k8s.io, for `top`: pods (kind Pod, namespace None = all) or nodes."""
-        from netemu.dataplane.metrics import top_nodes, top_pods
-
-        if req.get("kind") == "Node":
-            return top_nodes(self.d.metrics, self.cluster.store, req.get("name"))
-        return top_pods(self.d.metrics, self.cluster.store, req.get("namespace"), req.get("name"))
 
     async def op_rules(self, req):
         """What is loaded on a node now (iptables-save in its namespace)."""
@@ -187,64 +137,6 @@ class Api:
         node = self.cluster.store.get("Node", "", req["name"])
         return self.d.net.node_netns(node.metadata.name)
 
-    # ------------------------------------------------------------------ writes
-    def op_apply(self, req):
-        objs = [_model(o) for o in req["objects"]]
-        results = self.cluster.apply(objs)
-        self.d.kick()
-        return [str(r) for r in results]
-
-    def op_expose(self, req):
-        from netemu.control.expose import ExposeError, expose
-
-        obj = self.cluster.store.get(req["kind"], req.get("namespace") or "default", req["name"])
-        try:
-            svc = expose(obj, name=req.get("service_name"), type_=req.get("type") or "ClusterIP",
-                         port=req.get("port"), target_port=req.get("target_port"), protocol=req.get("protocol"),
-                         external_ip=req.get("external_ip"), session_affinity=req.get("session_affinity"),
-                         cluster_ip=req.get("cluster_ip"), load_balancer_ip=req.get("load_balancer_ip"),
-                         selector=_selector_map(req.get("selector")))
-        except ExposeError as e:
-            raise ApiError(str(e)) from None
-        if self.cluster.store.find("Service", svc.metadata.namespace, svc.metadata.name):
-            raise ApiError(f'services "{svc.metadata.name}" already exists')
-        self.cluster.apply([svc])
-        self.d.kick()
-        return f"service/{svc.metadata.name} exposed"
-
-    def op_delete(self, req):
-        kind, ns, name = req["kind"], req.get("namespace") or "default", req["name"]
-        pod_grace = req.get("grace")
-        if kind == "Pod" and pod_grace is not None:
-            self.cluster.delete_pod(self.cluster.store.get("Pod", ns, name), grace=int(pod_grace))
-        else:
-            self.cluster.delete(kind, ns, name)
-        self.d.kick()
-        return f"{kind.lower()} \"{name}\" deleted"
-
-    def op_scale(self, req):
-        obj = self.cluster.scale(req["kind"], req.get("namespace") or "default", req["name"], int(req["replicas"]))
-        self.d.kick()
-        return f"{_resource(obj.kind)}/{obj.metadata.name} scaled"
-
-    def op_cordon(self, req):
-        node = self.cluster.store.get("Node", "", req["name"])
-        changed = set_unschedulable(self.cluster, node, bool(req.get("value", True)))
-        self.d.kick()
-        verb = "cordoned" if req.get("value", True) else "uncordoned"
-        return f"node/{node.metadata.name} {verb if changed else 'already ' + verb}"
-
-    def op_drain(self, req):
-        node = self.cluster.store.get("Node", "", req["name"])
-        set_unschedulable(self.cluster, node, True)
-        evicted = []
-        for pod in self.cluster.store.list("Pod"):
-            if pod.spec.node_name == node.metadata.name and not is_terminating(pod):
-                self.cluster.delete_pod(pod)
-                evicted.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
-        self.d.kick()
-        return {"node": node.metadata.name, "evicted": evicted}
-
     def op_announcements(self, req):
         """Which node announces which LoadBalancer IP (MetalLB layer 2), and the speakers."""
         from netemu.control import metallb_l2
@@ -255,6 +147,7 @@ class Api:
         return {"by_ip": dict(a.by_ip), "by_node": {n: sorted(ips) for n, ips in a.by_node.items()},
                 "services": services, "speakers": self.d.speakers.stats() if self.d.speakers else {}}
 
+    # ------------------------------------------------------------------ writes (failure injection)
     def op_speaker(self, req):
         self.d.set_speaker(req["name"], bool(req["alive"]))
         return f"speaker on node/{req['name']} {'started' if req['alive'] else 'killed'}"
@@ -353,18 +246,6 @@ class Api:
         raise ApiError(f"cannot wait for {what!r}")
 
 
-def _selector_map(text):
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        k, sep, v = part.partition("=")
-        if not sep:
-            raise ApiError(f"--selector {text!r}: expected key=value pairs")
-        out[k.strip()] = v.strip()
-    return out
-
-
 def _deployment_done(d) -> bool:
     want = d.spec.replicas if d.spec.replicas is not None else 1
     st = d.status
@@ -374,20 +255,6 @@ def _deployment_done(d) -> bool:
 
 def _node_ready(n) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-
-
-def _model(data: dict):
-    kind = data.get("kind")
-    model = KINDS.get(kind)
-    if model is None:
-        raise ApiError(f"kind {kind!r} is not supported")
-    return model.model_validate(data)
-
-
-def _resource(kind: str) -> str:
-    from netemu.control.cluster import resource_name
-
-    return resource_name(kind)
 
 
 class _RawWriter:

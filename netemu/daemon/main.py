@@ -11,8 +11,9 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from netemu import paths
 from netemu.dataplane.cgroups import LabCgroups
@@ -23,12 +24,30 @@ log = logging.getLogger("netemu.daemon")
 
 
 class BuildFailed(RuntimeError):
-    pass
+    """The build failed and the control process rolled everything back before it said so."""
+
+
+class ControlProcessStopped(RuntimeError):
+    """The control process stays stopped (SIGSTOP) in the middle of its build."""
+
+    def __init__(self, pid: int):
+        super().__init__(f"the control process (pid {pid}) is stopped")
+        self.pid = pid
+
+
+class ControlProcessDied(RuntimeError):
+    """The control process ended (killed, crashed) before it reported success or a rolled-back failure:
+    whatever it had built is still there."""
+
+    def __init__(self, pid: Optional[int]):
+        super().__init__(f"the control process{f' (pid {pid})' if pid else ''} exited during start-up")
+        self.pid = pid
 
 
 def spawn(lab: Lab, objects: list[K8sModel], on_progress: Callable[[str], None]) -> int:
     """Fork the control process; return its pid once the lab's network is built.
-    Raises BuildFailed (with the reason) if building failed; everything is rolled back then."""
+    Raises BuildFailed (with the reason) if building failed; everything is rolled back then.
+    Raises ControlProcessDied if it ended without a word (nothing was rolled back)."""
     name = lab.metadata.name
     os.makedirs(paths.lab_dir(name), mode=0o700, exist_ok=True)
     os.chmod(paths.RUN_DIR, 0o755)
@@ -49,18 +68,60 @@ def spawn(lab: Lab, objects: list[K8sModel], on_progress: Callable[[str], None])
     os.close(w)
     os.waitpid(pid, 0)
     daemon_pid = None
-    with os.fdopen(r, "r") as pipe:
-        for line in pipe:
-            tag, _, text = line.rstrip("\n").partition(" ")
-            if tag == "PID":
-                daemon_pid = int(text)
-            elif tag == "P":
-                on_progress(text)
-            elif tag == "E":
-                raise BuildFailed(text.replace("\\n", "\n"))
-            elif tag == "OK":
-                return daemon_pid or 0
-    raise BuildFailed("the control process exited during start-up; see " + paths.daemon_log(name))
+    for line in _lines(r, lambda: daemon_pid):
+        tag, _, text = line.partition(" ")
+        if tag == "PID":
+            daemon_pid = int(text)
+        elif tag == "P":
+            on_progress(text)
+        elif tag == "E":
+            raise BuildFailed(text.replace("\\n", "\n"))
+        elif tag == "OK":
+            return daemon_pid or 0
+    raise ControlProcessDied(daemon_pid)
+
+
+STOPPED_SECONDS = 5.0  # a control process stopped (SIGSTOP) this long while building is reported
+
+
+def _lines(fd: int, pid: Callable[[], Optional[int]]) -> Iterator[str]:
+    """The control process's start-up lines, until it closes the pipe. A control process that stays
+    stopped (state T) raises ControlProcessStopped rather than leaving `up` waiting forever."""
+    import select
+
+    buf = b""
+    stopped_since: Optional[float] = None
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                p = pid()
+                if p and _state(p) in ("T", "t"):
+                    stopped_since = stopped_since or time.monotonic()
+                    if time.monotonic() - stopped_since >= STOPPED_SECONDS:
+                        raise ControlProcessStopped(p)
+                else:
+                    stopped_since = None
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                if buf.strip():
+                    yield buf.decode(errors="replace")
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _daemon_process(lab: Lab, objects: list[K8sModel], w: int) -> None:
@@ -138,6 +199,9 @@ async def _main(lab: Lab, objects, client, cg, say) -> None:
     daemon = LabDaemon(lab, objects, client, cg, progress=lambda s: say("P", s))
     api = Api(daemon)
     daemon.lab_ops = api
+    from netemu.daemon.streams import Streams
+
+    daemon.streams = Streams(daemon)  # pods/exec, attach, portforward
     from netemu.daemon import virtual
 
     virtual.install(daemon)

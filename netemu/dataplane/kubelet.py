@@ -276,6 +276,9 @@ class Kubelet:
                    cwd=spec.working_dir or "/",
                    log=paths.container_log(self.lab, rt.namespace, rt.name, spec.name))
         if spec.stdin or spec.tty:
+            if c.stdio is not None and c.stdio.stdin_fd is None:  # stdinOnce ended it: a new one, as a runtime
+                c.stdio.close()
+                c.stdio = None
             if c.stdio is None:
                 c.stdio = ContainerStdio(bool(spec.tty), msg["log"])
             msg["stdio"] = c.stdio.child_paths()

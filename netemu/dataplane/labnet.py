@@ -1,6 +1,6 @@
 """The lab's wires: the lab segment, node namespaces and pod network namespaces.
 
-    host (root ns) ne-<lab> 192.168.1.1/24 --veth-- [ne-<lab>: br0] --veth-- eth0 [ne-<lab>-<node>]
+    host (root ns) ne-<lab> 192.168.1.1/24 --veth-- [ne-<lab>: br0] --veth-- eth0 [ne-<lab>_<node>]
     node: eth0 <node ip>/24, cni0 bridge <pod subnet .1>, host-gw routes to the other nodes' pod
           subnets, a route for the service CIDR, IP forwarding; no default route
     pod:  eth0 (veth to the node's cni0, hairpin on) <pod ip>/24, default route via cni0's address
@@ -19,6 +19,8 @@ from typing import Iterable, Optional
 
 from netemu.dataplane import names, nsutil
 from netemu.dataplane.ipcmd import ip_batch, netns_list
+
+ETC_NETNS = "/etc/netns"
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,25 @@ class LabNet:
         return names.pod_netns(self.lab, namespace, pod)
 
     def add_pods(self, pods: list[PodNet]) -> None:
-        """Create pod namespaces and wire them, in as few iproute2 processes as possible."""
+        """Create pod namespaces and wire them, in as few iproute2 processes as possible.
+
+        On failure, what this call created is removed (and only that: a namespace that already
+        existed is never touched) and the error is raised."""
         if not pods:
             return
+        wanted = [self.pod_netns(p.namespace, p.name) for p in pods]
+        existing = _present_netns()
+        taken = [n for n in wanted if n in existing]
+        if taken:
+            raise FileExistsError(f"network namespace {taken[0]} already exists")
+        try:
+            self._add_pods(pods)
+        except BaseException:
+            now = _present_netns()
+            self._remove_netns([n for n in wanted if n in now])
+            raise
+
+    def _add_pods(self, pods: list[PodNet]) -> None:
         ip_batch([f"netns add {self.pod_netns(p.namespace, p.name)}" for p in pods])
         by_node: dict[str, list[PodNet]] = {}
         for p in pods:
@@ -157,36 +175,72 @@ class LabNet:
 
     def remove_pods(self, pods: Iterable[tuple[str, str]]) -> None:
         """Deleting a pod's namespace deletes its veth pair with it."""
-        nss = [self.pod_netns(ns, name) for ns, name in pods]
+        self._remove_netns([self.pod_netns(ns, name) for ns, name in pods])
+
+    def discard_files(self, pods: Iterable[tuple[str, str]]) -> None:
+        """The /etc/netns files of pods whose namespace was not made (a failed add_pods): only where no
+        namespace of that name exists."""
+        present = _present_netns()
+        for ns, name in pods:
+            n = self.pod_netns(ns, name)
+            if n not in present:
+                shutil.rmtree(os.path.join(ETC_NETNS, n), ignore_errors=True)
+
+    @staticmethod
+    def _remove_netns(nss: list[str]) -> None:
         ip_batch([f"netns del {n}" for n in nss], force=True)
         for n in nss:
-            shutil.rmtree(os.path.join("/etc/netns", n), ignore_errors=True)
+            shutil.rmtree(os.path.join(ETC_NETNS, n), ignore_errors=True)
 
     # ------------------------------------------------------------------ teardown
-    def owned_netns(self, other_labs: list[str]) -> list[str]:
-        return [n for n in netns_list() if names.belongs_to(self.lab, n, other_labs)]
+    def owned_netns(self, other_labs: Optional[list[str]] = None) -> list[str]:
+        return [n for n in netns_list() if names.belongs_to(self.lab, n)]
 
 
-def sweep(lab: str, other_labs: Optional[list[str]] = None) -> list[str]:
+def sweep(lab: str, other_labs: Optional[list[str]] = None, legacy: bool = False) -> list[str]:
     """Remove every namespace and link of a lab, found by name (works after a crash too).
-    Pods first, then nodes, then the switch; the host link goes with the switch's veth."""
+    Pods first, then nodes, then the switch; the host link goes with the switch's veth. Then every
+    /etc/netns entry of the lab, whether its namespace still exists or not (a crash between writing a
+    pod's files and creating its namespace leaves the files alone). legacy: also the names of the
+    former scheme (`ne-<lab>-<node>`), for a lab started before it changed."""
     other_labs = other_labs or []
-    owned = [n for n in netns_list() if names.belongs_to(lab, n, other_labs)]
+
+    def mine(n: str) -> bool:
+        return names.belongs_to(lab, n) or (legacy and names.legacy_belongs_to(lab, n, other_labs))
+
+    owned = [n for n in netns_list() if mine(n)]
     switch = names.switch_netns(lab)
     ordered = sorted(owned, key=lambda n: (n == switch, n))
     ip_batch([f"netns del {n}" for n in ordered], force=True)
     host = names.host_link(lab)
-    if os.path.exists(f"/sys/class/net/{host}"):
+    # (a hashed name shared with another lab that is up is that lab's: not ours to delete)
+    if os.path.exists(f"/sys/class/net/{host}") and not any(names.host_link(o) == host for o in other_labs
+                                                           if o != lab):
         ip_batch([f"link del {host}"], force=True)
-    for n in owned:
-        shutil.rmtree(os.path.join("/etc/netns", n), ignore_errors=True)
     try:
-        os.rmdir("/etc/netns")  # only if empty: it may hold other tools' files
+        etc = [n for n in os.listdir(ETC_NETNS) if mine(n)]
+    except OSError:
+        etc = []
+    for n in sorted(set(owned) | set(etc)):
+        shutil.rmtree(os.path.join(ETC_NETNS, n), ignore_errors=True)
+    try:
+        os.rmdir(ETC_NETNS)  # only if empty: it may hold other tools' files
     except OSError:
         pass
     return owned
 
 
+def _present_netns() -> set[str]:
+    """The named network namespaces (the files `ip netns add` makes under /run/netns), without a process."""
+    try:
+        return set(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return set()
+    except OSError:
+        return set(netns_list())
+
+
+NETNS_RUN_DIR = "/run/netns"
 POD_IF_INDEX = 2  # lo is 1 in a new namespace
 
 

@@ -153,7 +153,7 @@ class Launcher:
             os.close(r)
             code = 0
             try:
-                _child_reset(keep=(w,))
+                _child_reset(keep=(w,), session=bool((msg.get("stdio") or {}).get("tty")))
                 target(msg, w)
             except BaseException as e:
                 try:
@@ -204,11 +204,14 @@ class Launcher:
                 self._send({"event": "exit", "pid": pid, "status": status})
 
 
-def _child_reset(keep: tuple[int, ...]) -> None:
+def _child_reset(keep: tuple[int, ...], session: bool = False) -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    os.setpgid(0, 0)
+    if session:  # a tty container: its own session, so that the pty can be its controlling terminal
+        os.setsid()
+    else:
+        os.setpgid(0, 0)
 
 
 def _close_all_but(keep: int) -> None:
@@ -337,13 +340,16 @@ def _container_main(msg: dict, ready_fd: int) -> None:
     # nothing of the launcher's survives into the container but the set-up pipe
     _close_all_but(ready_fd)
     os.chdir(msg.get("cwd") or "/")
-    log = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    os.close(devnull)
+    if msg.get("stdio"):
+        _open_stdio(msg["stdio"])
+    else:
+        log = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.close(devnull)
     env = dict(msg.get("env") or {})
     if msg.get("argv"):
         argv = msg["argv"]
@@ -363,6 +369,21 @@ def _container_main(msg: dict, ready_fd: int) -> None:
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     run_builtin(msg["builtin"], ctx)  # closes the set-up pipe once it listens
+
+
+def _open_stdio(stdio: dict) -> None:
+    """stdin: true / tty: true: the control process's pipes or pty (netemu.dataplane.stdio), reached
+    through /proc/<its pid>/fd/<n>, become fds 0-2; a pty becomes the controlling terminal."""
+    import fcntl
+    import termios
+
+    modes = {"stdin": os.O_RDONLY, "stdout": os.O_WRONLY, "stderr": os.O_WRONLY}
+    for target, name in enumerate(("stdin", "stdout", "stderr")):
+        fd = os.open(stdio[name], os.O_RDWR if stdio.get("tty") else modes[name])
+        os.dup2(fd, target)
+        os.close(fd)
+    if stdio.get("tty"):
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _which(cmd: str, path: Optional[str]) -> Optional[str]:

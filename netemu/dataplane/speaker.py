@@ -518,7 +518,7 @@ class Speaker:
 class Speakers:
     """Every node's speaker of one lab, on one SpeakerThread: what the daemon keeps.
 
-        speakers = Speakers({"w1-k8s": "ne-lab-w1-k8s", ...})
+        speakers = Speakers({"w1-k8s": "ne-lab_w1-k8s", ...})
         speakers.sync(metallb_l2.reconcile(cluster).by_node)    # after each reconcile pass
         speakers.kill("w1-k8s")                                 # `killing a node's speaker`
         speakers.close()                                        # teardown

@@ -3,7 +3,7 @@
 The interface leaves its namespace and becomes a port of the segment's bridge:
 
     laptop ── (host-only network) ── eth1 ─┐
-    host (root ns) ne-<lab> ──veth── host ─┤ [ne-<lab>: br0] ── n-<node> ──veth── eth0 [ne-<lab>-<node>]
+    host (root ns) ne-<lab> ──veth── host ─┤ [ne-<lab>: br0] ── n-<node> ──veth── eth0 [ne-<lab>_<node>]
 
 so machines on that network reach node IPs, NodePorts and LoadBalancer IPs directly: the nodes answer
 ARP for their own addresses, the speakers for LB addresses. Only the segment is joined: the interface

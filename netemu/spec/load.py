@@ -17,7 +17,7 @@ from netemu.spec.convert import MODELS, Converted, convert
 from netemu.spec.defaults import apply_defaults, default_lab
 from netemu.spec.documents import read_documents, rendered_chunks
 from netemu.spec.errors import Location, Report
-from netemu.spec.models import K8sModel, Lab
+from netemu.spec.models import NAMESPACED, K8sModel, Lab
 from netemu.spec.validate import check_lab_name, validate_lab, validate_objects
 
 STDIN = "-"
@@ -45,7 +45,11 @@ def _read(path: str, report: Report) -> tuple[str, str]:
 
 def _convert_text(text: str, filename: str, report: Report) -> list[Converted]:
     out: list[Converted] = []
+    errors_before = len(report.errors)
     docs = read_documents(text, filename, report, MODELS)
+    unreadable = any(e.startswith(f"{filename}: cannot read") for e in report.errors)
+    if not docs and len(report.errors) == errors_before and not unreadable:
+        report.fail(f"{filename}: no objects: the file is empty (or holds only comments)")
     recovered = [str(d.loc.document) for d in docs if d.recovered]
     if recovered:  # one note per file: the manifests work as they are, fmt shows how they were read
         what = (f"document {recovered[0]} had lost its indentation; netemu re-indented it by its schema"
@@ -122,8 +126,11 @@ def load_text(text: str, filename: str = "<stdin>", *, lab_name: str | None = No
                  stem=_stem(filename) if not filename.startswith("<") else "lab")
 
 
-def load_objects(paths: list[str], lab: Lab) -> tuple[list[K8sModel], list[str]]:
-    """Objects to apply to a running lab: no Lab document allowed; validated against that lab."""
+def load_objects(paths: list[str], lab: Lab, namespace: str | None = None) -> tuple[list[K8sModel], list[str]]:
+    """Objects to apply to a running lab: no Lab document allowed; validated against that lab.
+
+    namespace (kubectl's -n): where objects without a namespace go; an object that names another
+    namespace is an error, as kubectl refuses it."""
     report = Report()
     items: list[Converted] = []
     for path in paths:
@@ -132,6 +139,14 @@ def load_objects(paths: list[str], lab: Lab) -> tuple[list[K8sModel], list[str]]
     for c in items:
         if isinstance(c.obj, Lab):
             report.error(c.loc, "kind", "a Lab document only goes to `netemu up`; a running lab cannot change its Lab")
+        elif namespace and c.obj.kind in NAMESPACED:
+            have = c.obj.metadata.namespace
+            if not have:
+                c.obj.metadata.namespace = namespace
+            elif have != namespace:
+                report.error(c.loc, "metadata.namespace", f'the namespace from the provided object "{have}" does not '
+                             f'match the namespace "{namespace}". You must pass \'--namespace={have}\' to perform '
+                             "this operation.")
     objs, _ = _finish([c for c in items if not isinstance(c.obj, Lab)], lab, report)
     return objs, report.warnings
 

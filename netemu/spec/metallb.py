@@ -417,7 +417,9 @@ def parse_legacy_config(text: str) -> LegacyConfig:
     data: Any = None
     parse_error: Optional[str] = None
     try:
-        data = yaml.safe_load(text)
+        from netemu.spec.documents import safe_load_limited
+
+        data = safe_load_limited(text)  # a ConfigMap's value: user input, no alias bombs
     except yaml.YAMLError as e:
         parse_error = str(e).replace("\n", " ")
     if _all_at_column_zero(text):

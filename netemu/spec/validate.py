@@ -19,7 +19,9 @@ from netemu.spec.rules import (
     check_config_key, check_dns_1035_label, check_dns_label, check_dns_subdomain, check_label_key,
 )
 from netemu.spec.validate_lab import check_lab_name, validate_lab
-from netemu.spec.validate_pods import check_labels, check_pod_spec, check_workload
+from netemu.spec.validate_pods import (
+    check_labels, check_pod_spec, check_workload, is_control_process_pod, pod_capacity,
+)
 from netemu.spec.validate_services import check_endpoint_slice, check_service
 
 __all__ = ["validate_objects", "validate_lab", "check_lab_name"]
@@ -42,12 +44,19 @@ NAME_RULES: dict[str, Callable[[str], Optional[str]]] = {
 }
 
 
+MAX_NAME = 253  # every object's name (it is a path segment of the API and a key in etcd)
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # all of an object's annotations (apimachinery's TotalAnnotationSizeLimitB)
+MAX_CONFIG_BYTES = 1024 * 1024  # a ConfigMap's or Secret's data (MaxSecretSize)
+
+
 def _check_metadata(obj: K8sModel, loc: Location, report: Report) -> None:
     meta = obj.metadata
     if not meta.name:
         report.error(loc, "metadata.name", "required field is missing")
     elif (rule := NAME_RULES.get(obj.kind)) and (why := rule(meta.name)) is not None:
         report.error(loc, "metadata.name", why)
+    elif len(meta.name) > MAX_NAME:
+        report.error(loc, "metadata.name", f"must be no more than {MAX_NAME} characters, got {len(meta.name)}")
     if obj.kind in NAMESPACED and meta.namespace and (why := check_dns_label(meta.namespace)) is not None:
         report.error(loc, "metadata.namespace", why)
     if obj.kind not in NAMESPACED and meta.namespace:
@@ -56,6 +65,10 @@ def _check_metadata(obj: K8sModel, loc: Location, report: Report) -> None:
     for key in meta.annotations or {}:
         if (why := check_label_key(key)) is not None:
             report.error(loc, "metadata.annotations", f"key {key!r} {why}")
+    size = sum(len(str(k)) + len(str(v)) for k, v in (meta.annotations or {}).items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        report.error(loc, "metadata.annotations", f"Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes, "
+                                                  f"got {size}")
 
 
 def _check_config(obj: ConfigMap | Secret, loc: Location, report: Report) -> None:
@@ -68,6 +81,15 @@ def _check_config(obj: ConfigMap | Secret, loc: Location, report: Report) -> Non
     if isinstance(obj, ConfigMap):
         for key in set(obj.data or {}) & set(obj.binary_data or {}):
             report.error(loc, f"binaryData.{key}", "duplicate of a key in data")
+    if isinstance(obj, ConfigMap):  # what the API server counts: keys and values (binaryData decoded)
+        size = sum(len(k) + len(str(v).encode()) for k, v in (obj.data or {}).items())
+        size += sum(len(k) + len(str(v)) * 3 // 4 for k, v in (obj.binary_data or {}).items())
+    else:  # a Secret's values, decoded (stringData ends up in data)
+        size = sum(len(str(v)) * 3 // 4 for v in (obj.data or {}).values())
+        size += sum(len(str(v).encode()) for v in (obj.string_data or {}).values())
+    if size > MAX_CONFIG_BYTES:
+        report.error(loc, "data", f"Too long: must have at most {MAX_CONFIG_BYTES} bytes (a {obj.kind} holds at "
+                                  f"most 1 MiB), got {size}")
     base64_values = (obj.binary_data if isinstance(obj, ConfigMap) else obj.data) or {}
     field = "binaryData" if isinstance(obj, ConfigMap) else "data"
     for key, value in base64_values.items():
@@ -82,9 +104,12 @@ def validate_object(obj: K8sModel, loc: Location, lab: Lab, report: Report) -> N
     node_names = [n.name for n in lab.spec.nodes or []]
     _check_metadata(obj, loc, report)
     if isinstance(obj, Pod):
-        check_pod_spec(obj.spec, "spec", loc, report, node_names=node_names)
+        # kube-system's control-process pods are the lab's own (made by the control process, never
+        # user input); they alone may share their node's network
+        check_pod_spec(obj.spec, "spec", loc, report, node_names=node_names,
+                       host_network_ok=is_control_process_pod(obj))
     elif isinstance(obj, (Deployment, ReplicaSet)):
-        check_workload(obj, loc, report, node_names)
+        check_workload(obj, loc, report, node_names, capacity=pod_capacity(lab))
     elif isinstance(obj, Service):
         check_service(obj, lab.spec, loc, report)
     elif isinstance(obj, EndpointSlice):

@@ -7,12 +7,34 @@ from typing import Optional, Union
 from netemu.spec.autoscaling import check_container_resources
 from netemu.spec.errors import Location, Report, join_path
 from netemu.spec.models import (
-    Container, Deployment, LabelSelector, PodSpec, PodTemplateSpec, Probe, ReplicaSet,
+    Container, Deployment, Lab, LabelSelector, Pod, PodSpec, PodTemplateSpec, Probe, ReplicaSet,
 )
 from netemu.spec.rules import check_dns_label, check_label_key, check_label_value, check_port, check_port_name
 
 IntOrString = Union[int, str]
 _PERCENT = re.compile(r"^\d+%$")
+
+# kube-system's mirror and kube-proxy pods (netemu.control.kubeadm): the control process is their
+# program and they share their node's network; user pods cannot
+CONTROL_PROCESS_ANNOTATION = "netemu.dev/run-by"
+HOST_NETWORK_UNSUPPORTED = ("hostNetwork: true is not supported for pods here: every pod gets a network namespace "
+                            "of its own (a node's namespace holds its address and kube-proxy's rules); remove it "
+                            "and reach the pod through its own IP or a Service")
+
+
+def is_control_process_pod(pod: Pod) -> bool:
+    return (pod.metadata.annotations or {}).get(CONTROL_PROCESS_ANNOTATION) == "control-process"
+
+
+def pod_capacity(lab: Lab) -> tuple[int, str]:
+    """How many pods the lab can ever hold at once: every node's pod subnet (a /nodePodPrefix of podCIDR)
+    without its network, bridge and broadcast addresses; and that reason in words."""
+    spec = lab.spec
+    nodes = len(spec.nodes or [])
+    per_node = max(0, 2 ** (32 - spec.node_pod_prefix) - 3)
+    return nodes * per_node, (f"the lab's {nodes} node{'s' * (nodes != 1)} hold at most {nodes * per_node} pods: "
+                              f"one /{spec.node_pod_prefix} of podCIDR {spec.pod_cidr} each (spec.nodePodPrefix), "
+                              f"{per_node} pod addresses per node")
 
 
 # --------------------------------------------------------------------------- labels and selectors
@@ -57,7 +79,13 @@ def check_selector(selector: LabelSelector, path: str, loc: Location, report: Re
 
 
 # --------------------------------------------------------------------------- pods
-def check_pod_spec(spec: PodSpec, path: str, loc: Location, report: Report, *, node_names: list[str]) -> None:
+def check_pod_spec(spec: PodSpec, path: str, loc: Location, report: Report, *, node_names: list[str],
+                   host_network_ok: bool = False) -> None:
+    if spec.host_network and not host_network_ok:
+        report.error(loc, join_path(path, "hostNetwork"), HOST_NETWORK_UNSUPPORTED)
+    for field, value in (("hostname", spec.hostname), ("subdomain", spec.subdomain)):
+        if value and (why := check_dns_label(value)) is not None:
+            report.error(loc, join_path(path, field), why)
     if not spec.containers:
         report.error(loc, join_path(path, "containers"), "must have at least one container")
     seen: dict[str, str] = {}
@@ -170,10 +198,14 @@ def _check_int_or_percent(value: IntOrString, path: str, loc: Location, report: 
     return None
 
 
-def check_workload(obj: Union[Deployment, ReplicaSet], loc: Location, report: Report, node_names: list[str]) -> None:
+def check_workload(obj: Union[Deployment, ReplicaSet], loc: Location, report: Report, node_names: list[str],
+                   capacity: Optional[tuple[int, str]] = None) -> None:
     spec = obj.spec
     if spec.replicas is not None and spec.replicas < 0:
         report.error(loc, "spec.replicas", f"must be >= 0, got {spec.replicas}")
+    elif spec.replicas is not None and capacity is not None and spec.replicas > capacity[0]:
+        report.error(loc, "spec.replicas", f"{spec.replicas} pods can never run here: {capacity[1]} "
+                     "(give the Lab a larger podCIDR or a smaller nodePodPrefix, or more nodes)")
     if spec.min_ready_seconds is not None and spec.min_ready_seconds < 0:
         report.error(loc, "spec.minReadySeconds", f"must be >= 0, got {spec.min_ready_seconds}")
     _check_template(spec.template, spec.selector, loc, report, node_names)

@@ -134,6 +134,7 @@ def _batch(ns: str, lines: list[str]) -> str:
 
 
 def guest_script(sc: Scenario, python: str = sys.executable) -> str:
+    package = pathlib.Path(__file__).resolve().parents[1]  # the netemu package backend.py imports
     pod_setup = ""
     for ns, pod, ip in PODS:
         pod_setup += _batch(ns, ["link set lo up", f"address add {ip}/24 dev eth0", "link set eth0 up",
@@ -211,13 +212,13 @@ curls nodeport-after-update {CLIENT_NS} http://{NODE_IP}:{NODE_PORT}/ 3
 curls affinity-after-update {CLIENT_NS} http://{STICKY_IP}/ 2
 stamp update-checks
 # ---- netemu's applier itself, in one Python process (slow here: ~5 s to import)
-if [ -x "{python}" ]; then
+if [ -x "{python}" ] && [ -f "{package}/__init__.py" ]; then
   "{python}" backend.py > "$R/backend.json" 2> "$R/backend.err"; echo $? > "$R/backend.rc"
   dump 3
   curls extra-after-backend {CLIENT_NS} http://{EXTRA_IP}/ 2
   curls clusterip-after-backend {CLIENT_NS} http://{SVC_IP}/ 4
 else
-  echo "{python} is not visible in the guest" > "$R/backend.skipped"
+  echo "{python} or {package} is not visible in the guest" > "$R/backend.skipped"
 fi
 stamp done
 echo "--- curls"; cat "$R/curls"; echo "--- times"; cat "$R/times"

@@ -31,6 +31,35 @@ class VmError(RuntimeError):
     pass
 
 
+# what the guest mounts over the host's tree (its own tmpfs, proc, sys, dev): host files there are not
+# visible inside, e.g. a checkout cloned under /tmp
+GUEST_HIDDEN = ("/tmp", "/run", "/proc", "/sys", "/dev")
+
+
+def hidden_in_guest(path) -> Optional[str]:
+    """The guest mount that hides `path` (its real location) from the guest, or None if the guest sees it."""
+    real = os.path.realpath(str(path))
+    for top in GUEST_HIDDEN:
+        if real == top or real.startswith(top + "/"):
+            return top
+    return None
+
+
+def checkout_problem() -> Optional[str]:
+    """Why a guest could not run this checkout's netemu (its tree or its Python hidden), or None."""
+    import sys
+
+    import netemu
+
+    for what, path in (("the checkout", REPO), ("the netemu package", pathlib.Path(netemu.__file__).parent),
+                       ("the Python environment", sys.prefix), ("the Python interpreter", sys.executable)):
+        top = hidden_in_guest(path)
+        if top:
+            return (f"{what} ({os.path.realpath(str(path))}) is under {top}, which the VM mounts its own {top} "
+                    "over: it is not visible in the guest")
+    return None
+
+
 @dataclass(frozen=True)
 class Kit:
     path: pathlib.Path

@@ -16,9 +16,13 @@ import uuid
 
 import pytest
 
+from netemu.dataplane import names
+
 pytestmark = pytest.mark.e2e
 
 _counter = itertools.count(1)
+# the labs this run made: only their namespaces count as leaked (people and other runs have labs up too)
+RUN_LABS: set[str] = set()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -48,13 +52,19 @@ def own_kubeconfig(tmp_path_factory):
         os.environ["KUBECONFIG"] = old
 
 
+def run_leaks(before: set[str], after: set[str], labs: set[str]) -> list[str]:
+    """Namespaces that appeared during the run and belong to one of the run's own labs."""
+    return sorted(n for n in after - before if any(names.belongs_to(lab, n) for lab in labs))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def netns_unchanged():
-    """A test run must leave `ip netns list` as it found it."""
+    """A test run must leave `ip netns list` as it found it, as far as its own labs go: namespaces of
+    labs it did not start (a person's lab, another run's) come and go as they please."""
     before = _netns()
     yield
-    leaked = _netns() - before
-    assert not leaked, f"namespaces leaked by the tests: {sorted(leaked)}"
+    leaked = run_leaks(before, _netns(), RUN_LABS)
+    assert not leaked, f"namespaces leaked by the tests: {leaked}"
 
 
 def netemu(*args: str, check: bool = True, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
@@ -70,6 +80,7 @@ class TestLab:
 
     def __init__(self, name: str, index: int):
         self.name = name
+        RUN_LABS.add(name)
         self.index = index
         self.network = f"192.168.{200 + index % 50}.0/24"
         net = ipaddress.ip_network(self.network)
@@ -121,8 +132,18 @@ class TestLab:
              namespace: str = "default") -> subprocess.CompletedProcess:
         return netemu("exec", pod, "--lab", self.name, "-n", namespace, "--", *cmd, check=check, timeout=timeout)
 
+    def node_netns(self, node: str) -> str:
+        return names.node_netns(self.name, node)
+
+    def pod_netns(self, pod: str, namespace: str = "default") -> str:
+        return names.pod_netns(self.name, namespace, pod)
+
+    def netns(self) -> list[str]:
+        """This lab's namespaces now."""
+        return sorted(n for n in _netns() if names.belongs_to(self.name, n))
+
     def node_exec(self, node: str, *cmd: str, check: bool = True, timeout: float = 30):
-        return subprocess.run(["ip", "netns", "exec", f"ne-{self.name}-{node}", *cmd], capture_output=True,
+        return subprocess.run(["ip", "netns", "exec", self.node_netns(node), *cmd], capture_output=True,
                               text=True, check=check, timeout=timeout)
 
     def wait_for(self, predicate, timeout: float = 30, interval: float = 0.2, what: str = "condition"):
@@ -149,13 +170,11 @@ class TestLab:
 def _in_use() -> set[str]:
     """Networks a running lab (a test's or anybody's) or the host already uses."""
     used = set()
-    for name in os.listdir("/run/netemu") if os.path.isdir("/run/netemu") else []:
-        try:
-            with open(f"/run/netemu/{name}/state.json") as f:
-                spec = json.load(f)["lab"]["spec"]
-            used |= {spec.get("network"), spec.get("podCIDR"), spec.get("serviceCIDR")}
-        except (OSError, ValueError, KeyError):
-            pass
+    from netemu import locks, paths
+
+    for name in paths.running_labs():  # a lab starting has its claim, one up its state file too
+        spec = (locks.read_claim(name) or {}).get("spec") or {}
+        used |= {spec.get("network"), spec.get("podCIDR"), spec.get("serviceCIDR")}
     out = subprocess.run(["ip", "-j", "route", "show", "table", "all"], capture_output=True, text=True).stdout
     for r in json.loads(out or "[]"):
         used.add(r.get("dst"))
@@ -189,7 +208,7 @@ def make_lab():
     for lab in labs:
         lab.down()
     for lab in labs:
-        left = [n for n in _netns() if n == f"ne-{lab.name}" or n.startswith(f"ne-{lab.name}-")]
+        left = lab.netns()
         assert not left, f"lab {lab.name} left namespaces behind: {left}"
 
 

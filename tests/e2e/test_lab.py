@@ -96,7 +96,7 @@ def test_scale_delete_and_logs(lab, tmp_path):
     assert len(new) == 1
     assert new[0]["status"]["podIP"] != victim["status"]["podIP"]
     # the deleted pod's namespace is gone
-    assert subprocess.run(["ip", "netns", "pids", f"ne-{lab.name}-{victim['metadata']['name']}"],
+    assert subprocess.run(["ip", "netns", "pids", lab.pod_netns(victim['metadata']['name'])],
                           capture_output=True).returncode != 0
 
     lab.run("scale", "deployment", "np-pods", "--replicas=2")
@@ -105,7 +105,18 @@ def test_scale_delete_and_logs(lab, tmp_path):
 
 def test_drain_and_uncordon(lab, tmp_path):
     lab.up(HNAME.format(replicas=3), tmp_path=tmp_path)
-    lab.run("drain", "w3-k8s", "--ignore-daemonsets")
+    # as kubectl: kube-proxy's DaemonSet pod stops the drain unless it is to be ignored (the node stays cordoned)
+    refused = lab.run("drain", "w3-k8s", check=False)
+    assert refused.returncode == 1 and refused.stdout.strip() == "node/w3-k8s cordoned"
+    assert "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): kube-system/kube-proxy-" \
+        in refused.stderr
+    on_w3 = [p["metadata"]["name"] for p in lab.pods() if p["spec"]["nodeName"] == "w3-k8s"]
+    res = lab.run("drain", "w3-k8s", "--ignore-daemonsets")
+    out = res.stdout.splitlines()
+    assert out[0] == "node/w3-k8s already cordoned" and out[-1] == "node/w3-k8s drained"
+    assert sorted(out[1:-1]) == sorted(f"pod/{name} evicted" for name in on_w3)
+    assert "Warning: ignoring DaemonSet-managed Pods: kube-system/kube-proxy-" in res.stderr
+    assert all(f"evicting pod default/{name}" in res.stderr for name in on_w3)
     pods = lab.pods()
     assert len(pods) == 3
     assert all(p["spec"]["nodeName"] in ("w1-k8s", "w2-k8s") for p in pods)
@@ -115,6 +126,72 @@ def test_drain_and_uncordon(lab, tmp_path):
     lab.run("scale", "deployment", "np-pods", "--replicas=6")
     lab.run("rollout", "status", "deployment/np-pods")
     assert any(p["spec"]["nodeName"] == "w3-k8s" for p in lab.pods())
+
+
+WEB = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: sysnet4admin/echo-hname
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+"""
+
+
+def test_apply_and_delete_honour_the_namespace_flag(lab, tmp_path):
+    lab.up(HNAME.format(replicas=1), tmp_path=tmp_path)
+    app = tmp_path / "web.yaml"
+    app.write_text(WEB)
+    # -n names a namespace that does not exist: the API says so and nothing is made anywhere
+    res = lab.run("apply", "-n", "other", "-f", str(app), check=False)
+    assert res.returncode == 1 and 'Error from server (NotFound): namespaces "other" not found' in res.stderr
+    assert "web" not in {d["metadata"]["name"] for d in lab.get("deployments", "-A")}
+    ns = tmp_path / "ns.yaml"
+    ns.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n")
+    assert lab.run("apply", "-f", str(ns)).stdout.splitlines() == ["namespace/other created"]
+    assert lab.run("apply", "-n", "other", "-f", str(app)).stdout.splitlines() == [
+        "deployment.apps/web created", "service/web created"]
+    assert [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in lab.get("deployments", "-A")
+            if d["metadata"]["name"] == "web"] == [("other", "web")]
+    assert lab.get("svc", "web", "-n", "other")[0]["metadata"]["namespace"] == "other"
+    lab.wait_for(lambda: [p for p in lab.get("pods", "-n", "other", "-l", "app=web")
+                          if p["status"].get("phase") == "Running"], what="web's pod in namespace other")
+    # again: nothing to change
+    assert lab.run("apply", "-n", "other", "-f", str(app)).stdout.splitlines() == [
+        "deployment.apps/web unchanged", "service/web unchanged"]
+    # an object that names another namespace than -n is refused, as kubectl refuses it
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: default\ndata: {a: b}\n")
+    res = lab.run("apply", "-n", "other", "-f", str(elsewhere), check=False)
+    assert res.returncode == 1
+    assert 'the namespace from the provided object "default" does not match the namespace "other"' in res.stderr
+    assert not [c for c in lab.get("configmaps", "-A") if c["metadata"]["name"] == "cm"]
+    # delete -f without -n looks in default; with -n other it deletes there
+    res = lab.run("delete", "-f", str(app), check=False)
+    assert res.returncode == 1 and 'deployments.apps "web" not found' in res.stderr
+    assert lab.run("delete", "-n", "other", "-f", str(app)).stdout.splitlines() == [
+        'deployment.apps "web" deleted', 'service "web" deleted']
+    assert not lab.get("deployments", "-n", "other") and not lab.get("svc", "-n", "other")
 
 
 def test_node_down_reschedules(lab, tmp_path):
@@ -186,7 +263,7 @@ def test_down_after_sigkill_leaves_nothing(lab, tmp_path):
     pid = int(open(f"/run/netemu/{lab.name}/daemon.pid").read())
     pods = lab.pods()
     pod_pids = [int(x) for p in pods for x in
-                subprocess.run(["ip", "netns", "pids", f"ne-{lab.name}-{p['metadata']['name']}"],
+                subprocess.run(["ip", "netns", "pids", lab.pod_netns(p['metadata']['name'])],
                                capture_output=True, text=True).stdout.split()]
     assert pod_pids
     os.kill(pid, signal.SIGKILL)
@@ -217,7 +294,7 @@ def test_sigkill_during_up_then_down(lab, tmp_path):
     deadline = time.time() + 20
     while time.time() < deadline:
         netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        if os.path.exists(pidfile) and netns.count(f"ne-{lab.name}-np-pods") >= 5:
+        if os.path.exists(pidfile) and netns.count(lab.pod_netns("np-pods")) >= 5:
             break
         time.sleep(0.02)
     os.kill(int(open(pidfile).read()), signal.SIGKILL)

@@ -38,7 +38,7 @@ class Client:
 
     def __init__(self, lab, address: str):
         self.lab = lab
-        self.ns = f"ne-{lab.name}-zclient"  # named after the lab: `down` sweeps it too
+        self.ns = lab.node_netns("zclient")  # named after the lab: `down` sweeps it too
         self.address = address
         sw = f"ne-{lab.name}"
         subprocess.run(["ip", "netns", "add", self.ns], check=True)

@@ -112,6 +112,25 @@ def test_expose_and_tables(lab, tmp_path):
                for s in slices)
 
 
+def test_expose_with_a_bad_port_is_refused_and_changes_nothing(lab, tmp_path):
+    lab.up(HNAME.format(replicas=2), tmp_path=tmp_path)
+    res = lab.run("expose", "deployment", "np-pods", "--port=99999", "--name=bad", check=False)
+    assert res.returncode == 1
+    assert res.stderr.startswith('Error from server (Invalid): Service "bad" is invalid: spec.ports[0].port: ')
+    assert "99999" in res.stderr
+    assert "bad" not in {s["metadata"]["name"] for s in lab.get("svc")}
+    missing = lab.run("get", "svc", "bad", check=False)
+    assert missing.returncode == 1 and 'services "bad" not found' in missing.stderr
+    # kube-proxy still programs the lab: the old NodePort answers everywhere, a new Service works
+    pods = {p["metadata"]["name"] for p in lab.pods()}
+    for node in ("w1-k8s", "w2-k8s", "w3-k8s"):
+        assert curl(lab, lab.node_ips[node], 30000).strip() in pods
+    assert lab.run("expose", "deployment", "np-pods", "--type=NodePort", "--name=good", "--port=80").stdout.strip() \
+        == "service/good exposed"
+    port = lab.get("svc", "good")[0]["spec"]["ports"][0]["nodePort"]
+    lab.wait_for(lambda: curl(lab, lab.node_ips["w2-k8s"], port).strip() in pods, what="the new NodePort")
+
+
 def test_external_traffic_policy_local_keeps_source_ip(lab, tmp_path):
     lab.up(ECHO_IP, tmp_path=tmp_path)
     pod = lab.pods()[0]

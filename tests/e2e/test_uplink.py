@@ -145,7 +145,7 @@ def test_laptop_reaches_nodeport_and_arp_through_uplink(lab, laptop, tmp_path):
     assert r.stdout.strip() in pods
 
     # ARP: the node itself answers for its IP, with the MAC of its eth0
-    node_mac = link("eth0", f"ne-{lab.name}-w1-k8s")["address"]
+    node_mac = link("eth0", lab.node_netns("w1-k8s"))["address"]
     r = laptop.run("arping", "-c", "2", "-w", "5", "-I", "lan0", w1)
     assert r.returncode == 0, r.stdout + r.stderr
     assert node_mac.lower() in r.stdout.lower(), r.stdout

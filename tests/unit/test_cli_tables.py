@@ -24,24 +24,58 @@ def test_pod_status_column():
     assert tables.pod_status(terminating) == "Terminating"
     pending = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending"}}
     assert tables.pod_status(pending) == "Pending"
-    row = tables.pod_row(running, True, 0)
-    assert row[1] == "1/1" and row[2] == "Running" and row[6] == "w1"
+
+
+def _table(kind: str, group: str, objs: list[dict], now: float = 1_700_000_000.0) -> dict:
+    from netemu.api import tables as api_tables
+
+    return api_tables.table(kind, group, objs, now)
+
+
+def _pod(name: str, ns: str = "default", ip: str = "172.16.1.5") -> dict:
+    return {"metadata": {"name": name, "namespace": ns, "creationTimestamp": "2023-11-14T22:12:20Z"},
+            "spec": {"nodeName": "w1-k8s", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIP": ip, "containerStatuses": [
+                {"name": "c", "ready": True, "restartCount": 0, "state": {"running": {}}}]}}
+
+
+def test_server_tables_print_like_kubectl():
+    t = _table("Pod", "", [_pod("np-pods-a"), _pod("np-pods-bb")])
+    lines = tables.print_table(t).splitlines()
+    assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert lines[1].split() == ["np-pods-a", "1/1", "Running", "0", "60s"]
+    wide = tables.print_table(t, wide=True).splitlines()
+    assert wide[0].split()[5:] == ["IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+    assert "NOMINATED NODE   READINESS GATES" in wide[0]
+    assert wide[2].split()[5:] == ["172.16.1.5", "w1-k8s", "<none>", "<none>"]
+    everywhere = tables.print_table(t, with_namespace=True, kind_prefix="pod").splitlines()
+    assert everywhere[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert everywhere[1].split()[:2] == ["default", "pod/np-pods-a"]
 
 
 def test_service_columns():
-    svc = {"metadata": {"name": "np-svc"}, "spec": {"type": "NodePort", "clusterIP": "10.96.1.2",
-                                                    "ports": [{"port": 80, "nodePort": 30000, "protocol": "TCP"}]}}
-    row = tables.service_row(svc, False, 0)
-    assert row[:5] == ["np-svc", "NodePort", "10.96.1.2", "<none>", "80:30000/TCP"]
-    lb = {"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.96.1.3",
-                                               "ports": [{"port": 80, "nodePort": 31000}]}, "status": {}}
-    assert tables.external_ip(lb) == "<pending>"
+    svc = {"metadata": {"name": "np-svc", "namespace": "default"},
+           "spec": {"type": "NodePort", "clusterIP": "10.96.1.2", "selector": {"app": "np"},
+                    "ports": [{"port": 80, "nodePort": 30000, "protocol": "TCP"}]}}
+    lb = {"metadata": {"name": "lb", "namespace": "default"},
+          "spec": {"type": "LoadBalancer", "clusterIP": "10.96.1.3", "ports": [{"port": 80, "nodePort": 31000}]},
+          "status": {}}
+    rows = tables.table_rows(_table("Service", "", [svc, lb]), wide=False)
+    assert rows[0][:5] == ["np-svc", "NodePort", "10.96.1.2", "<none>", "80:30000/TCP"]
+    assert rows[1][3] == "<pending>"
+    assert tables.table_header(_table("Service", "", [svc]), wide=True)[-1] == "SELECTOR"
 
 
 def test_endpoints_column_truncates_like_kubectl():
-    slices = [{"ports": [{"port": 80}], "endpoints": [{"addresses": [f"10.0.0.{i}"], "conditions": {"ready": True}}
-                                                      for i in range(5)]}]
-    assert tables.endpoints_text(slices) == "10.0.0.0:80,10.0.0.1:80,10.0.0.2:80 + 2 more..."
+    ep = {"metadata": {"name": "np-svc", "namespace": "default"},
+          "subsets": [{"addresses": [{"ip": f"10.0.0.{i}"} for i in range(5)], "ports": [{"port": 80}]}]}
+    assert tables.table_rows(_table("Endpoints", "", [ep]), wide=False)[0][1] == \
+        "10.0.0.0:80,10.0.0.1:80,10.0.0.2:80 + 2 more..."
+
+
+def test_cells_as_kubectl_prints_them():
+    assert [tables.cell_text(v) for v in (None, True, False, 3, 2.0, "a\nb", "x")] == \
+        ["<none>", "true", "false", "3", "2", "a...", "x"]
 
 
 def test_table_alignment():
@@ -55,13 +89,13 @@ def test_names_fit_interfaces_and_do_not_collide():
     long = names.host_link("a-very-long-lab-name")
     assert len(long) <= 15 and long.startswith("ne-")
     assert len(names.pod_veth("default", "x" * 60)) <= 15
-    assert names.pod_netns("lab", "default", "p") == "ne-lab-p"
-    assert names.pod_netns("lab", "kube-system", "p") == "ne-lab-p.kube-system"
-    # lab "a" must not sweep lab "a-b"'s namespaces
-    assert names.belongs_to("a", "ne-a-w1", ["a-b"])
-    assert not names.belongs_to("a", "ne-a-b-w1", ["a-b"])
-    assert not names.belongs_to("a", "ne-a-b", ["a-b"])
-    assert not names.belongs_to("a", "ne-ab-w1", [])
+    assert names.pod_netns("lab", "default", "p") == "ne-lab_default_p"
+    assert names.pod_netns("lab", "kube-system", "p") == "ne-lab_kube-system_p"
+    # lab "a" must not sweep lab "a-b"'s namespaces (more in test_names.py)
+    assert names.belongs_to("a", "ne-a_w1")
+    assert not names.belongs_to("a", "ne-a-b_w1")
+    assert not names.belongs_to("a", "ne-a-b")
+    assert not names.belongs_to("a", "ne-ab_w1")
 
 
 def test_cli_parses_kubectl_style_commands():

@@ -8,12 +8,14 @@ from typing import Optional
 
 import pytest
 
+from netemu.api.tables import hpa_cells
+from netemu.cli import tables as cli_tables
 from netemu.cli import top_cmds
 from netemu.control import nodes
 from netemu.control.cluster import Cluster
 from netemu.control.hpa import (
     HorizontalController, HpaSettings, MetricError, PodMetrics, convert_desired_replicas_with_rules, group_pods,
-    hpa_targets, raw_resource_replicas, resource_replicas, scale_down_limit, scale_up_limit, ScaleEvent,
+    raw_resource_replicas, resource_replicas, scale_down_limit, scale_up_limit, ScaleEvent,
 )
 from netemu.control.pods import set_condition
 from netemu.control.store import rfc3339
@@ -21,6 +23,12 @@ from netemu.spec.autoscaling import (
     HorizontalPodAutoscaler, HPAScalingPolicy, HPAScalingRules, default_hpa, effective_metrics, hpa_problems, new_hpa,
 )
 from netemu.spec.models import Condition, Deployment, Lab, LabNode, ObjectMeta, Pod, PodSpec, PodStatus
+
+
+def hpa_row(hpa: dict, now: float) -> list[str]:
+    """`get hpa`'s row as the CLI prints it: the server's cells (netemu.api.tables)."""
+    return [cli_tables.cell_text(c) for c in hpa_cells(hpa, now)]
+
 
 NOW = 1_700_000_000.0
 HOT = NOW  # started now: within the cpu initialization period
@@ -283,7 +291,7 @@ def test_scale_up_under_load_then_down_after_the_stabilization_window():
     assert conditions(hpa) == {"AbleToScale": ("True", "SucceededRescale"),
                                "ScalingActive": ("True", "ValidMetricFound"),
                                "ScalingLimited": ("True", "ScaleUpLimit")}
-    assert top_cmds.hpa_row(hpa.dump(), False, clock.t)[:6] == ["web", "Deployment/web", "cpu: 500%/50%", "1", "10",
+    assert hpa_row(hpa.dump(), clock.t)[:6] == ["web", "Deployment/web", "cpu: 500%/50%", "1", "10",
                                                                "1"]
     # not due again before the sync period
     clock.t += 5
@@ -336,7 +344,7 @@ def test_within_tolerance_no_change_and_stabilized_condition():
     assert replicas(c) == 1 and hpa.status.desired_replicas == 1 and hpa.status.last_scale_time is None
     assert conditions(hpa)["AbleToScale"] == ("True", "ReadyForNewScale")
     assert not [e for e in events(c) if e[0] == "SuccessfulRescale"]
-    assert top_cmds.hpa_row(hpa.dump(), False, clock.t)[2] == "cpu: 50%/50%"
+    assert hpa_row(hpa.dump(), clock.t)[2] == "cpu: 50%/50%"
 
 
 def test_no_metrics_yet_reports_unknown_and_the_upstream_messages():
@@ -350,13 +358,13 @@ def test_no_metrics_yet_reports_unknown_and_the_upstream_messages():
     assert ("FailedGetResourceMetric", msg) in events(c)
     assert ("FailedComputeMetricsReplicas", "invalid metrics (1 invalid out of 1), first error is: failed to get "
             "cpu resource metric value: " + msg) in events(c)
-    assert top_cmds.hpa_row(hpa.dump(), False, clock.t)[2] == "cpu: <unknown>/50%"
+    assert hpa_row(hpa.dump(), clock.t)[2] == "cpu: <unknown>/50%"
     # metrics arrive at the next sync
     clock.t += 15
     ctl.reconcile(c, usage(c, 2, clock.t), clock.t)
     hpa = c.store.get("HorizontalPodAutoscaler", "default", "web")
     assert conditions(hpa)["ScalingActive"] == ("True", "ValidMetricFound")
-    assert top_cmds.hpa_row(hpa.dump(), False, clock.t)[2] == "cpu: 20%/50%"
+    assert hpa_row(hpa.dump(), clock.t)[2] == "cpu: 20%/50%"
 
 
 def test_pods_without_requests_cannot_be_autoscaled_on_utilization():
@@ -507,6 +515,11 @@ def test_validation_messages():
 
 
 def test_targets_column():
+    from netemu.api.tables import hpa_targets as server_targets
+
+    def hpa_targets(h: dict) -> str:  # the server's TARGETS cell, as `get hpa` prints it
+        return server_targets(h["spec"]["metrics"], h["status"]["currentMetrics"])
+
     def h(metrics, current=None):
         return {"spec": {"metrics": metrics}, "status": {"currentMetrics": current or []}}
     cpu = {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}
@@ -522,6 +535,7 @@ def test_targets_column():
 
 
 def test_get_hpa_table_and_describe():
+    from netemu.api import tables as api_tables
     from netemu.cli import tables
 
     hpa = new_hpa("php-apache", "default", "Deployment", "php-apache", 10, min_replicas=1, cpu_percent=50).dump()
@@ -531,7 +545,7 @@ def test_get_hpa_table_and_describe():
                                                                      "averageValue": "122m"}}}],
         "conditions": [{"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale",
                         "message": "recommended size matches current size"}]}
-    text = tables.table("HorizontalPodAutoscaler", [hpa], now=NOW)
+    text = tables.print_table(api_tables.table("HorizontalPodAutoscaler", "autoscaling", [hpa], NOW))
     assert text.splitlines() == [
         "NAME         REFERENCE               TARGETS        MINPODS   MAXPODS   REPLICAS   AGE",
         "php-apache   Deployment/php-apache   cpu: 61%/50%   1         10        3          90s"]

@@ -601,14 +601,17 @@ def test_feed_knows_which_controller_serves_the_current_snapshot():
 
 
 def test_get_ingress_row():
-    from netemu.cli.ingress_cmds import format_hosts, ingress_row
+    from netemu.api import tables as api_tables
+    from netemu.cli import tables
+
+    def row(ing: dict, wide: bool = False) -> list[str]:
+        return tables.table_rows(api_tables.table("Ingress", "networking.k8s.io", [ing], 1_700_000_000.0), wide)[0]
 
     ing = ingress("ingress-nginx", [{"http": {}}])
     ing["status"] = {"loadBalancer": {"ingress": [{"ip": "192.168.1.102"}]}}
-    row = ingress_row(ing, False, 1_700_000_000.0)
-    assert row[:5] == ["ingress-nginx", "<none>", "*", "192.168.1.102", "80"]
-    assert format_hosts([{"host": h} for h in ("a", "b", "c", "d", "e")]) == "a,b,c + 2 more..."
+    assert row(ing)[:5] == ["ingress-nginx", "<none>", "*", "192.168.1.102", "80"]
+    five = ingress("x", [{"host": h} for h in ("a", "b", "c", "d", "e")])
+    assert row(five)[2] == "a,b,c + 2 more..."
     ing2 = ingress("x", [{"host": "foo.io"}], cls="nginx", tls=[{"hosts": ["foo.io"]}])
     ing2["status"] = {"loadBalancer": {"ingress": [{"ip": "192.168.1.101"}, {"ip": "192.168.1.102"}]}}
-    assert ingress_row(ing2, False, 0)[1:5] == ["nginx", "foo.io", "192.168.1.101,19...", "80, 443"]
-    assert ingress_row(ing2, True, 0)[3] == "192.168.1.101,192.168.1.102"
+    assert row(ing2)[1:5] == ["nginx", "foo.io", "192.168.1.101,192.168.1.102", "80, 443"]

@@ -88,7 +88,7 @@ def test_frames():
 
 def test_answers_only_announced_ips_unicast(wire):
     with SpeakerThread() as loop:
-        s = Speaker("w1-k8s", "ne-x-w1-k8s", loop=loop, garp_duration=0)
+        s = Speaker("w1-k8s", "ne-x_w1-k8s", loop=loop, garp_duration=0)
         s.set_announced({VIP})
         frames(wire, 0.1)  # the first gratuitous round
         wire.send(request(VIP))

@@ -201,7 +201,8 @@ def test_lab_name_precedence():
     doc = "apiVersion: netemu.dev/v1alpha1\nkind: Lab\nmetadata: {name: fromdoc}\n"
     assert load_text(doc, "file.yaml").lab.metadata.name == "fromdoc"
     assert load_text(doc, "file.yaml", lab_name="given").lab.metadata.name == "given"
-    assert load_text("", "My File.yaml").lab.metadata.name == "my-file"
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+    assert load_text(cm, "My File.yaml").lab.metadata.name == "my-file"
 
 
 def test_a_lab_on_another_network_gets_the_seed_layout_there():

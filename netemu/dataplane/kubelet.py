@@ -161,7 +161,16 @@ class Kubelet:
             if i + 1 < len(chunks):
                 wiring = asyncio.create_task(self._wire(chunks[i + 1]))
             await asyncio.gather(*(self._start_pod(p, binds) for p, binds in ready))
+            self._push_started(p for p, _ in ready)  # each chunk's pods are Running as soon as they are
         log.info("created %d pods in %.2fs", len(pods), time.perf_counter() - t0)
+
+    def _push_started(self, pods) -> None:
+        for pod in pods:
+            rt = self.pods.get((pod.metadata.namespace, pod.metadata.name))
+            current = self.cluster.store.find("Pod", pod.metadata.namespace, pod.metadata.name)
+            if rt is not None and current is not None and current.metadata.uid == rt.uid and not rt.stopping \
+                    and self.node_up.get(rt.node):
+                self._push_status(current, rt)
 
     async def _wire(self, pods: list[Pod]) -> list[tuple[Pod, list]]:
         """Network namespaces, veths, cgroups and /etc files for some pods, in a worker thread;

@@ -159,7 +159,7 @@ def apply_patch(current: dict, body: bytes | str, content_type: str, kind: str,
 
     if ctype == APPLY_PATCH:
         try:
-            applied = _jsonable(yaml.load(body, Loader=_YAMLLoader))
+            applied = _jsonable(_load_apply(body))
         except yaml.YAMLError as e:
             raise PatchError(400, f"error decoding YAML: {e}") from None
         if not isinstance(applied, dict):
@@ -183,6 +183,21 @@ def apply_patch(current: dict, body: bytes | str, content_type: str, kind: str,
 
 class _YAMLLoader(yaml.SafeLoader):
     """YAML as kube reads it (through JSON): timestamps stay strings."""
+
+
+def _load_apply(text: str) -> Any:
+    """The apply configuration, with the API server's limits on aliases (no alias bombs)."""
+    from netemu.spec.documents import check_aliases
+
+    loader = _YAMLLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_aliases(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 _YAMLLoader.yaml_implicit_resolvers = {

@@ -405,11 +405,11 @@ class Storage:
             raise errors.invalid(registry.Resource("Scale", "autoscaling", "v1", "scale"), name,
                                  [("spec.replicas", f"Invalid value: {json.dumps(replicas)}: must be greater than or "
                                    "equal to 0")])
-        if dry_run:
-            return dict(self.scale(res, namespace, name), spec={"replicas": replicas})
         body = copy.deepcopy(self.dump(obj))
         body["spec"]["replicas"] = replicas
-        self.update(res, namespace, name, body)
+        self.update(res, namespace, name, body, dry_run=dry_run)  # the same validation, dry or not
+        if dry_run:
+            return dict(self.scale(res, namespace, name), spec={"replicas": replicas})
         return self.scale(res, namespace, name)
 
     def patch_scale(self, res: Resource, namespace: str, name: str, body: bytes, content_type: str,

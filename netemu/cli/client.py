@@ -69,7 +69,7 @@ class Client:
     """HTTP over the lab's root-only Unix socket: the Kubernetes API (`rest`) and the lab's own verbs
     (`call`, `stream`, `wait`: POST /netemu/v1/<op>), served by one server in the control process."""
 
-    def __init__(self, lab: str, timeout: Optional[float] = 60.0):
+    def __init__(self, lab: str, timeout: Optional[float] = 20.0):  # a stopped lab says so soon
         self.lab = lab
         self.timeout = timeout
 

@@ -21,6 +21,7 @@ import time
 from typing import Optional
 from urllib.parse import unquote
 
+import yaml
 from aiohttp import web
 
 from netemu.api import discovery, errors, registry
@@ -32,6 +33,7 @@ from netemu.api.watchlog import Change, TooOld
 log = logging.getLogger("netemu.apiserver")
 
 JSON = "application/json"
+MAX_REQUEST_BYTES = 3 * 1024 * 1024  # kube-apiserver's limit on a request body
 TRUSTED = "netemu.trusted"
 
 
@@ -48,7 +50,7 @@ class ApiServer:
         self.d = daemon
         self.storage = storage
         self.pki = None  # set by the daemon once the lab's certificates exist
-        self.app = web.Application(middlewares=[self._middleware], client_max_size=64 << 20)
+        self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_REQUEST_BYTES + 1)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self.runner: Optional[web.AppRunner] = None
         self.sites: list[web.BaseSite] = []
@@ -97,6 +99,9 @@ class ApiServer:
     async def _middleware(self, request: web.Request, handler):
         self.requests += 1
         try:
+            if (request.content_length or 0) > MAX_REQUEST_BYTES:
+                raise ApiError(413, "RequestEntityTooLarge",
+                               f"Request entity too large: limit is {MAX_REQUEST_BYTES}")
             path = request.path
             if path not in ("/livez", "/readyz", "/healthz", "/version") and self._user(request) is None:
                 raise errors.unauthorized()
@@ -258,8 +263,10 @@ class ApiServer:
             # server-side apply creates what does not exist yet
             import yaml
 
+            from netemu.spec.documents import safe_load_limited
+
             try:
-                data = yaml.safe_load(body)
+                data = safe_load_limited(body.decode("utf-8", "replace"))
             except yaml.YAMLError as e:
                 raise errors.bad_request(f"error decoding YAML: {e}") from None
             obj, warnings = self.storage.create(res, namespace or None, data, dry_run, fv)
@@ -307,9 +314,9 @@ class ApiServer:
         ctype = request.headers.get("Content-Type", JSON).split(";")[0].strip()
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml"):
-                import yaml
+                from netemu.spec.documents import safe_load_limited
 
-                return yaml.safe_load(raw)
+                return safe_load_limited(raw.decode("utf-8", "replace"))
             if ctype == "application/vnd.kubernetes.protobuf":  # kubectl's typed clients
                 from netemu.api import protobuf
 
@@ -317,7 +324,7 @@ class ApiServer:
             if ctype and ctype != JSON and not ctype.endswith("+json"):
                 raise errors.unsupported_media(ctype)
             return json.loads(raw or b"{}")
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, yaml.YAMLError) as e:  # the YAML limits included
             raise errors.bad_request(f"error decoding the request body: {e}") from None
 
     async def _options(self, request: web.Request) -> dict:

@@ -231,16 +231,15 @@ class Cluster:
 
     def _collect_garbage(self) -> None:
         """Delete dependents whose controlling owner is gone (cascading delete)."""
-        uids = {o.metadata.uid for o in self.store}
-        for obj in list(self.store):
-            ref = controller_of(obj)
-            if ref is not None and ref.uid not in uids:
-                if obj.kind == "Pod":
-                    self.delete_pod(obj)
-                else:
-                    self.store.delete(*key_of(obj))
-                    self._collect_garbage()
-                    return
+        for uid, obj in self.store.dependents():
+            if self.store.has_uid(uid) or self.store.find(*key_of(obj)) is not obj:
+                continue
+            if obj.kind == "Pod":
+                self.delete_pod(obj)
+            else:
+                self.store.delete(*key_of(obj))
+                self._collect_garbage()
+                return
 
     # ------------------------------------------------------------------ the loop
     def reconcile_namespaces(self) -> None:

@@ -39,6 +39,11 @@ class Store:
         self.rng = random.Random(seed)
         self._objects: dict[Key, K8sModel] = {}
         self._by_kind: dict[str, dict[Key, K8sModel]] = defaultdict(dict)
+        # indexes that keep a reconcile pass proportional to what it looks at, not to the whole store
+        self._by_ns: dict[tuple[str, str], dict[Key, K8sModel]] = defaultdict(dict)
+        self._owned: dict[str, dict[Key, K8sModel]] = defaultdict(dict)  # controller uid -> dependents
+        self._owner_of: dict[Key, str] = {}
+        self._uids: dict[str, Key] = {}
         self.last_rv = 0  # the newest resourceVersion handed out (the API's list resourceVersion)
         # per-kind change counters: sync loops compare them with what they last handled
         self.generation: dict[str, int] = defaultdict(int)
@@ -56,10 +61,22 @@ class Store:
         return self._objects.get((kind, namespace if kind in NAMESPACED else "", name))
 
     def list(self, kind: str, namespace: Optional[str] = None) -> list[K8sModel]:
-        objs = self._by_kind.get(kind, {})
         if namespace is None:
-            return list(objs.values())
-        return [o for k, o in objs.items() if k[1] == namespace]
+            return list(self._by_kind.get(kind, {}).values())
+        return list(self._by_ns.get((kind, namespace), {}).values())
+
+    def owned(self, kind: str, owner_uid: Optional[str]) -> list[K8sModel]:
+        """Objects of a kind whose controlling owner reference has this uid."""
+        return [o for k, o in self._owned.get(owner_uid or "", {}).items() if k[0] == kind]
+
+    def has_uid(self, uid: Optional[str]) -> bool:
+        return bool(uid) and uid in self._uids
+
+    def dependents(self) -> Iterator[tuple[str, K8sModel]]:
+        """(controller uid, object) for every object that has a controlling owner."""
+        for uid, objs in list(self._owned.items()):
+            for o in list(objs.values()):
+                yield uid, o
 
     def __iter__(self) -> Iterator[K8sModel]:
         return iter(list(self._objects.values()))
@@ -97,6 +114,7 @@ class Store:
             raise NotFound(key)
         obj.metadata.resource_version = str(self.next_rv())  # a deletion is a change watchers see
         del self._by_kind[kind][key]
+        self._unindex(key, obj)
         self._changed(kind, "DELETED", obj)
         return obj
 
@@ -106,9 +124,35 @@ class Store:
 
     def _put(self, key: Key, obj: K8sModel, event: str) -> None:
         obj.metadata.resource_version = str(self.next_rv())
+        old = self._objects.get(key)
+        if old is not None:
+            self._unindex(key, old)
         self._objects[key] = obj
         self._by_kind[key[0]][key] = obj
+        self._index(key, obj)
         self._changed(key[0], event, obj)
+
+    def _index(self, key: Key, obj: K8sModel) -> None:
+        self._by_ns[(key[0], key[1])][key] = obj
+        if obj.metadata.uid:
+            self._uids[obj.metadata.uid] = key
+        for ref in obj.metadata.owner_references or []:
+            if ref.controller:
+                self._owned[ref.uid][key] = obj
+                self._owner_of[key] = ref.uid
+                break
+
+    def _unindex(self, key: Key, obj: K8sModel) -> None:
+        self._by_ns.get((key[0], key[1]), {}).pop(key, None)
+        if obj.metadata.uid and self._uids.get(obj.metadata.uid) == key:
+            del self._uids[obj.metadata.uid]
+        owner = self._owner_of.pop(key, None)
+        if owner is not None:
+            deps = self._owned.get(owner)
+            if deps is not None:
+                deps.pop(key, None)
+                if not deps:
+                    del self._owned[owner]
 
     def _changed(self, kind: str, event: str, obj: K8sModel) -> None:
         self.generation[kind] += 1
@@ -122,6 +166,7 @@ class Store:
             key = key_of(obj)
             self._objects[key] = obj
             self._by_kind[key[0]][key] = obj
+            self._index(key, obj)
         rvs = [int(o.metadata.resource_version or 0) for o in self._objects.values()]
         self.last_rv = max(rvs, default=0)
 

@@ -53,7 +53,7 @@ def reconcile_deployments(c: "Cluster") -> None:
 
 def _sync_deployment(c: "Cluster", dep: Deployment) -> None:
     ns = dep.metadata.namespace
-    rss = owned_by(c.store.list("ReplicaSet", ns), dep)
+    rss = c.store.owned("ReplicaSet", dep.metadata.uid)
     h = template_hash(dep)
     new_name = f"{dep.metadata.name}-{h}"
     new_rs = next((rs for rs in rss if rs.metadata.name == new_name), None)
@@ -167,7 +167,7 @@ def _set_revision(c: "Cluster", dep: Deployment, new_rs: ReplicaSet, old: list[R
 
 def _next_revision(c: "Cluster", dep: Deployment) -> int:
     revs = [int((rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision", "0"))
-            for rs in owned_by(c.store.list("ReplicaSet", dep.metadata.namespace), dep)]
+            for rs in c.store.owned("ReplicaSet", dep.metadata.uid)]
     return max(revs, default=0) + 1
 
 
@@ -184,7 +184,7 @@ def _scale_rs(c: "Cluster", rs: ReplicaSet, n: int) -> None:
 
 
 def _active_pods(c: "Cluster", rs: ReplicaSet) -> list[Pod]:
-    return [p for p in owned_by(c.store.list("Pod", rs.metadata.namespace), rs) if is_active(p)]
+    return [p for p in c.store.owned("Pod", rs.metadata.uid) if is_active(p)]
 
 
 def _ready_count(c: "Cluster", rs: ReplicaSet) -> int:
@@ -192,9 +192,8 @@ def _ready_count(c: "Cluster", rs: ReplicaSet) -> int:
 
 
 def _deployment_status(c: "Cluster", dep: Deployment, new_rs: ReplicaSet, old: list[ReplicaSet], want: int) -> None:
-    all_rs = [new_rs, *old]
-    pods = [p for rs in all_rs for p in _active_pods(c, rs)]
     new_pods = _active_pods(c, new_rs)
+    pods = new_pods + [p for rs in old for p in _active_pods(c, rs)]
     ready = sum(1 for p in pods if is_ready(p))
     st = dep.status
     now = c.now_str()
@@ -233,7 +232,7 @@ def reconcile_replicasets(c: "Cluster") -> None:
 
 def _sync_replicaset(c: "Cluster", rs: ReplicaSet) -> None:
     ns = rs.metadata.namespace
-    pods = owned_by(c.store.list("Pod", ns), rs)
+    pods = c.store.owned("Pod", rs.metadata.uid)
     active = [p for p in pods if is_active(p)]
     diff = len(active) - rs.spec.replicas
     if diff < 0:

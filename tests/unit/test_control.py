@@ -241,3 +241,23 @@ def test_label_selectors():
     assert not labels.matches(sel, {"app": "web", "env": "a", "gpu": "1", "legacy": "y"})
     assert not labels.matches(sel, {"app": "web", "env": "a", "gpu": "1", "tier": "db"})
     assert labels.format_selector(labels.parse("a=b")) == "a=b"
+
+
+def test_store_indexes_follow_owners_namespaces_and_deletions():
+    c, _ = make_cluster()
+    c.apply([deployment(replicas=2)])
+    c.reconcile()
+    dep = c.store.list("Deployment", "default")[0]
+    (rs,) = c.store.owned("ReplicaSet", dep.metadata.uid)
+    pods = c.store.owned("Pod", rs.metadata.uid)
+    assert len(pods) == 2 and all(p.metadata.namespace == "default" for p in pods)
+    assert {p.metadata.name for p in c.store.list("Pod", "default")} == {p.metadata.name for p in pods}
+    assert c.store.list("Pod", "nowhere") == []
+    # orphaned by an update: the index follows the object, not the first version of it
+    pods[0].metadata.owner_references = None
+    c.store.update(pods[0])
+    assert len(c.store.owned("Pod", rs.metadata.uid)) == 1
+    c.store.delete("Deployment", "default", dep.metadata.name)
+    assert not c.store.has_uid(dep.metadata.uid)
+    c._collect_garbage()
+    assert c.store.owned("ReplicaSet", dep.metadata.uid) == []

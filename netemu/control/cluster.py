@@ -36,6 +36,17 @@ CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
 )
 
 
+# the kinds a controller reads: a pass skips it when none of them changed since it last ran, so that a
+# change elsewhere (a ConfigMap, an event) costs no walk over every pod. Controllers not listed (those
+# with timers, such as node eviction) always run.
+READS: dict[Callable, tuple[str, ...]] = {
+    workloads.reconcile_deployments: ("Deployment", "ReplicaSet", "Pod"),
+    workloads.reconcile_replicasets: ("ReplicaSet", "Pod"),
+    podnet.reconcile: ("Pod", "Node"),
+    endpoints.reconcile: ("Pod", "Service", "EndpointSlice", "Node"),
+}
+
+
 class AdmissionError(ValueError):
     """An object the API server would refuse (e.g. a nodePort already taken)."""
 
@@ -82,6 +93,7 @@ class Cluster:
     _event_index: dict = field(default_factory=dict)
     event_listeners: list = field(default_factory=list)  # called with each new or repeated event
     _ns_deleting: dict = field(default_factory=dict)  # Terminating namespace -> when it started
+    _ran_at: dict = field(default_factory=dict)  # controller -> the change counters of its inputs when it ran
     node_transitions: dict[str, float] = field(default_factory=dict)
     _wake: Optional[float] = None
 
@@ -271,6 +283,12 @@ class Cluster:
         for n in range(1, max_passes + 1):
             before = self.store.generation["*"]
             for ctrl in CONTROLLERS:
+                kinds = READS.get(ctrl)
+                if kinds is not None:
+                    stamp = tuple(self.store.generation[k] for k in kinds)
+                    if self._ran_at.get(ctrl) == stamp:
+                        continue
+                    self._ran_at[ctrl] = stamp
                 ctrl(self)
             self.reconcile_namespaces()
             self._collect_garbage()

@@ -96,15 +96,38 @@ class Kubelet:
         self.cgroups = cgroups
         self.launch = launch  # async (op, **fields) -> the launcher's answer
         self.launcher_pid = launcher_pid
-        self.on_change = on_change
+        self.changes = 0  # the kubelet's own state changes (exits, probes, starts): see sync()
+        self._on_change = on_change
+        self._synced: Optional[tuple] = None
+        self._synced_at = 0.0
+        self._due = float("inf")
         self.pods: dict[PodKey, PodRt] = {}
         self.by_pid: dict[int, tuple[PodRt, Optional[ContainerRt]]] = {}
         self.node_up: dict[str, bool] = {}
         self.failed_create: dict[PodKey, float] = {}
         self._stops: dict[PodKey, asyncio.Task] = {}
 
+    def on_change(self) -> None:
+        self.changes += 1
+        self._on_change()
+
     # ------------------------------------------------------------------ the sync pass
     async def sync(self) -> None:
+        """Start, stop and report pods. A pass in which no pod or node changed, nothing of the
+        kubelet's own changed (exits, probes) and no timer is due has nothing to do: a big lab then
+        costs nothing per pass (a full pass runs at least every second all the same, as a safety net)."""
+        store = self.cluster.store
+        now = time.time()
+        stamp = (store.generation["Pod"], store.generation["Node"], self.changes, tuple(sorted(self.node_up.items())))
+        if stamp == self._synced and now < self._due and now - self._synced_at < 1.0:
+            return
+        await self._sync_all()
+        self._synced, self._synced_at = stamp, now
+        self._due = min([*self.failed_create.values(), *(c.next_start for rt in self.pods.values()
+                                                           for c in rt.containers.values() if c.pid is None)],
+                        default=float("inf"))
+
+    async def _sync_all(self) -> None:
         store = self.cluster.store
         api = {(p.metadata.namespace, p.metadata.name): p for p in store.list("Pod")}
         now = time.time()
@@ -253,7 +276,7 @@ class Kubelet:
         rt = PodRt(ns, name, pod.metadata.uid, pod.spec.node_name, netns, pod.metadata.uid, started_at=time.time())
         try:
             rt.sandbox = (await self.launch("sandbox", netns=f"/run/netns/{netns}", hostname=podenv.pod_hostname(pod),
-                                            binds=binds))["sandbox"]
+                                            binds=binds, tag={"uid": rt.uid}))["sandbox"]
         except Exception as e:
             self._create_failed(pod, f"Failed to create pod sandbox: {e}")
             await asyncio.to_thread(self.net.remove_pods, [(ns, name)])
@@ -283,7 +306,8 @@ class Kubelet:
         c.env = env
         msg = dict(sandbox=rt.sandbox, netns=f"/run/netns/{rt.netns}", cgroups=list(cg.dirs) if cg else [], env=env,
                    cwd=spec.working_dir or "/",
-                   log=paths.container_log(self.lab, rt.namespace, rt.name, spec.name))
+                   log=paths.container_log(self.lab, rt.namespace, rt.name, spec.name),
+                   tag={"uid": rt.uid, "container": spec.name})  # what the launcher lists for adoption
         if spec.stdin or spec.tty:
             if c.stdio is not None and c.stdio.stdin_fd is None:  # stdinOnce ended it: a new one, as a runtime
                 c.stdio.close()

@@ -43,6 +43,7 @@ READS: dict[Callable, tuple[str, ...]] = {
     workloads.reconcile_deployments: ("Deployment", "ReplicaSet", "Pod"),
     workloads.reconcile_replicasets: ("ReplicaSet", "Pod"),
     podnet.reconcile: ("Pod", "Node"),
+    scheduler.reconcile: ("Pod", "Node"),
     endpoints.reconcile: ("Pod", "Service", "EndpointSlice", "Node"),
 }
 

@@ -28,7 +28,6 @@ from decimal import Decimal
 from typing import Any, Callable, Optional
 
 from netemu.api import registry
-from netemu.cli.tables import service_ports  # makePortString plus "<none>", exactly
 
 TABLE_API_VERSION = "meta.k8s.io/v1"
 
@@ -45,6 +44,17 @@ _AGE_DOC = ("CreationTimestamp is a timestamp representing the server time when 
 
 
 # --------------------------------------------------------------------------------- time
+def service_ports(svc: dict) -> str:
+    """makePortString plus "<none>", exactly: `80:30000/TCP,443/TCP`."""
+    out = []
+    for p in (svc.get("spec") or {}).get("ports") or []:
+        s = str(p["port"])
+        if p.get("nodePort"):
+            s += f":{p['nodePort']}"
+        out.append(f"{s}/{p.get('protocol', 'TCP')}")
+    return ",".join(out) or "<none>"
+
+
 def human_duration(seconds: float) -> str:
     """apimachinery's duration.HumanDuration. Unlike netemu.cli.tables.human_duration it keeps the
     "<invalid>" of a clock skewed by 2s or more, and the `3y120d` form between 2 and 8 years."""

@@ -2,50 +2,16 @@
 kubectl prints them, and the small helpers `describe` and `top` use for their own text."""
 from __future__ import annotations
 
-import calendar
 import time
 from typing import Optional
 
+# one implementation of kubectl's formats, the server's (netemu.api.tables imports nothing heavy)
+from netemu.api.tables import human_duration, parse_time, service_ports  # noqa: F401
+
 
 def parse_ts(s: Optional[str]) -> Optional[float]:
-    """An RFC 3339 time in UTC (`2024-01-01T00:00:00Z`, fractions of a second allowed)."""
-    if not s or not isinstance(s, str):
-        return None
-    base, frac = s, 0.0
-    if "." in s and s.endswith("Z"):
-        base, _, rest = s.partition(".")
-        base += "Z"
-        try:
-            frac = float("0." + rest[:-1]) if rest[:-1] else 0.0
-        except ValueError:
-            return None
-    try:
-        return float(calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%SZ"))) + frac
-    except ValueError:
-        return None
-
-
-def human_duration(seconds: float) -> str:
-    """kubectl's age format (apimachinery duration.HumanDuration)."""
-    s = int(max(0, seconds))
-    if s < 120:
-        return f"{s}s"
-    m = s // 60
-    if m < 10:
-        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
-    if m < 180:
-        return f"{m}m"
-    h = m // 60
-    if h < 8:
-        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
-    if h < 48:
-        return f"{h}h"
-    d = h // 24
-    if d < 8:
-        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
-    if d < 365 * 2:
-        return f"{d}d"
-    return f"{d // 365}y"
+    """An RFC 3339 time (fractions of a second and offsets allowed)."""
+    return parse_time(s) if isinstance(s, str) else None
 
 
 def age(obj: dict, now: Optional[float] = None) -> str:
@@ -92,17 +58,6 @@ def _selector_text(sel: dict) -> str:
     for e in sel.get("matchExpressions") or []:
         parts.append(f"{e['key']} {e['operator'].lower()} ({','.join(e.get('values') or [])})")
     return ",".join(parts) or "<none>"
-
-
-def service_ports(svc: dict) -> str:
-    out = []
-    for p in svc.get("spec", {}).get("ports") or []:
-        s = str(p["port"])
-        if p.get("nodePort"):
-            s += f":{p['nodePort']}"
-        out.append(f"{s}/{p.get('protocol', 'TCP')}")
-    return ",".join(out) or "<none>"
-
 
 
 # ------------------------------------------------------------------------------- server-side Tables

@@ -3,20 +3,17 @@ of the host (as kind publishes its API server) and TLS at the control-plane node
 inside the lab (behind the `kubernetes` Service). Both with the lab's own CA (netemu.api.pki)."""
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import json
 import logging
 import os
 import socket
-import threading
 
 from netemu import paths
 
 log = logging.getLogger("netemu.listeners")
 
 API_PORT = 6443
-CLONE_NEWNET = 0x40000000
 
 
 def pki_dir(lab: str) -> str:
@@ -36,8 +33,10 @@ def kubernetes_service_ip(lab) -> str:
     return str(ipaddress.ip_network(lab.spec.service_cidr, strict=False)[1])
 
 
-async def serve_host(daemon, server) -> None:
-    """Make the lab's certificates and listen on 127.0.0.1:<free port> (never on another host address)."""
+async def serve_host(daemon, server, reuse: bool = False) -> None:
+    """Make the lab's certificates and listen on 127.0.0.1:<free port> (never on another host address).
+    reuse: a restarted control process keeps the lab's CA, certificates and port (kubeconfigs, tokens
+    and in-cluster clients stay valid); what is missing is made anew."""
     from netemu.api import pki as pki_mod
 
     lab = daemon.lab
@@ -46,13 +45,29 @@ async def serve_host(daemon, server) -> None:
     domain = lab.spec.cluster_domain
     dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
            f"kubernetes.default.svc.{domain}"] + ([n.name for n in lab.spec.nodes or [] if n.role == "control-plane"])
-    pki = pki_mod.make_pki(name, ips, dns)
-    pki_mod.save(pki, pki_dir(name))
+    pki = None
+    if reuse:
+        try:
+            pki = pki_mod.load(pki_dir(name))
+        except (OSError, ValueError) as e:
+            log.error("the lab's certificates cannot be read again (%s): making new ones; kubeconfigs and "
+                      "tokens made before are no longer valid", e)
+    if pki is None:
+        pki = pki_mod.make_pki(name, ips, dns)
+        pki_mod.save(pki, pki_dir(name))
     daemon.api_pki = server.pki = pki
     server.ssl_context = pki_mod.server_ssl_context(pki, pki_dir(name))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    port = _saved_port(name) if reuse else 0
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as e:
+        if not port:
+            raise
+        log.error("the API server's port %d is taken (%s): listening on another; kubeconfigs need "
+                  "`netemu kubeconfig` again", port, e)
+        sock.bind(("127.0.0.1", 0))
     sock.listen(256)
     sock.setblocking(False)
     server.host_port = sock.getsockname()[1]
@@ -62,6 +77,14 @@ async def serve_host(daemon, server) -> None:
         json.dump({"server": f"https://127.0.0.1:{server.host_port}", "port": server.host_port}, f)
     os.replace(tmp, info_file(name))
     log.info("API server on https://127.0.0.1:%d", server.host_port)
+
+
+def _saved_port(lab: str) -> int:
+    try:
+        with open(info_file(lab)) as f:
+            return int(json.load(f)["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 async def serve_in_lab(daemon, server) -> None:
@@ -77,32 +100,17 @@ async def serve_in_lab(daemon, server) -> None:
 
 
 def socket_in_netns(netns_path: str, ip: str, port: int) -> socket.socket:
-    """A listening socket that belongs to another network namespace. setns() moves only the calling
-    thread, so a short-lived thread enters the namespace, makes the socket and ends; the socket keeps
-    its namespace and the event loop serves it from here."""
-    out: dict = {}
+    """A listening socket that belongs to another network namespace: made there (nsutil.socket_in moves
+    only this thread, and back), bound and served from here."""
+    from netemu.dataplane.nsutil import socket_in
 
-    def work() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(netns_path, os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {netns_path}")
-            finally:
-                os.close(fd)
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((ip, port))
-            s.listen(256)
-            s.setblocking(False)
-            out["sock"] = s
-        except BaseException as e:
-            out["error"] = e
-
-    t = threading.Thread(target=work, name="netns-socket")
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["sock"]
+    s = socket_in(netns_path)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((ip, port))
+        s.listen(256)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s

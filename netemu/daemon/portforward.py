@@ -14,11 +14,8 @@ A port nothing listens on gets containerd's message on the error stream; the ses
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import socket
-import threading
 
 from aiohttp import WSMsgType, web
 
@@ -27,7 +24,6 @@ from netemu.daemon.spdyconn import SpdyStream
 
 log = logging.getLogger("netemu.portforward")
 
-CLONE_NEWNET = 0x40000000
 READ_SIZE = 1024 * 1024
 
 
@@ -36,29 +32,11 @@ class ConnectFailed(Exception):
 
 
 def _socket_in_netns(netns_path: str, family: int) -> socket.socket:
-    out: dict = {}
+    from netemu.dataplane.nsutil import socket_in
 
-    def work() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(netns_path, os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {netns_path}")
-            finally:
-                os.close(fd)
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setblocking(False)
-            out["sock"] = s
-        except BaseException as e:
-            out["error"] = e
-
-    t = threading.Thread(target=work, name="netns-connect")
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["sock"]
+    s = socket_in(netns_path, family)
+    s.setblocking(False)
+    return s
 
 
 def _go_error(e: OSError, network: str, addr: str) -> str:

@@ -18,11 +18,11 @@ from netemu.api.errors import ApiError
 from netemu.api.registry import Resource
 from netemu.api.selectors import field_selector, label_selector
 from netemu.api.watchlog import Change, WatchLog
+from netemu.wellknown import SERVICE_NAME_LABEL
 
 # kinds the store does not hold: served from elsewhere (the cluster's event list, the metrics
 # collector, the EndpointSlices) through providers the daemon registers
 VIRTUAL = {"Event", "Endpoints", "PodMetrics", "NodeMetrics", "ComponentStatus"}
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 def _rv(obj) -> int:

@@ -22,11 +22,11 @@ from netemu.spec.models import (
     Pod,
     Service,
 )
+from netemu.wellknown import SERVICE_NAME_LABEL
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "endpointslice-controller.k8s.io"
 MAX_ENDPOINTS_PER_SLICE = 100

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+from netemu.wellknown import SERVICE_NAME_LABEL
+
 ANNOUNCER_ANNOTATION = "netemu.dev/announcing-node"
 _ASSIGNED = re.compile(r'announcing from node "([^"]+)"')
 

@@ -48,6 +48,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+from netemu.wellknown import SERVICE_NAME_LABEL
+
 CONTROLLER_CLASS = "k8s.io/ingress-nginx"
 INGRESS_CLASS = "nginx"
 DEFAULT_SERVER = "_"
@@ -56,7 +58,6 @@ DEFAULT_UPSTREAM = "upstream-default-backend"
 ANNOTATION_PREFIX = "nginx.ingress.kubernetes.io/"
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
 # ingress-nginx's defaults (its ConfigMap can change some, see ControllerConfig.from_configmap)

@@ -30,10 +30,10 @@ import json
 from typing import Optional
 
 from netemu.frames import hold_open, pack
+from netemu.wellknown import SERVICE_NAME_LABEL
 
 WATCHED = ("Ingress", "IngressClass", "Service", "EndpointSlice", "Secret", "ConfigMap")
 CONTROLLER_NAMESPACE = "ingress-nginx"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _DROP_META = ("uid", "resourceVersion", "generation", "managedFields", "ownerReferences", "generateName")
 
 

@@ -30,6 +30,7 @@ from netemu.control.metallb import (
     ALLOW_SHARED_IP, DEPRECATED_PREFIX, ANNOTATION_PREFIX, Config, L2Ad, ingress_ips, is_metallb_service, load_config,
 )
 from netemu.spec.models import Endpoint, EndpointSlice, Node, Service
+from netemu.wellknown import SERVICE_NAME_LABEL
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
@@ -38,7 +39,6 @@ SPEAKER = "metallb-speaker"
 PROTOCOL = "layer2"
 LAB_INTERFACE = "eth0"  # a node's interface on the lab segment
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Iterable, Literal, Mapping, NamedTuple, Optional, Sequence, Union
 
 from netemu.dns.names import canonical_ip, dashed
+from netemu.wellknown import SERVICE_NAME_LABEL
+
 if TYPE_CHECKING:  # the DNS pod's process unpickles zones without pydantic
     from netemu.spec.models import EndpointSlice, Namespace, Pod, Service
 
 PodsMode = Literal["disabled", "insecure", "verified"]
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 ENDPOINTSLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 # namespaces a cluster always has, even before any object lives in them

@@ -23,7 +23,8 @@ _SUB_KIND = {"status": (None, None, ("get", "patch", "update")),
              "attach": ("PodAttachOptions", "v1", ("create", "get")),
              "portforward": ("PodPortForwardOptions", "v1", ("create", "get")),
              "ephemeralcontainers": ("Pod", "v1", ("get", "patch", "update")),
-             "approval": (None, None, ("get", "patch", "update"))}
+             "approval": (None, None, ("get", "patch", "update")),
+             "token": ("TokenRequest", "authentication.k8s.io/v1", ("create",))}
 
 
 def _api_resource(res: Resource) -> list[dict]:

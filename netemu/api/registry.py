@@ -80,7 +80,8 @@ BUILTIN: tuple[Resource, ...] = (
     _r("ConfigMap", "", "v1", "configmaps", short=("cm",), acted=True),
     _r("Secret", "", "v1", "secrets", acted=True),
     _r("Event", "", "v1", "events", short=("ev",), acted=True),
-    _r("ServiceAccount", "", "v1", "serviceaccounts", short=("sa",), acted=True),  # pods get its token
+    _r("ServiceAccount", "", "v1", "serviceaccounts", short=("sa",), acted=True,  # pods get its token
+       subresources=("token",)),
     _r("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims", short=("pvc",), subresources=("status",)),
     _r("PersistentVolume", "", "v1", "persistentvolumes", False, short=("pv",), subresources=("status",)),
     _r("ResourceQuota", "", "v1", "resourcequotas", short=("quota",), subresources=("status",)),
@@ -93,16 +94,17 @@ BUILTIN: tuple[Resource, ...] = (
        subresources=("status", "scale")),
     _r("ReplicaSet", "apps", "v1", "replicasets", short=("rs",), categories=_ALL, acted=True,
        subresources=("status", "scale")),
-    _r("DaemonSet", "apps", "v1", "daemonsets", short=("ds",), categories=_ALL, subresources=("status",)),
+    _r("DaemonSet", "apps", "v1", "daemonsets", short=("ds",), categories=_ALL, subresources=("status",), acted=True),
     _r("StatefulSet", "apps", "v1", "statefulsets", short=("sts",), categories=_ALL, subresources=("status", "scale")),
     _r("ControllerRevision", "apps", "v1", "controllerrevisions"),
     # ---------------------------------------------------------------- batch
-    _r("Job", "batch", "v1", "jobs", categories=_ALL, subresources=("status",)),
+    _r("Job", "batch", "v1", "jobs", categories=_ALL, subresources=("status",), acted=True),
     _r("CronJob", "batch", "v1", "cronjobs", short=("cj",), categories=_ALL, subresources=("status",)),
     # ---------------------------------------------------------------- autoscaling, policy
     _r("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", short=("hpa",),
        categories=_ALL, also_versions=("v1",), acted=True, subresources=("status",)),
-    _r("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", short=("pdb",), subresources=("status",)),
+    _r("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", short=("pdb",), subresources=("status",),
+       acted=True),
     # ---------------------------------------------------------------- discovery, networking
     _r("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", acted=True),
     _r("Ingress", "networking.k8s.io", "v1", "ingresses", short=("ing",), acted=True, subresources=("status",)),
@@ -120,7 +122,8 @@ BUILTIN: tuple[Resource, ...] = (
     # ---------------------------------------------------------------- storage, scheduling, coordination
     _r("StorageClass", "storage.k8s.io", "v1", "storageclasses", False, short=("sc",)),
     _r("CSIDriver", "storage.k8s.io", "v1", "csidrivers", False),
-    _r("PriorityClass", "scheduling.k8s.io", "v1", "priorityclasses", False, short=("pc",)),
+    _r("PriorityClass", "scheduling.k8s.io", "v1", "priorityclasses", False, short=("pc",), acted=True,
+       note="pods get their priority from it; the scheduler preempts by it"),
     _r("Lease", "coordination.k8s.io", "v1", "leases"),
     _r("RuntimeClass", "node.k8s.io", "v1", "runtimeclasses", False),
     # ---------------------------------------------------------------- admission, extension
@@ -137,6 +140,16 @@ BUILTIN: tuple[Resource, ...] = (
     _r("FlowSchema", "flowcontrol.apiserver.k8s.io", "v1", "flowschemas", False, subresources=("status",)),
     _r("PriorityLevelConfiguration", "flowcontrol.apiserver.k8s.io", "v1", "prioritylevelconfigurations", False,
        subresources=("status",)),
+    # ---------------------------------------------------------------- reviews (answered, never stored)
+    _r("SelfSubjectAccessReview", "authorization.k8s.io", "v1", "selfsubjectaccessreviews", False,
+       verbs=("create",), acted=True),
+    _r("SelfSubjectRulesReview", "authorization.k8s.io", "v1", "selfsubjectrulesreviews", False,
+       verbs=("create",), acted=True),
+    _r("SubjectAccessReview", "authorization.k8s.io", "v1", "subjectaccessreviews", False,
+       verbs=("create",), acted=True),
+    _r("SelfSubjectReview", "authentication.k8s.io", "v1", "selfsubjectreviews", False, verbs=("create",),
+       acted=True),
+    _r("TokenReview", "authentication.k8s.io", "v1", "tokenreviews", False, verbs=("create",), acted=True),
     # ---------------------------------------------------------------- metallb.io
     _r("IPAddressPool", "metallb.io", "v1beta1", "ipaddresspools", acted=True),
     _r("L2Advertisement", "metallb.io", "v1beta1", "l2advertisements", acted=True),

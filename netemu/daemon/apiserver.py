@@ -103,8 +103,10 @@ class ApiServer:
                 raise ApiError(413, "RequestEntityTooLarge",
                                f"Request entity too large: limit is {MAX_REQUEST_BYTES}")
             path = request.path
-            if path not in ("/livez", "/readyz", "/healthz", "/version") and self._user(request) is None:
+            user = self._user(request)
+            if path not in ("/livez", "/readyz", "/healthz", "/version") and user is None:
                 raise errors.unauthorized()
+            request["user"] = user or "system:anonymous"
             return await handler(request)
         except ApiError as e:
             return web.json_response(e.status(), status=e.code)
@@ -228,6 +230,10 @@ class ApiServer:
                     return await self._watch(request, res, namespace)
                 return self._list(request, res, namespace)
             if m == "POST":
+                from netemu.api.reviews import REVIEWS, review
+
+                if res.kind in REVIEWS:
+                    return self._json(review(res.kind, await self._body(request), request["user"], self.pki), 201)
                 if res.namespaced and namespace is None:
                     raise errors.method_not_allowed()
                 obj, warnings = self.storage.create(res, namespace, await self._body(request), dry_run, fv)
@@ -302,6 +308,11 @@ class ApiServer:
             return self._json(self.storage.bind(namespace, name, await self._body(request)), 201)
         elif sub == "log" and m == "GET":
             return await self._log(request, namespace, name)
+        elif sub == "token" and m == "POST" and res.kind == "ServiceAccount":
+            from netemu.api.reviews import token_request
+
+            self.storage.get(res, namespace, name)  # 404 for a ServiceAccount that does not exist
+            return self._json(token_request(self.pki, namespace, name, await self._body(request)), 201)
         elif sub in ("exec", "attach", "portforward"):
             streams = getattr(self.d, "streams", None)
             if streams is None:

@@ -473,3 +473,16 @@ def test_down_removes_the_context_up_merged(make_lab, tmp_path, own_kubeconfig):
     assert oct(own_kubeconfig.stat().st_mode & 0o777) == "0o600"
     lab.down()
     assert f"netemu-{lab.name}" not in own_kubeconfig.read_text()
+
+
+def test_auth_can_i_whoami_and_create_token(kube):
+    assert kubectl(kube, "auth", "can-i", "delete", "pods").stdout.strip() == "yes"
+    who = kubectl(kube, "auth", "whoami").stdout
+    assert "kubernetes-admin" in who and "system:masters" in who
+    token = kubectl(kube, "create", "token", "default").stdout.strip()
+    server = json.load(open(f"/run/netemu/{kube.name}/apiserver.json"))["server"]
+    code = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                           f"Authorization: Bearer {token}", f"{server}/api/v1/namespaces/default/pods"],
+                          capture_output=True, text=True, timeout=10)
+    assert code.stdout == "200"
+    assert kubectl(kube, "create", "token", "nobody", check=False).returncode != 0

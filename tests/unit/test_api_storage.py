@@ -284,3 +284,14 @@ def test_a_bound_pod_keeps_its_node(st):
     with pytest.raises(ApiError) as e:
         st.update(POD, "default", "p", body)
     assert e.value.code == 422 and "spec.nodeName" in e.value.message
+
+
+def test_reviews_answer_without_storing():
+    from netemu.api.reviews import review
+
+    out = review("SelfSubjectAccessReview", {"spec": {"resourceAttributes": {"verb": "delete", "resource": "pods"}}},
+                 "kubernetes-admin", None)
+    assert out["status"]["allowed"] is True and "RBAC" in out["status"]["reason"]
+    who = review("SelfSubjectReview", {}, "system:serviceaccount:team:robot", None)["status"]["userInfo"]
+    assert who["username"] == "system:serviceaccount:team:robot"
+    assert "system:serviceaccounts:team" in who["groups"]

@@ -317,7 +317,8 @@ class Storage:
         current = self._obj(res, namespace, name)
         base = self._as_version(res, self.dump(current))
         try:
-            patched = apply_patch(copy.deepcopy(base), body, content_type, res.kind, strategic_ok=None if res.builtin else False)
+            patched = apply_patch(copy.deepcopy(base), body, content_type, res.kind,
+                                  strategic_ok=None if res.builtin else False)  # CRs take no strategic patches
         except PatchError as e:
             raise ApiError(e.code, {400: "BadRequest", 415: "UnsupportedMediaType"}.get(e.code, "Invalid"),
                            str(e)) from None

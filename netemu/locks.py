@@ -7,8 +7,9 @@ is held for a moment, not for a whole build: what a lab takes is written down (i
 lock is released, and every later check reads the claims.
 
 The owner lock, `/run/netemu/<lab>/owner.lock`, is flock'ed by `netemu up` before it forks the lab's
-control process, which inherits the lock and holds it for its whole life: the kernel drops it when
-that process ends, however it ends. So a lab directory whose owner lock is held is a lab starting or
+control process, which inherits the lock and holds it for its whole life, as does the lab's supervisor
+(netemu.daemon.supervisor) and every control process it restarts: the kernel drops it when the last of
+them ends, however they end. So a lab directory whose owner lock is held is a lab starting or
 running; one whose lock is free is what a crashed lab left behind. `netemu down` takes it once the
 control process is gone, so that a new `up` of the same name never builds into a sweep.
 """

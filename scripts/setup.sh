@@ -9,7 +9,7 @@ VENV=${NETEMU_VENV:-$REPO/.venv}
 
 APT_PACKAGES="iproute2 iptables nftables ipvsadm ipset conntrack arping tcpdump libpcap0.8
   bind9-dnsutils curl procps util-linux kmod python3 python3-venv python3-pip
-  redis-server nginx-light openssl ${NETEMU_EXTRA_PACKAGES:-}"
+  redis-server nginx-light openssl libcap2-bin ${NETEMU_EXTRA_PACKAGES:-}"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -425,9 +425,14 @@ class Storage:
 
     def evict(self, namespace: str, name: str, body: dict) -> dict:
         pod = self._obj(registry.by_kind("Pod"), namespace, name)
+        from netemu.control.disruption import EvictionRefused, evict
+
         opts = (body or {}).get("deleteOptions") or {}
         grace = opts.get("gracePeriodSeconds")
-        self.cluster.delete_pod(pod, grace=None if grace is None else int(grace))
+        try:  # a PodDisruptionBudget may refuse it now (429, as kube-apiserver answers)
+            evict(self.cluster, pod, None if grace is None else int(grace))
+        except EvictionRefused as e:
+            raise ApiError(e.code, e.reason, e.message, e.details) from None
         self.kick()
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
@@ -505,6 +510,9 @@ def _causes(fields: list[tuple[str, str]], body: dict) -> list[tuple[str, str]]:
     for path, text in fields:
         if text.startswith("required field is missing"):
             out.append((path, "Required value" + text[len("required field is missing"):]))
+            continue
+        if text.startswith(("Required value", "Forbidden", "Unsupported value", "Invalid value", "Duplicate value")):
+            out.append((path, text))  # already in the API server's words
             continue
         value = _value_at(body, path) if path else _MISSING
         if value is _MISSING or isinstance(value, (dict, list)):

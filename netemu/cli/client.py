@@ -227,7 +227,16 @@ def daemon_pid(lab: str) -> Optional[int]:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
-    return pid if _is_lab_process(pid, lab) else None
+    return pid if _is_lab_process(pid, lab) and not _zombie(pid) else None
+
+
+def _zombie(pid: int) -> bool:
+    """Dead, not yet reaped (a control process killed under a stopped supervisor)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _is_lab_process(pid: int, lab: str) -> bool:

@@ -38,7 +38,7 @@ def cmd_dns(args) -> int:
     namespace = args.namespace or "default"
     if args.from_pod:
         rt = client.call("runtime", namespace=namespace, name=args.from_pod)
-        netns = next(a.split("=", 1)[1] for a in rt["enter"] if a.startswith("--net="))
+        netns = "/run/netns/" + rt["netns"]
         where = f"pod {namespace}/{args.from_pod}"
     else:
         node = args.node or "m-k8s"

@@ -6,17 +6,22 @@ import sys
 import time
 
 from netemu.cli.client import CliError, Client, pick_lab
+from netemu.dataplane import podexec
 
 
-def _runtime(args) -> dict:
+def _runtime(args, container: str | None = None) -> dict:
     client = Client(pick_lab(args.lab))
-    return client.call("runtime", namespace=args.namespace or "default", name=args.pod)
+    fields = {"container": container} if container else {}
+    return client.call("runtime", namespace=args.namespace or "default", name=args.pod, **fields)
 
 
 def cmd_exec(args) -> int:
     if not args.command:
         raise CliError("exec needs a command: netemu exec POD -- COMMAND [ARGS...]")
-    rt = _runtime(args)
+    rt = _runtime(args, args.container)
+    if rt.get("enter") is None:
+        name = args.container or next(iter(rt["containers"]), "")
+        raise CliError(f'container "{name}" in pod "{args.pod}" is not running (it is being restarted, or exited)')
     # join the pod's cgroup first: what we start belongs to the pod and dies with it
     for d in rt["cgroups"]:
         try:
@@ -24,14 +29,12 @@ def cmd_exec(args) -> int:
                 f.write(str(os.getpid()))
         except OSError:
             pass
-    argv = ["nsenter", *rt["enter"], "--", *args.command]
+    # the container's namespaces, user and capabilities (netemu.dataplane.podexec)
+    argv = podexec.command(rt["enter"], args.command)
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
            "TERM": os.environ.get("TERM", "xterm"), "HOSTNAME": args.pod, "LANG": "C.UTF-8"}
     sys.stdout.flush()
-    try:
-        os.execvpe("nsenter", argv, env)
-    except FileNotFoundError:
-        raise CliError("nsenter not found (util-linux): run scripts/setup.sh") from None
+    os.execve(argv[0], argv, env)
 
 
 def cmd_logs(args) -> int:

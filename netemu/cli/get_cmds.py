@@ -394,14 +394,68 @@ def _describe_node(node: dict, client: Client) -> str:
     lines.append("Addresses:")
     for a in st.get("addresses") or []:
         lines.append(f"  {a['type']}:  {a['address']}")
+    for part in ("capacity", "allocatable"):
+        lines.append(f"{part.capitalize()}:")
+        values = st.get(part) or {}
+        width = max((len(k) for k in values), default=0) + 2
+        for k in sorted(values):
+            lines.append(f"  {k + ':':<{width}}{values[k]}")
     _kv(lines, "PodCIDR", spec.get("podCIDR"))
     pods = list_objects(client, by_kind("Pod"), None, fields=f"spec.nodeName={meta['name']},"
                         "status.phase!=Succeeded,status.phase!=Failed")
-    lines.append(f"Non-terminated Pods:          ({len(pods)} in total)")
-    rows = [[p["metadata"].get("namespace", ""), p["metadata"]["name"], tables.age(p)] for p in pods]
-    if rows:
-        lines += ["  " + x for x in tables.render(["Namespace", "Name", "Age"], rows).splitlines()]
+    lines += _node_resources(st.get("allocatable") or {}, pods)
     return "\n".join(lines)
+
+
+def _node_resources(allocatable: dict, pods: list[dict]) -> list[str]:
+    """kubectl describe node's Non-terminated Pods and Allocated resources."""
+    from netemu.spec.models import Pod
+    from netemu.spec.podresources import amount, pod_limits, pod_requests
+
+    alloc = {k: amount(k, v) for k, v in allocatable.items()}
+
+    def show(name: str, v: int) -> str:
+        text = _quantity(name, v)
+        total = alloc.get(name, 0)
+        return f"{text} ({int(v / total * 100) if total else 0}%)"
+
+    out = [f"Non-terminated Pods:          ({len(pods)} in total)"]
+    rows, req_total, lim_total = [], {}, {}
+    for p in pods:
+        model = Pod.model_validate(p)
+        req, lim = pod_requests(model.spec), pod_limits(model.spec)
+        for k, v in req.items():
+            req_total[k] = req_total.get(k, 0) + v
+        for k, v in lim.items():
+            lim_total[k] = lim_total.get(k, 0) + v
+        rows.append([p["metadata"].get("namespace", ""), p["metadata"]["name"], show("cpu", req.get("cpu", 0)),
+                     show("cpu", lim.get("cpu", 0)), show("memory", req.get("memory", 0)),
+                     show("memory", lim.get("memory", 0)), tables.age(p)])
+    if rows:
+        heads = ["Namespace", "Name", "CPU Requests", "CPU Limits", "Memory Requests", "Memory Limits", "Age"]
+        out += ["  " + x for x in tables.render(heads, [["-" * len(h) for h in heads]] + rows).splitlines()]
+    out += ["Allocated resources:", "  (Total limits may be over 100 percent, i.e., overcommitted.)"]
+    names = ["cpu", "memory", "ephemeral-storage"] + sorted(
+        k for k in alloc if k not in ("cpu", "memory", "ephemeral-storage", "pods"))
+    res = [["Resource", "Requests", "Limits"], ["--------", "--------", "------"]]
+    res += [[k, show(k, req_total.get(k, 0)), show(k, lim_total.get(k, 0))] for k in names]
+    out += ["  " + x for x in tables.render(res[0], res[1:]).splitlines()]
+    return out
+
+
+def _quantity(name: str, v: int) -> str:
+    """A summed quantity as kubectl prints it: cpu in cores or m, sizes in the largest binary unit."""
+    from netemu.spec.autoscaling import format_milli
+
+    if name == "cpu":
+        return format_milli(v)
+    if v == 0:
+        return "0"
+    for suffix, size in (("Ei", 1 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20),
+                         ("Ki", 1 << 10)):
+        if v % size == 0:
+            return f"{v // size}{suffix}"
+    return str(v)
 
 
 def _describe_generic(obj: dict, client: Client) -> str:

@@ -190,7 +190,7 @@ def cmd_up(args) -> int:
 
     progress = Progress(quiet=args.quiet)
     try:
-        pid = spawn(lab, spec.objects, lambda s: progress.line(s)) or daemon_pid(name)
+        pid = spawn(lab, spec.objects, lambda s: progress.line(s), owner_fd=owner) or daemon_pid(name)
     except BuildFailed as e:
         progress.done()
         raise CliError(f'lab "{name}" could not be built (everything was rolled back): {e}') from None
@@ -212,10 +212,10 @@ def cmd_up(args) -> int:
         return 0
     client = Client(name, timeout=args.timeout + 30)
     try:
-        client.wait(lambda msg, final: progress.status(msg), timeout=args.timeout)
+        _wait_ready(name, client, progress, args.timeout)
     except CliError as e:
         progress.done()
-        if pid and _dead_soon(pid):
+        if pid and _dead_soon(pid) and not _supervised(name):
             raise CliError(_died(name, pid, "while waiting for the pods to be Ready")) from None
         raise CliError(f'lab "{name}" is up but not ready: {e}\n  (see `netemu get pods -o wide --lab {name}`)') from None
     except KeyboardInterrupt:
@@ -237,6 +237,44 @@ def cmd_up(args) -> int:
     if kube_line and not args.quiet:
         print(kube_line)
     return 0
+
+
+RESTART_WAIT_SECONDS = 60.0  # how long `up` waits for a supervisor to bring a crashed control process back
+
+
+def _supervised(name: str) -> bool:
+    from netemu.daemon.supervisor import read_pid
+
+    return read_pid(name) is not None
+
+
+def _wait_ready(name: str, client, progress, timeout: float) -> None:
+    """Wait for the lab's pods to be Ready. A control process that dies meanwhile and is restarted by the
+    lab's supervisor is waited for, and the wait goes on with the new one."""
+    from netemu.cli.client import LabConnectionLost, LabNotRunning
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            client.wait(lambda msg, final: progress.status(msg), timeout=max(1.0, deadline - time.time()))
+            return
+        except (LabConnectionLost, LabNotRunning):
+            if not _supervised(name) or time.time() >= deadline:
+                raise
+        progress.status("the control process died: waiting for its supervisor to restart it")
+        until = time.time() + RESTART_WAIT_SECONDS
+        while time.time() < until and _supervised(name):
+            pid = daemon_pid(name)
+            if pid:
+                try:
+                    Client(name, timeout=2).call("ping")
+                    break
+                except CliError:
+                    pass
+            time.sleep(0.2)
+        else:
+            raise CliError(f'lab "{name}": its control process died and was not restarted within '
+                           f"{RESTART_WAIT_SECONDS:g}s (`netemu labs` shows its state)")
 
 
 def _host_link(name: str) -> str:
@@ -282,6 +320,7 @@ def cmd_down(args) -> int:
             uninstall(name)
         except Exception as e:  # the kubeconfig is the user's file: never a reason not to remove the lab
             warn(f"lab {name}: could not remove its kubeconfig context: {e}")
+        _stop_supervisor(name)  # first: nothing may restart the control process behind our back
         pid = daemon_pid(name)
         deadline = time.time() + 5
         while not pid and time.time() < deadline and locks.owner_alive(name):
@@ -303,6 +342,20 @@ def cmd_down(args) -> int:
             msg += f"; its control process was gone, swept {len(removed)} namespaces by name"
         print(msg)
     return 0
+
+
+def _stop_supervisor(name: str) -> None:
+    """Kill the lab's supervisor (SIGKILL: a stopped one too); the control process it runs is left
+    for `down` to stop as usual. What it forked last, if anything, is a control process like any other."""
+    from netemu.daemon.supervisor import read_pid
+
+    pid = read_pid(name)
+    if pid is None:
+        return
+    _kill(pid)
+    deadline = time.time() + 5
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.02)
 
 
 def _stop_control_process(name: str, pid: int) -> None:
@@ -403,7 +456,10 @@ def _lab_row(name: str) -> list[str]:
     pid = daemon_pid(name)
     pods = "?"
     if not pid:
-        status = "Starting" if locks.owner_alive(name) else "Crashed"
+        if _supervised(name) and os.path.exists(paths.state_file(name)):
+            status = "Restarting"  # its supervisor brings a crashed control process back
+        else:
+            status = "Starting" if locks.owner_alive(name) else "Crashed"
     else:
         status = "Running"
         try:

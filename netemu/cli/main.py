@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("exec", help="run a command in a pod's namespaces: netemu exec POD -- CMD...")
     p.add_argument("pod")
-    p.add_argument("-c", "--container", help="(all containers of a pod share its namespaces)")
+    p.add_argument("-c", "--container", help="the container whose user, capabilities and root the command gets "
+                                              "(default: the first)")
     p.add_argument("-i", "--stdin", action="store_true", help="accepted for kubectl compatibility")
     p.add_argument("-t", "--tty", action="store_true", help="accepted for kubectl compatibility")
     p.add_argument("command", nargs="*", help="after --, as in kubectl")

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from netemu.control import (
-    endpoints, ingress_addon, kubeadm, metallb, metallb_l2, nodes, podnet, scheduler, services, workloads,
+    daemonsets, disruption, endpoints, ingress_addon, jobs, kubeadm, metallb, metallb_l2, nodes, podnet, scheduler,
+    services, workloads,
 )
-from netemu.control.pods import controller_of, is_terminating
+from netemu.control.pods import controller_of, is_terminal, is_terminating
 from netemu.control.store import NotFound, Store, key_of, rfc3339
 from netemu.spec.models import NAMESPACED, Deployment, K8sModel, Lab, Namespace, ObjectMeta, Pod
 
@@ -26,10 +27,13 @@ CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
     nodes.reconcile,
     workloads.reconcile_deployments,
     workloads.reconcile_replicasets,
+    daemonsets.reconcile,
+    jobs.reconcile,
     scheduler.reconcile,
     podnet.reconcile,
     kubeadm.reconcile,  # kube-system as kubeadm leaves it: mirror pods, kube-proxy pods, ServiceAccounts
     endpoints.reconcile,
+    disruption.reconcile,  # PodDisruptionBudgets' status, which eviction reads
     ingress_addon.reconcile,  # the ingress-nginx addon when wanted, and Ingress status
     metallb.reconcile,
     metallb_l2.reconcile,
@@ -215,14 +219,19 @@ class Cluster:
         never started anywhere goes at once."""
         if is_terminating(pod):
             return
-        if not pod.spec.node_name or not pod.status.pod_ip:
+        if not pod.spec.node_name or not pod.status.pod_ip or is_terminal(pod):
+            # never started (or finished) anywhere: nothing to stop, it goes at once (as the API server
+            # deletes an unscheduled pod, and kubelet a terminated one)
             self.store.delete("Pod", pod.metadata.namespace, pod.metadata.name)
             return
-        pod.metadata.deletion_timestamp = self.now_str()
+        g = grace if grace is not None else pod.spec.termination_grace_period_seconds
+        g = 30 if g is None else max(0, int(g))
+        # as the API server marks it: deletionTimestamp is when the grace period ends
+        pod.metadata.deletion_timestamp = rfc3339(self.clock() + g)
+        pod.metadata.deletion_grace_period_seconds = g
         if pod.metadata.annotations is None:
             pod.metadata.annotations = {}
-        g = grace if grace is not None else pod.spec.termination_grace_period_seconds
-        pod.metadata.annotations["netemu.dev/grace-seconds"] = str(30 if g is None else g)
+        pod.metadata.annotations["netemu.dev/grace-seconds"] = str(g)
         self.store.update(pod)
 
     def finalize_pod(self, pod: Pod) -> None:
@@ -310,5 +319,6 @@ def _dump(v):
 
 def _default_source(kind: str) -> str:
     return {"Deployment": "deployment-controller", "ReplicaSet": "replicaset-controller",
+            "DaemonSet": "daemonset-controller", "Job": "job-controller", "PodDisruptionBudget": "controllermanager",
             "Pod": "kubelet", "Node": "kubelet", "Service": "service-controller",
             "HorizontalPodAutoscaler": "horizontal-pod-autoscaler"}.get(kind, "netemu")

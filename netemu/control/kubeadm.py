@@ -24,25 +24,33 @@ ANNOTATION = "netemu.dev/run-by"  # "control-process": the lab's control process
 MIRROR = "kubernetes.io/config.mirror"
 K8S_VERSION = "v1.32.0"
 
-STATIC_PODS = {  # component -> (image, command)
-    "etcd": ("registry.k8s.io/etcd:3.5.16-0", ["etcd", "--advertise-client-urls=https://{ip}:2379"]),
+STATIC_PODS = {  # component -> (image, command, requests as kubeadm's manifests ask)
+    "etcd": ("registry.k8s.io/etcd:3.5.16-0", ["etcd", "--advertise-client-urls=https://{ip}:2379"],
+             {"cpu": "100m", "memory": "100Mi"}),
     "kube-apiserver": (f"registry.k8s.io/kube-apiserver:{K8S_VERSION}",
-                       ["kube-apiserver", "--advertise-address={ip}", "--secure-port=6443"]),
+                       ["kube-apiserver", "--advertise-address={ip}", "--secure-port=6443"], {"cpu": "250m"}),
     "kube-controller-manager": (f"registry.k8s.io/kube-controller-manager:{K8S_VERSION}",
-                                ["kube-controller-manager", "--leader-elect=true"]),
-    "kube-scheduler": (f"registry.k8s.io/kube-scheduler:{K8S_VERSION}", ["kube-scheduler", "--leader-elect=true"]),
+                                ["kube-controller-manager", "--leader-elect=true"], {"cpu": "200m"}),
+    "kube-scheduler": (f"registry.k8s.io/kube-scheduler:{K8S_VERSION}", ["kube-scheduler", "--leader-elect=true"],
+                       {"cpu": "100m"}),
 }
+SYSTEM_NODE_CRITICAL = 2000001000
 
 
 def is_control_process_pod(pod: Pod) -> bool:
     return (pod.metadata.annotations or {}).get(ANNOTATION) == "control-process"
 
 
-def kube_proxy_daemonset(mode: str) -> StoredObject:
+def kube_proxy_daemonset(mode: str):
+    """kube-system/kube-proxy, annotated as the control process's own: the DaemonSet controller leaves it
+    to this module, which gives every node its kube-proxy pod."""
+    from netemu.spec.models import DaemonSet
+
     labels = {"k8s-app": "kube-proxy"}
-    return StoredObject.model_validate({
+    return DaemonSet.model_validate({
         "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": labels, "generation": 1},
+        "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": labels, "generation": 1,
+                     "annotations": {ANNOTATION: "control-process", "deprecated.daemonset.template.generation": "1"}},
         "spec": {"selector": {"matchLabels": labels},
                  "template": {"metadata": {"labels": labels}, "spec": _proxy_spec(mode)},
                  "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}},
@@ -62,7 +70,8 @@ def _pod(name: str, node: Node, labels: dict, spec: dict, annotations: dict, own
     pod = Pod.model_validate({
         "metadata": {"name": name, "namespace": "kube-system", "labels": labels,
                      "annotations": {ANNOTATION: "control-process", **annotations}, "ownerReferences": [owner]},
-        "spec": {**spec, "nodeName": node.metadata.name}})
+        "spec": {**spec, "nodeName": node.metadata.name, "priority": SYSTEM_NODE_CRITICAL,
+                 "preemptionPolicy": "PreemptLowerPriority"}})
     apply_defaults(pod)
     return pod
 
@@ -76,14 +85,15 @@ def reconcile(c: "Cluster") -> None:
     for node in nodes:
         ip = internal_ip(node)
         if is_control_plane(node):
-            for comp, (image, cmd) in STATIC_PODS.items():
+            for comp, (image, cmd, requests) in STATIC_PODS.items():
                 name = f"{comp}-{node.metadata.name}"
                 if name in pods:
                     continue
                 h = hashlib.sha256(f"{comp}/{node.metadata.name}".encode()).hexdigest()[:32]
                 spec = {"hostNetwork": True, "priorityClassName": "system-node-critical",
                         "tolerations": [{"operator": "Exists", "effect": "NoExecute"}],
-                        "containers": [{"name": comp, "image": image, "command": [a.format(ip=ip) for a in cmd]}]}
+                        "containers": [{"name": comp, "image": image, "command": [a.format(ip=ip) for a in cmd],
+                                        "resources": {"requests": requests}}]}
                 c.store.create(_pod(name, node, {"component": comp, "tier": "control-plane"}, spec,
                                     {MIRROR: h, "kubernetes.io/config.hash": h, "kubernetes.io/config.source": "file"},
                                     {"apiVersion": "v1", "kind": "Node", "name": node.metadata.name,
@@ -95,9 +105,10 @@ def reconcile(c: "Cluster") -> None:
                                              "pod-template-generation": "1"}, spec, {},
                                 {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "kube-proxy",
                                  "uid": ds.metadata.uid, "controller": True, "blockOwnerDeletion": True}))
-    _ready(c)
+    mark_running(c, c.store.list("Pod", "kube-system"))
     _service_accounts(c)
     _apiservices(c)
+    _priority_classes(c)
     if ds is not None:
         _daemonset_status(c, ds, len(nodes))
 
@@ -108,13 +119,27 @@ def _suffix(c: "Cluster", node: str) -> str:
     return "".join(alphabet[(h >> (5 * i)) % len(alphabet)] for i in range(5))
 
 
-def _ready(c: "Cluster") -> None:
+def _priority_classes(c: "Cluster") -> None:
+    """The built-in PriorityClasses every cluster has (the API server makes them)."""
+    from netemu.control.admission import SYSTEM_PRIORITY_CLASSES
+
+    for name, value in SYSTEM_PRIORITY_CLASSES.items():
+        if c.store.find("PriorityClass", "", name) is None:
+            c.store.create(StoredObject.model_validate({
+                "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+                "value": value, "preemptionPolicy": "PreemptLowerPriority",
+                "description": "Used for system critical pods that must not be moved from their current node."
+                if name == "system-node-critical" else "Used for system critical pods that must run in the cluster, "
+                "but can be moved to another node if necessary."}))
+
+
+def mark_running(c: "Cluster", pods) -> None:
     """Running and Ready while the node is (their program is the control process itself)."""
     from netemu.control.scheduler import node_ready
     from netemu.control.pods import set_condition
     from netemu.spec.models import ContainerState, ContainerStateRunning, ContainerStatus
 
-    for pod in c.store.list("Pod", "kube-system"):
+    for pod in pods:
         if not is_control_process_pod(pod) or is_terminating(pod) or not pod.status.pod_ip:
             continue
         node = c.store.find("Node", "", pod.spec.node_name or "")
@@ -167,12 +192,14 @@ def _apiservices(c: "Cluster") -> None:
             c.store.update(svc)
 
 
-def _daemonset_status(c: "Cluster", ds: StoredObject, n: int) -> None:
+def _daemonset_status(c: "Cluster", ds, n: int) -> None:
     pods = [p for p in c.store.list("Pod", "kube-system") if (p.metadata.labels or {}).get("k8s-app") == "kube-proxy"]
     ready = sum(1 for p in pods if any(x.type == "Ready" and x.status == "True" for x in p.status.conditions or []))
-    status = {"currentNumberScheduled": len(pods), "desiredNumberScheduled": n, "numberMisscheduled": 0,
-              "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": len(pods),
-              "observedGeneration": 1}
-    if (ds.model_extra or {}).get("status") != status:
-        ds.__pydantic_extra__["status"] = status
+    new = dict(current_number_scheduled=len(pods), desired_number_scheduled=n, number_misscheduled=0,
+               number_ready=ready, number_available=ready or None, number_unavailable=(n - ready) or None,
+               updated_number_scheduled=len(pods) or None, observed_generation=ds.metadata.generation or 1)
+    st = ds.status
+    if any(getattr(st, k) != v for k, v in new.items()):
+        for k, v in new.items():
+            setattr(st, k, v)
         c.store.update(ds)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from netemu.spec.models import Condition, OwnerReference, Pod
+from netemu.spec.models import (
+    Condition, ContainerState, ContainerStateWaiting, ContainerStatus, OwnerReference, Pod,
+)
 
 
 def condition(pod: Pod, ctype: str) -> Optional[Condition]:
@@ -58,3 +60,31 @@ def controller_of(obj) -> Optional[OwnerReference]:
 
 def restarts(pod: Pod) -> int:
     return sum(cs.restart_count for cs in pod.status.container_statuses or [])
+
+
+def set_creating(pod: Pod, now: str) -> None:
+    """The kubelet's first status of a pod it admitted: Pending, its containers waiting in
+    ContainerCreating (PodInitializing behind init containers), nothing ready yet."""
+    st = pod.status
+    st.phase = "Pending"
+    st.start_time = st.start_time or now
+    inits = pod.spec.init_containers or []
+
+    def waiting(c, reason: str) -> ContainerStatus:
+        return ContainerStatus(name=c.name, image=c.image or "", ready=False, started=False, restart_count=0,
+                               state=ContainerState(waiting=ContainerStateWaiting(reason=reason)))
+
+    st.init_container_statuses = [waiting(c, "PodInitializing") for c in inits] or None
+    st.container_statuses = [waiting(c, "PodInitializing" if inits else "ContainerCreating")
+                             for c in pod.spec.containers]
+    names = " ".join(c.name for c in pod.spec.containers)
+    set_condition(pod, "PodReadyToStartContainers", False, now)
+    if inits:
+        set_condition(pod, "Initialized", False, now, "ContainersNotInitialized",
+                      "containers with incomplete status: [" + " ".join(c.name for c in inits) + "]")
+    else:
+        set_condition(pod, "Initialized", True, now)
+    set_condition(pod, "Ready", False, now, "ContainersNotReady", f"containers with unready status: [{names}]")
+    set_condition(pod, "ContainersReady", False, now, "ContainersNotReady", f"containers with unready status: [{names}]")
+    order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+    st.conditions = sorted(st.conditions or [], key=lambda c: order.index(c.type) if c.type in order else 99)

@@ -13,6 +13,10 @@ if TYPE_CHECKING:
 
 
 def admit(c: "Cluster", obj: K8sModel, current: Optional[K8sModel]) -> None:
+    if obj.kind in ("Pod", "Job"):  # priority, default tolerations, a Job's generated selector
+        from netemu.control import admission
+
+        admission.admit(c, obj, current)
     if isinstance(obj, Service):
         _admit_service(c, obj, current if isinstance(current, Service) else None)
 

@@ -95,7 +95,7 @@ class Store:
         meta = obj.metadata
         meta.uid = meta.uid or self.new_uid()
         meta.creation_timestamp = meta.creation_timestamp or rfc3339(self.clock())
-        if obj.kind in ("Deployment", "ReplicaSet", "Service", "Pod"):
+        if obj.kind in ("Deployment", "ReplicaSet", "Service", "Pod", "DaemonSet", "Job", "PodDisruptionBudget"):
             meta.generation = meta.generation or 1
         self._put(key, obj, "ADDED")
         return obj

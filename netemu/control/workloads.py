@@ -278,7 +278,23 @@ def _pod_from_template(c: "Cluster", rs: ReplicaSet, taken: set[str]) -> Pod:
         annotations=dict(tmpl.metadata.annotations) if tmpl.metadata.annotations else None,
         owner_references=[_owner_ref(rs)],
     )
-    return Pod(metadata=meta, spec=tmpl.spec.model_copy(deep=True), status=PodStatus(phase="Pending"))
+    pod = Pod(metadata=meta, spec=tmpl.spec.model_copy(deep=True), status=PodStatus(phase="Pending"))
+    prepare_pod(c, pod)
+    return pod
+
+
+def prepare_pod(c: "Cluster", pod: Pod) -> None:
+    """What the API server does to a pod a controller creates: defaults (requests from limits, the QoS
+    class) and admission (priority, default tolerations)."""
+    from netemu.control.admission import Forbidden, admit_pod
+    from netemu.spec.podresources import default_requests, qos_class
+
+    default_requests([*pod.spec.containers, *(pod.spec.init_containers or [])])
+    pod.status.qos_class = qos_class(pod.spec)
+    try:
+        admit_pod(c, pod)
+    except Forbidden:
+        pod.spec.priority = pod.spec.priority or 0  # the class went away since the template was admitted
 
 
 def selector_matches_pod(sel: LabelSelector, pod: Pod) -> bool:

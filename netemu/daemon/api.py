@@ -14,7 +14,7 @@ import os
 import time
 
 from netemu.control.cluster import AdmissionError
-from netemu.control.pods import is_ready, is_terminating
+from netemu.control.pods import is_ready, is_terminal, is_terminating
 from netemu.control.store import Conflict, NotFound
 
 log = logging.getLogger("netemu.api")
@@ -75,7 +75,9 @@ class Api:
     # ------------------------------------------------------------------ reads
     def op_ping(self, req):
         return {"lab": self.d.name, "pid": os.getpid(), "uptime": time.time() - self.d.started,
-                "syncs": self.d.sync_count}
+                "syncs": self.d.sync_count, "launcher_pid": self.d.launcher.pid,
+                "launcher_restarts": getattr(self.d, "launcher_restarts", 0),
+                "resumed": getattr(self.d, "resumed", False)}
 
     def op_lab(self, req):
         return self.d.lab.dump()
@@ -87,9 +89,13 @@ class Api:
         rt = self.d.kubelet.runtime(ns, name) if self.d.kubelet else None
         from netemu import paths
 
-        enter = self.d.kubelet.nsenter_args(rt) if rt is not None else None
-        if enter is None:
+        if rt is None or rt.sandbox is None:
             raise ApiError(f'pod "{name}" is not running (status: {pod.status.phase})')
+        container = req.get("container")
+        if container and container not in rt.containers:
+            raise ApiError(f'container {container} is not valid for pod {name}')
+        # the exec helper's options, None while the container is not running (its logs still are there)
+        enter = self.d.kubelet.nsenter_args(rt, container)
         cg = self.d.cgroups.pod(rt.cgroup_id)
         return {
             "enter": enter,
@@ -207,16 +213,16 @@ class Api:
     def _condition(self, what, req):
         store = self.cluster.store
         if what == "ready":
-            def pred():
+            def pred():  # finished pods (a Job's) count as done
                 nodes = store.list("Node")
-                pods = [p for p in store.list("Pod") if not is_terminating(p)]
+                pods = [p for p in store.list("Pod") if not is_terminating(p) and not is_terminal(p)]
                 deps_ok = all(_deployment_done(d) for d in store.list("Deployment"))
                 return all(_node_ready(n) for n in nodes) and all(is_ready(p) for p in pods) and deps_ok \
                     and self.d.ingress.settled(store)
 
             def describe():
                 nodes = store.list("Node")
-                pods = [p for p in store.list("Pod") if not is_terminating(p)]
+                pods = [p for p in store.list("Pod") if not is_terminating(p) and not is_terminal(p)]
                 pending = self.d.ingress.pending(store)
                 return (f"nodes {sum(_node_ready(n) for n in nodes)}/{len(nodes)} Ready, "
                         f"pods {sum(is_ready(p) for p in pods)}/{len(pods)} Ready"

@@ -1,8 +1,9 @@
 """A command run inside a pod for `pods/exec`, wired to a remotecommand session.
 
 The child enters the pod as `netemu exec` does: it joins the pod's cgroups (a tiny sh writes its
-own pid into cgroup.procs, so nothing it starts escapes the pod's cgroup) and nsenter puts it into
-the pod's network, UTS and mount namespaces. With a TTY it gets a pty as its controlling terminal
+own pid into cgroup.procs, so nothing it starts escapes the pod's cgroup) and the exec helper
+(netemu.dataplane.podexec) puts it into the container's network, UTS, IPC, mount and PID namespaces
+as the container's user with its capabilities. With a TTY it gets a pty as its controlling terminal
 (util-linux setsid -c), so ^C from the client becomes SIGINT for its foreground job and resize
 messages become TIOCSWINSZ/SIGWINCH; without, pipes. Everything runs on the event loop.
 """
@@ -17,6 +18,7 @@ from typing import Optional
 
 from netemu.api import channels
 from netemu.daemon.streamio import Remote
+from netemu.dataplane import podexec
 from netemu.dataplane.fdio import read_fd, set_winsize, write_fd
 
 log = logging.getLogger("netemu.exec")
@@ -33,7 +35,7 @@ def command_line(cgroups: list[str], enter: list[str], command: list[str], tty: 
     # the control process ignores SIGINT, and ignored signals survive exec: env puts them back, or ^C
     # on the terminal would not interrupt anything
     return ["/bin/sh", "-c", _JOIN, "sh", *procs, "--", "env", "--default-signal",
-            *(["setsid", "-c"] if tty else []), "nsenter", *enter, "--", *command]
+            *(["setsid", "-c"] if tty else []), *podexec.command(enter, command)]
 
 
 def exit_status(returncode: int, command: list[str]) -> dict:
@@ -85,7 +87,8 @@ async def run(remote: Remote, *, command: list[str], enter: list[str], cgroups: 
               cwd: str, tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Optional[dict]:
     """Run the command until it exits; returns the Status for the error channel (None if the client
     went away first: the command is killed then)."""
-    proc, master = _spawn(command_line(cgroups, enter, command, tty), env, cwd, tty, stdin, stdout, stderr)
+    # cwd (the container's workingDir) is the pod's: the exec helper goes there once inside (--wd)
+    proc, master = _spawn(command_line(cgroups, enter, command, tty), env, "/", tty, stdin, stdout, stderr)
     in_fd = master if tty else (proc.stdin.fileno() if proc.stdin else None)
 
     async def copy_in() -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from typing import Any, Callable, Optional
@@ -21,10 +23,19 @@ from netemu.control.nodes import internal_ip, set_ready
 from netemu.dataplane.cgroups import LabCgroups
 from netemu.dataplane.kubelet import Kubelet
 from netemu.dataplane.labnet import LabNet, NodeNet
+from netemu.dataplane import launcher as launcher_mod
 from netemu.dataplane.launcher import LauncherClient
 from netemu.spec.models import K8sModel, Lab
 
 log = logging.getLogger("netemu.daemon")
+
+LAUNCH_TIMEOUT = float(os.environ.get("NETEMU_LAUNCH_TIMEOUT", 60))  # a request not answered by then fails
+# requests waiting this long with nothing heard from the launcher: it is pinged, and killed (so restarted)
+# when it does not answer the ping either
+HUNG_SECONDS = float(os.environ.get("NETEMU_LAUNCHER_HUNG_SECONDS", 20))
+OUTBOX_MAX = 20_000  # requests queued for the launcher at most (each pod makes two or three)
+ORPHAN_STATUS_WAIT = 0.5  # how long an adopted container's exit status is waited for from the supervisor
+UNKNOWN_EXIT_STATUS = 137 << 8  # the exit of a container whose status nobody could read (as if SIGKILLed)
 
 
 class LabDaemon:
@@ -36,7 +47,7 @@ class LabDaemon:
         from netemu.api.storage import Storage
 
         # the API's view of the store (watch window, cached dumps): attached before anything is stored
-        self.storage = Storage(self.cluster, self.kick)
+        self.storage = Storage(self.cluster, self._api_write)
         self.lab_ops = None  # netemu.daemon.api.Api, set by main
         self.api_pki = None  # the lab's CA and certificates (netemu.daemon.listeners)
         self.initial_objects = objects
@@ -61,64 +72,344 @@ class LabDaemon:
         self.hpa = HorizontalController(HpaSettings.from_lab(lab))
         self._kick = asyncio.Event()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
-        self._pending: dict[int, asyncio.Future] = {}
-        self._outbox: collections.deque[bytes] = collections.deque()
+        self._pending: dict[int, tuple[asyncio.Future, str, float]] = {}  # id -> (answer, op, when asked)
+        self._outbox: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._abandoned: dict[int, tuple[str, float]] = {}  # given up on: id -> (op, when asked); answers undone
         self._writer_armed = False
+        self._runtime_ready = asyncio.Event()  # a launcher is attached (and the sandboxes are valid)
+        self._launcher_pidfd: Optional[int] = None
+        self._launcher_heard = time.monotonic()
+        self._restarting: Optional[asyncio.Future] = None
+        self._restart_times: list[float] = []
+        self._orphans: dict[int, Optional[int]] = {}  # containers of a dead launcher -> their pidfd
+        self._early_exits: dict[int, int] = {}  # exits reported before the kubelet existed (resume)
+        self.launcher_restarts = 0
+        self.supervisor = None  # netemu.daemon.supervisor.Link, when a supervisor runs this process
+        self.resumed = False  # this process resumed the lab after a crash of the one before
+        self._watchdog: Optional[asyncio.Future] = None
         self._stopping = False
         self._persisted_gen = -1
         self._persisting: Optional[asyncio.Future] = None
+        self._write_pending = False  # an API write not yet in the state file
         self._last_persist = 0.0
         self.started = time.time()
         self.sync_count = 0
 
     # ------------------------------------------------------------------ launcher bridge
+    # Requests go out through a bounded queue; a request that cannot be sent (over MAX_MESSAGE, or
+    # refused by the socket) fails alone and the queue moves on. Every request has a deadline; the
+    # answer to one given up on is undone when it comes (a container nobody tracks is killed, a sandbox
+    # released). A launcher that exits or stops answering is restarted (see _launcher_died).
     def _on_launcher_readable(self) -> None:
-        try:
-            data = self.launcher.sock.recv(1 << 20)
-        except BlockingIOError:
+        sock = self.launcher.sock
+        if sock is None:
             return
-        if not data:
-            log.error("the pod launcher exited")
-            asyncio.get_running_loop().remove_reader(self.launcher.sock.fileno())
-            return
-        msg = json.loads(data)
+        for _ in range(256):  # what is waiting, a bounded batch at a time
+            try:
+                data = launcher_mod.recv_msg(sock)
+            except (BlockingIOError, InterruptedError):
+                return
+            except launcher_mod.MessageTooLarge as e:
+                log.error("a message from the pod launcher was dropped: %s", e)
+                continue
+            except OSError as e:
+                self._launcher_died(f"connection lost ({e})")
+                return
+            if not data:
+                self._launcher_died("exited")
+                return
+            self._launcher_heard = time.monotonic()
+            try:
+                msg = json.loads(data)
+            except ValueError:
+                log.error("the pod launcher sent something that is not JSON: %r", data[:200])
+                continue
+            self._on_launcher_message(msg)
+        asyncio.get_running_loop().call_soon(self._on_launcher_readable)  # more: after others had a turn
+
+    def _on_launcher_message(self, msg: dict) -> None:
         if "event" in msg:
-            if msg["event"] == "exit" and self.kubelet is not None:
-                self.kubelet.on_exit(msg["pid"], msg["status"])
+            if msg["event"] == "exit":
+                self.on_process_exit(msg["pid"], msg["status"])
             return
-        fut = self._pending.pop(msg.get("id"), None)
-        if fut is not None and not fut.done():
+        rid = msg.get("id")
+        entry = self._pending.pop(rid, None)
+        if entry is None:
+            gone = self._abandoned.pop(rid, None)
+            if gone is not None:
+                self._undo(gone[0], msg)
+            return
+        fut = entry[0]
+        if not fut.done():
             if "error" in msg:
                 fut.set_exception(RuntimeError(msg["error"]))
             else:
                 fut.set_result(msg)
 
+    def on_process_exit(self, pid: int, status: int) -> None:
+        """A pod process ended (reported by the launcher, or by the supervisor for the containers it
+        adopted when an earlier launcher died)."""
+        fd = self._orphans.pop(pid, None)
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+        if self.kubelet is not None:
+            self.kubelet.on_exit(pid, status)
+        else:  # still resuming: the adoption reads these
+            self._early_exits[pid] = status
+
+    def _undo(self, op: str, msg: dict) -> None:
+        """The late answer to a request given up on: nobody tracks what it made."""
+        if "error" in msg:
+            return
+        if op == "container" and msg.get("pid"):
+            log.warning("killing container process %s: its start was given up on", msg["pid"])
+            try:
+                os.kill(int(msg["pid"]), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        elif op in ("sandbox", "adopt_sandbox") and msg.get("sandbox"):
+            sb = msg["sandbox"]
+            asyncio.ensure_future(self._quiet(self.launch("release", fds=[sb["uts"], sb["mnt"]])))
+
+    @staticmethod
+    async def _quiet(coro) -> None:
+        try:
+            await coro
+        except Exception as e:
+            log.debug("ignored: %s", e)
+
     async def launch(self, op: str, **fields: Any) -> dict:
         """Ask the launcher for a sandbox or a process; returns its answer ({"pid": ...} once a
-        process's set-up is done, {"sandbox": ...} for a sandbox)."""
+        process's set-up is done, {"sandbox": ...} for a sandbox). Raises RuntimeError with the reason
+        when the request cannot be made or is not answered in time."""
+        if self._stopping and op == "release":
+            return {"released": True}  # the launcher and its descriptors go with the lab
+        if not self._runtime_ready.is_set() and not fields.pop("_now", False):
+            try:  # a restarting launcher: wait for it (and for the sandboxes it must re-open)
+                await asyncio.wait_for(self._runtime_ready.wait(), LAUNCH_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise RuntimeError("the pod launcher is restarting") from None
+        fields.pop("_now", None)
+        if len(self._outbox) >= OUTBOX_MAX:
+            raise RuntimeError(f"the pod launcher has {len(self._outbox)} requests waiting: not taking more now")
         self.launcher._next += 1
         rid = self.launcher._next
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        self._outbox.append(json.dumps({"op": op, "id": rid, **fields}).encode())
+        # encoded now, not when queued: a sandbox re-opened after a launcher restart is updated in place
+        data = json.dumps({"op": op, "id": rid, **fields}).encode()
+        if len(data) > launcher_mod.MAX_MESSAGE:
+            raise RuntimeError(f"the request is {len(data) / (1 << 20):.1f} MiB, over the pod launcher's limit of "
+                               f"{launcher_mod.MAX_MESSAGE >> 20} MiB")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        asked = time.monotonic()
+        self._pending[rid] = (fut, op, asked)
+        self._outbox.append((rid, data))
         self._flush_outbox()
-        return await fut
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), LAUNCH_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise RuntimeError(f"the pod launcher did not answer within {LAUNCH_TIMEOUT:g}s") from None
+        finally:
+            if not fut.done():  # given up on (deadline, or the caller was cancelled)
+                self._pending.pop(rid, None)
+                if any(r == rid for r, _ in self._outbox):
+                    self._outbox = collections.deque((r, d) for r, d in self._outbox if r != rid)
+                else:
+                    self._abandoned[rid] = (op, asked)
+                fut.cancel()
 
     def _flush_outbox(self) -> None:
-        """Send queued requests; when the launcher's socket is full, wait until it drains."""
+        """Send queued requests; when the launcher's socket is full, wait until it drains. A request
+        the socket refuses fails alone: the queue moves on."""
+        sock = self.launcher.sock
+        if sock is None:
+            return
         loop = asyncio.get_running_loop()
         while self._outbox:
+            rid, data = self._outbox[0]
             try:
-                self.launcher.sock.send(self._outbox[0])
+                launcher_mod.send_msg(sock, data)
             except BlockingIOError:
                 if not self._writer_armed:
-                    loop.add_writer(self.launcher.sock.fileno(), self._flush_outbox)
+                    loop.add_writer(sock.fileno(), self._flush_outbox)
                     self._writer_armed = True
                 return
+            except (launcher_mod.MessageTooLarge, OSError) as e:
+                self._outbox.popleft()
+                entry = self._pending.pop(rid, None)
+                if isinstance(e, OSError) and e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
+                    if entry is not None and not entry[0].done():
+                        entry[0].set_exception(RuntimeError(f"the pod launcher is gone ({e})"))
+                    self._launcher_died(f"connection lost ({e})")
+                    return
+                log.error("a request to the pod launcher could not be sent: %s", e)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_exception(RuntimeError(f"the request could not be sent to the pod launcher: {e}"))
+                continue
             self._outbox.popleft()
         if self._writer_armed:
-            loop.remove_writer(self.launcher.sock.fileno())
+            loop.remove_writer(sock.fileno())
             self._writer_armed = False
+
+    def _attach_launcher(self, pid: int, sock: socket.socket) -> None:
+        """Start talking to a launcher (a new one, or one a restarted control process adopts)."""
+        loop = asyncio.get_running_loop()
+        self.launcher.pid, self.launcher.sock = pid, sock
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._on_launcher_readable)
+        self._launcher_heard = time.monotonic()
+        try:
+            self._launcher_pidfd = os.pidfd_open(pid)
+            loop.add_reader(self._launcher_pidfd, self._on_launcher_pidfd, pid)
+        except OSError:  # gone already: the socket says so too
+            self._launcher_pidfd = None
+        if self.supervisor is not None:
+            self.supervisor.launcher(pid, sock)
+
+    def _on_launcher_pidfd(self, pid: int) -> None:
+        if pid == self.launcher.pid:
+            self._launcher_died("exited")
+
+    def _detach_launcher(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self.launcher.sock
+        if sock is not None:
+            for remove in (loop.remove_reader, loop.remove_writer):
+                try:
+                    remove(sock.fileno())
+                except (ValueError, OSError):
+                    pass
+            sock.close()
+        self._writer_armed = False
+        if self._launcher_pidfd is not None:
+            loop.remove_reader(self._launcher_pidfd)
+            os.close(self._launcher_pidfd)
+            self._launcher_pidfd = None
+        self.launcher.sock = None
+
+    def _launcher_died(self, why: str) -> None:
+        """The launcher is gone (killed, crashed): fail what it was asked, restart it, re-open the pods'
+        sandboxes in the new one. The containers it ran keep running: the supervisor (a child
+        subreaper) inherits them and reports their exits; until then pidfds watch them."""
+        if self._stopping or self.launcher.sock is None:
+            return
+        pid = self.launcher.pid
+        log.error("the pod launcher (pid %s) %s: restarting it", pid, why)
+        self._detach_launcher()
+        try:
+            os.waitpid(pid, os.WNOHANG)  # ours, unless it was adopted from an earlier control process
+        except (ChildProcessError, OSError):
+            pass
+        self._runtime_ready.clear()
+        for fut, op, _ in self._pending.values():
+            if not fut.done():
+                fut.set_exception(RuntimeError(f"the pod launcher {why}; it is being restarted"))
+        self._pending.clear()
+        self._outbox.clear()
+        self._abandoned.clear()
+        self.launcher_restarts += 1
+        if self.kubelet is not None:
+            from netemu.daemon import recovery
+
+            for pid_ in recovery.orphaned_containers(self.kubelet):
+                self._watch_orphan(pid_)
+            recovery.invalidate_sandboxes(self.kubelet)
+        self._restarting = asyncio.ensure_future(self._restart_launcher())
+
+    async def _restart_launcher(self) -> None:
+        delay = min(30.0, 0.5 * (2 ** max(0, self._recent_launcher_restarts() - 1)))
+        if delay > 0.5:
+            log.warning("the pod launcher restarts often: waiting %.1fs", delay)
+        await asyncio.sleep(delay if self.launcher_restarts > 1 else 0)
+        while not self._stopping:
+            try:
+                pid, sock = await asyncio.to_thread(launcher_mod.start)
+                break
+            except Exception:
+                log.exception("starting the pod launcher")
+                await asyncio.sleep(2)
+        else:
+            return
+        if self._stopping:
+            sock.close()
+            return
+        self._attach_launcher(pid, sock)
+        log.info("pod launcher restarted (pid %s)", pid)
+        if self.kubelet is not None:
+            from netemu.daemon import recovery
+
+            try:
+                await recovery.reopen_sandboxes(self)
+            except Exception:
+                log.exception("re-opening the pods' sandboxes")
+        self._runtime_ready.set()
+        self.kick()
+
+    def _recent_launcher_restarts(self) -> int:
+        now = time.monotonic()
+        self._restart_times = [t for t in self._restart_times if now - t < 60] + [now]
+        return len(self._restart_times)
+
+    def _watch_orphan(self, pid: int) -> None:
+        """A container the dead launcher ran: its exit comes from the supervisor, or (if nobody reaps it
+        for us) from its pidfd, with an unknown status."""
+        if pid in self._orphans:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # gone already
+            self._orphans[pid] = None
+            loop.call_later(ORPHAN_STATUS_WAIT, self._orphan_final, pid)
+            return
+        except OSError as e:  # (out of descriptors): its exit comes from the supervisor only
+            log.warning("cannot watch container process %s: %s", pid, e)
+            return
+        self._orphans[pid] = fd
+        loop.add_reader(fd, self._orphan_ended, pid, fd)
+
+    def _orphan_ended(self, pid: int, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(fd)
+        os.close(fd)
+        if self._orphans.get(pid) == fd:
+            self._orphans[pid] = None
+            # the supervisor reaps it and says how it ended, a moment later
+            loop.call_later(ORPHAN_STATUS_WAIT, self._orphan_final, pid)
+
+    def _orphan_final(self, pid: int) -> None:
+        if pid in self._orphans and self._orphans[pid] is None:
+            del self._orphans[pid]
+            if self.kubelet is not None and pid in self.kubelet.by_pid:
+                log.warning("container process %s ended; its exit status is unknown", pid)
+                self.kubelet.on_exit(pid, UNKNOWN_EXIT_STATUS)
+
+    async def _watch_launcher(self) -> None:
+        """A launcher that stops answering (stopped, wedged) is killed, and so restarted: asked to
+        answer a ping once requests have waited HUNG_SECONDS with nothing heard from it."""
+        while not self._stopping:
+            await asyncio.sleep(2.0)
+            now = time.monotonic()
+            for rid, (_, t) in list(self._abandoned.items()):  # never answered (dropped): forgotten
+                if now - t > 2 * LAUNCH_TIMEOUT:
+                    del self._abandoned[rid]
+            if self.launcher.sock is None or not self._runtime_ready.is_set():
+                continue
+            oldest = min([t for _, _, t in self._pending.values()] + [t for _, t in self._abandoned.values()],
+                         default=now)
+            if now - oldest < HUNG_SECONDS or now - self._launcher_heard < HUNG_SECONDS:
+                continue
+            try:
+                await asyncio.wait_for(self.launch("ping", _now=True), HUNG_SECONDS)
+            except (RuntimeError, asyncio.TimeoutError) as e:
+                if self.launcher.sock is not None and not self._stopping:
+                    log.error("the pod launcher (pid %s) does not answer (%s): killing it", self.launcher.pid, e)
+                    try:
+                        os.kill(self.launcher.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    self._launcher_died("did not answer")
 
     # ------------------------------------------------------------------ lifecycle
     def node_nets(self) -> list[NodeNet]:
@@ -136,19 +427,17 @@ class LabDaemon:
         # point already, so that its private mount namespace can leave the netns mounts out
         # (see launcher._private_mounts): the lab's first namespace makes it one
         await asyncio.to_thread(self.net.create_namespaces)
-        from netemu.dataplane import launcher as launcher_mod
-
-        self.launcher.pid, self.launcher.sock = launcher_mod.start()
+        launcher = self.launcher.pid, self.launcher.sock = launcher_mod.start()
         await asyncio.to_thread(self.net.build)
         log.info("lab network built in %.3fs", time.perf_counter() - t0)
         if spec.uplink:  # a real interface on the segment; full_teardown gives it back
             from netemu.dataplane import uplink
 
             self.progress(await asyncio.to_thread(uplink.attach, self.name, spec.uplink))
-        self.launcher.sock.setblocking(False)
-        asyncio.get_running_loop().add_reader(self.launcher.sock.fileno(), self._on_launcher_readable)
-        self.kubelet = Kubelet(self.name, self.cluster, self.net, self.cgroups, self.launch, self.kick,
-                               lambda: self.launcher.pid, sa_files=self.sa_files)
+        self._attach_launcher(*launcher)
+        self._runtime_ready.set()
+        self._watchdog = asyncio.ensure_future(self._watch_launcher())
+        self.kubelet = self._make_kubelet()
         self._build_proxy()
         from netemu.dataplane.speaker import Speakers
 
@@ -164,6 +453,32 @@ class LabDaemon:
         for r in results:
             self.progress(str(r))
         self.kick()
+
+    async def resume(self, hello: dict, extra: dict) -> None:
+        """Take the lab over after a crash of the control process before this one: the objects from
+        the state file (given as initial_objects), the kernel objects, launcher and containers adopted
+        (netemu.daemon.recovery)."""
+        from netemu.daemon import recovery
+
+        await recovery.resume(self, hello, extra)
+
+    async def stop_for_restart(self) -> None:
+        """A resume that failed: stop this process's tasks and leave the lab's kernel objects, launcher
+        and pods as they are, for the next attempt."""
+        self._stopping = True
+        for task in (self._watchdog, self._restarting):
+            if task is not None:
+                task.cancel()
+        if self.speakers is not None:
+            try:
+                self.speakers.close()
+            except Exception:
+                pass
+
+    def _make_kubelet(self) -> Kubelet:
+        """The kubelet (every node's), as a build and a resume make it."""
+        return Kubelet(self.name, self.cluster, self.net, self.cgroups, self.launch, self.kick,
+                       lambda: self.launcher.pid, sa_files=self.sa_files)
 
     def _addons(self) -> list:
         from netemu.control import addons
@@ -191,6 +506,12 @@ class LabDaemon:
         self.cluster.store.listeners.append(self.proxy.note_change)
 
     def kick(self) -> None:
+        self._kick.set()
+
+    def _api_write(self) -> None:
+        """A write through the API: the next pass writes the state file at once (what a restarted control
+        process resumes from), not after the half-second that batches the lab's own changes."""
+        self._write_pending = True
         self._kick.set()
 
     def sa_files(self, pod) -> Optional[dict[str, bytes]]:
@@ -320,23 +641,44 @@ class LabDaemon:
     def _persist(self, force: bool = False) -> None:
         gen = self.cluster.store.generation["*"]
         now = time.time()
+        force, self._write_pending = force or self._write_pending, False
         if not force and (gen == self._persisted_gen or now - self._last_persist < 0.5):
             if gen != self._persisted_gen:
                 self.cluster.wake_at(self._last_persist + 0.5)
             return
-        data = {"lab": self.lab.dump(), "daemon_pid": os.getpid(), "launcher_pid": self.launcher.pid,
-                "objects": [self.storage.dump(o) for o in self.cluster.store]}  # the API's cached dumps
-        self._persisted_gen, self._last_persist = gen, now
         if self._persisting is not None and not self._persisting.done():
-            return  # the last write is still going: the next pass writes what changed since
+            # the last write is still going: a pass once it is done writes what changed since
+            self._write_pending = self._write_pending or force
+            if not getattr(self._persisting, "_netemu_kick", False):
+                self._persisting._netemu_kick = True
+                self._persisting.add_done_callback(lambda f: self.kick())
+            return
+        data = self._state_data()
+        self._persisted_gen, self._last_persist = gen, now
         # the cached dumps are never changed in place, so a worker thread can encode them while the
         # loop serves the API (encoding a big lab's objects takes tens of milliseconds)
         self._persisting = asyncio.get_running_loop().run_in_executor(None, _write_state,
                                                                       paths.state_file(self.name), data)
 
+    def _state_data(self) -> dict:
+        return {"lab": self.lab.dump(), "daemon_pid": os.getpid(), "launcher_pid": self.launcher.pid,
+                "last_rv": self.cluster.store.last_rv,
+                "objects": [self.storage.dump(o) for o in self.cluster.store]}  # the API's cached dumps
+
+    def persist_now(self) -> None:
+        """Write the state file at once (what a restarted control process resumes from)."""
+        self._persisted_gen, self._last_persist = self.cluster.store.generation["*"], time.time()
+        _write_state(paths.state_file(self.name), self._state_data())
+
     # ------------------------------------------------------------------ teardown
     async def teardown(self) -> None:
         self._stopping = True
+        if self.supervisor is not None:
+            self.supervisor.stopping()  # from now on an exit of this process is the end of the lab
+        for task in (self._watchdog, self._restarting):
+            if task is not None:
+                task.cancel()
+        self._runtime_ready.set()  # what waits for a restarting launcher goes on (and fails) now
         self.kick()
         if self._persisting is not None:  # no state write may race the removal of the lab's files
             try:

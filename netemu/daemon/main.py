@@ -44,10 +44,14 @@ class ControlProcessDied(RuntimeError):
         self.pid = pid
 
 
-def spawn(lab: Lab, objects: list[K8sModel], on_progress: Callable[[str], None]) -> int:
+def spawn(lab: Lab, objects: list[K8sModel], on_progress: Callable[[str], None],
+          owner_fd: Optional[int] = None) -> int:
     """Fork the control process; return its pid once the lab's network is built.
     Raises BuildFailed (with the reason) if building failed; everything is rolled back then.
-    Raises ControlProcessDied if it ended without a word (nothing was rolled back)."""
+    Raises ControlProcessDied if it ended without a word (nothing was rolled back).
+
+    The process that forks the control process becomes the lab's supervisor (netemu.daemon.supervisor),
+    holding `owner_fd` (the lab's owner lock) for the lab's life."""
     name = lab.metadata.name
     os.makedirs(paths.lab_dir(name), mode=0o700, exist_ok=True)
     os.chmod(paths.RUN_DIR, 0o755)
@@ -61,7 +65,19 @@ def spawn(lab: Lab, objects: list[K8sModel], on_progress: Callable[[str], None])
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            _daemon_process(lab, objects, w)
+            import socket
+
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            child = os.fork()
+            if child == 0:
+                ours.close()
+                _daemon_process(lab, objects, w, theirs.detach())
+                os._exit(0)
+            os.close(w)
+            theirs.close()
+            from netemu.daemon import supervisor
+
+            supervisor.exec_supervisor(name, child, ours.detach(), owner_fd)
         except BaseException:
             traceback.print_exc()
         os._exit(0)
@@ -124,7 +140,7 @@ def _state(pid: int) -> str:
         return ""
 
 
-def _daemon_process(lab: Lab, objects: list[K8sModel], w: int) -> None:
+def _daemon_process(lab: Lab, objects: list[K8sModel], w: int, chan_fd: Optional[int] = None) -> None:
     name = lab.metadata.name
     pipe = os.fdopen(w, "w", buffering=1)
 
@@ -134,6 +150,35 @@ def _daemon_process(lab: Lab, objects: list[K8sModel], w: int) -> None:
         except (BrokenPipeError, ValueError):
             pass
 
+    cg = _process_setup(name, on_pid=lambda: say("PID", str(os.getpid())))
+    from netemu.daemon.supervisor import Link
+
+    link = Link(chan_fd) if chan_fd is not None else None
+    client = launcher_mod.LauncherClient(0, None)  # started once the lab's namespaces exist
+    error = None
+    try:
+        asyncio.run(_main(lab, objects, client, cg, say, link))
+    except BaseException as e:
+        log.exception("control process failed")
+        error = f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)
+    finally:
+        if link is not None:
+            link.stopping()
+        _stop_launcher(client)
+        from netemu.dataplane.teardown import full_teardown
+
+        full_teardown(name, exclude_pids=(os.getpid(),))
+        if error:  # reported only once everything is rolled back
+            say("E", error.replace("\n", "\\n"))
+        try:
+            pipe.close()
+        except Exception:
+            pass
+
+
+def _process_setup(name: str, on_pid: Callable[[], None] = lambda: None) -> LabCgroups:
+    """The control process's own set-up: its log, its pid file (on_pid right after it: `up` watches the
+    process from then on), the lab's cgroup."""
     logf = os.open(paths.daemon_log(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -145,36 +190,73 @@ def _daemon_process(lab: Lab, objects: list[K8sModel], w: int) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with open(paths.pid_file(name), "w") as f:
+    tmp = paths.pid_file(name) + ".tmp"
+    with open(tmp, "w") as f:
         f.write(str(os.getpid()))
-    say("PID", str(os.getpid()))
+    os.replace(tmp, paths.pid_file(name))
+    on_pid()
     cg = LabCgroups(name)
     cg.setup()
     cg.join_lab(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # a descriptor per adopted container (pidfds), per pod's stdio, per connection
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 1 << 20)), hard))
+    except (ValueError, OSError):
+        pass
     # the store holds many long-lived objects: collect cycles rarely rather than rescanning
     # them all the time (rendering 10k Services otherwise pays for several full collections)
     import gc
 
     gc.set_threshold(50_000, 20, 50)
-    client = launcher_mod.LauncherClient(0, None)  # started once the lab's namespaces exist
-    error = None
-    try:
-        asyncio.run(_main(lab, objects, client, cg, say))
-    except BaseException as e:
-        log.exception("control process failed")
-        error = f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)
-    finally:
-        _stop_launcher(client)
-        from netemu.dataplane.teardown import full_teardown
+    return cg
 
-        full_teardown(name, exclude_pids=(os.getpid(),))
-        if error:  # reported only once everything is rolled back
-            say("E", error.replace("\n", "\\n"))
-        try:
-            pipe.close()
-        except Exception:
-            pass
+
+RESUME_FAILED = 3  # the exit status of a restarted control process that could not resume (no teardown)
+
+
+class ResumeFailed(RuntimeError):
+    pass
+
+
+def resume_process(name: str, chan_fd: int) -> int:
+    """A control process restarted by the lab's supervisor: resume the lab from its state file,
+    adopting what runs (netemu.daemon.recovery). Returns the exit status."""
+    cg = _process_setup(name)
+    from netemu.daemon.supervisor import Link
+
+    link = Link(chan_fd)
+    log.info("control process restarted (pid %d): resuming lab %s", os.getpid(), name)
+    try:
+        hello, launcher_sock = link.hello()
+        from netemu.daemon import recovery
+
+        lab, objects, extra = recovery.read_state(name)
+    except Exception:
+        log.exception("cannot resume the lab")
+        return RESUME_FAILED
+    client = launcher_mod.LauncherClient(hello.get("launcher") or 0, launcher_sock)
+    removed = False
+    try:
+        asyncio.run(_main(lab, objects, client, cg, lambda tag, text="": None, link,
+                          resume=(hello, extra)))
+        removed = True
+    except ResumeFailed as e:
+        log.error("cannot resume the lab: %s", e)
+        return RESUME_FAILED
+    except BaseException:
+        log.exception("control process failed")
+        removed = True
+    finally:
+        if removed:
+            link.stopping()
+            _stop_launcher(client)
+            from netemu.dataplane.teardown import full_teardown
+
+            full_teardown(name, exclude_pids=(os.getpid(),))
+    return 0
 
 
 def _stop_launcher(client) -> None:
@@ -188,7 +270,7 @@ def _stop_launcher(client) -> None:
         pass
 
 
-async def _main(lab: Lab, objects, client, cg, say) -> None:
+async def _main(lab: Lab, objects, client, cg, say, link=None, resume=None) -> None:
     from netemu.daemon.api import Api
     from netemu.daemon.lab import LabDaemon, unix_server_socket
 
@@ -197,6 +279,9 @@ async def _main(lab: Lab, objects, client, cg, say) -> None:
 
     name = lab.metadata.name
     daemon = LabDaemon(lab, objects, client, cg, progress=lambda s: say("P", s))
+    daemon.supervisor = link
+    if link is not None:
+        link.attach(daemon.on_process_exit)
     api = Api(daemon)
     daemon.lab_ops = api
     from netemu.daemon.streams import Streams
@@ -214,19 +299,40 @@ async def _main(lab: Lab, objects, client, cg, say) -> None:
     await server.serve_unix(unix_server_socket(paths.api_socket(name)))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, api.shutdown.set)
-    try:
-        # certificates before any pod starts: pods get a service-account token signed by the lab's CA
-        await listeners.serve_host(daemon, server)
-        await daemon.build()
-        await listeners.serve_in_lab(daemon, server)
-    except BaseException:
-        await daemon.teardown()
-        await server.close()
-        raise
+    if resume is not None:
+        try:  # the same CA, certificates and port: kubeconfigs and tokens stay valid
+            await listeners.serve_host(daemon, server, reuse=True)
+            await daemon.resume(*resume)
+            await listeners.serve_in_lab(daemon, server)
+        except BaseException as e:
+            log.exception("resuming")
+            await daemon.stop_for_restart()
+            await server.close()
+            raise ResumeFailed(f"{type(e).__name__}: {e}") from None
+    else:
+        try:
+            # certificates before any pod starts: pods get a service-account token signed by the lab's CA
+            await listeners.serve_host(daemon, server)
+            await daemon.build()
+            await listeners.serve_in_lab(daemon, server)
+        except BaseException:
+            await daemon.teardown()
+            await server.close()
+            raise
     runner = asyncio.create_task(daemon.run())
+    daemon.persist_now()  # what a restart resumes from exists before anyone is told the lab is up
+    if link is not None:
+        link.ready()
     say("OK")
     await api.shutdown.wait()
     log.info("shutting down")
     await daemon.teardown()
     runner.cancel()
     await server.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--resume":
+        os._exit(resume_process(sys.argv[2], int(sys.argv[3])))
+    print("usage: python -m netemu.daemon.main --resume LAB FD (run by a lab's supervisor)", file=sys.stderr)
+    sys.exit(2)

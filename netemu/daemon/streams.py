@@ -74,7 +74,7 @@ class Streams:
         if not (stdin or stdout or _flag(request, "stderr")):
             raise ApiError(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr")
         crt = rt.containers.get(container) if rt is not None else None
-        enter = self.d.kubelet.nsenter_args(rt) if rt is not None else None
+        enter = self.d.kubelet.nsenter_args(rt, container) if rt is not None else None
         if crt is None or crt.pid is None or enter is None:
             return _plain(404, f'container not found ("{container}")')
 

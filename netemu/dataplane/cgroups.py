@@ -117,6 +117,19 @@ class LabCgroups:
             for pid in pids:
                 _kill(pid, signal.SIGKILL)
             time.sleep(0.02)
+        # A pod's PID 1 (its pause process) leaves the cgroup as it starts to exit but lives on until the
+        # zombies of its PID namespace are reaped (by the launcher, or by init once the launcher is gone);
+        # the pids controller counts every task until it is reaped: wait for that, a few seconds at most.
+        current = os.path.join(base, "pids.current") if base else ""
+        deadline = time.monotonic() + 5
+        while current and time.monotonic() < deadline:
+            try:
+                with open(current) as f:
+                    if int(f.read()) <= 0:
+                        break
+            except (OSError, ValueError):
+                break
+            time.sleep(0.05)
         for base in self.bases.values():
             for dirpath, dirnames, _ in sorted(os.walk(base, topdown=False), key=lambda t: -len(t[0])):
                 _rmdir(dirpath)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from netemu.control import podenv
 from netemu.control.kubeadm import is_control_process_pod
 from netemu.control.pods import is_terminating, set_condition
 from netemu.control.store import rfc3339
-from netemu.dataplane import podfiles, probes, resources
+from netemu.dataplane import podfiles, probes, resources, security
 from netemu.dataplane.cgroups import LabCgroups, kill_all
 from netemu.dataplane.labnet import LabNet, PodNet
 from netemu.dataplane.stdio import ContainerStdio
@@ -33,6 +34,7 @@ from netemu.spec.models import (
     ContainerStateWaiting,
     ContainerStatus,
     Pod,
+    Probe,
 )
 from netemu.workloads import resolve as resolve_program
 
@@ -61,6 +63,10 @@ class ContainerRt:
     warned: bool = False
     env: dict = field(default_factory=dict)  # what it was started with (exec gets the same)
     stdio: Optional[ContainerStdio] = None  # stdin: true / tty: true: its pipes or pty, for attach
+    security: Optional[dict] = None  # its user and capabilities (netemu.dataplane.security), exec gets the same
+    init: bool = False  # an init container: runs to completion, in order, before the app containers
+    sidecar: bool = False  # an init container with restartPolicy Always: started in order, then kept running
+    done: bool = False  # an init container that exited 0
 
 
 @dataclass
@@ -106,6 +112,9 @@ class Kubelet:
         self.node_up: dict[str, bool] = {}
         self.failed_create: dict[PodKey, float] = {}
         self._stops: dict[PodKey, asyncio.Task] = {}
+        # exits the launcher reported before the start's answer was handled (a container that exits at
+        # once, `echo done`): kept until the start registers the pid
+        self._early_exits: dict[int, int] = {}
 
     def on_change(self) -> None:
         self.changes += 1
@@ -158,7 +167,7 @@ class Kubelet:
                     to_create.append(pod)
                 continue
             for c in rt.containers.values():
-                if c.pid is None and c.next_start <= now and not rt.stopping:
+                if c.pid is None and c.next_start <= now and not rt.stopping and _startable(rt, c):
                     await self._start_container(rt, pod, c)
         if to_create:
             await self._create(to_create)
@@ -276,7 +285,9 @@ class Kubelet:
         rt = PodRt(ns, name, pod.metadata.uid, pod.spec.node_name, netns, pod.metadata.uid, started_at=time.time())
         try:
             rt.sandbox = (await self.launch("sandbox", netns=f"/run/netns/{netns}", hostname=podenv.pod_hostname(pod),
-                                            binds=binds, tag={"uid": rt.uid}))["sandbox"]
+                                            binds=binds + security.lab_binds(pod, self.lab),
+                                            privileged=security.pod_privileged(pod),  # else a container's sandbox
+                                            cgroups=list(cg.dirs) if cg else [], tag={"uid": rt.uid}))["sandbox"]
         except Exception as e:
             self._create_failed(pod, f"Failed to create pod sandbox: {e}")
             await asyncio.to_thread(self.net.remove_pods, [(ns, name)])
@@ -286,7 +297,13 @@ class Kubelet:
         os.makedirs(paths.logs_dir(self.lab), exist_ok=True)
         for c in pod.spec.containers:
             rt.containers[c.name] = ContainerRt(spec=c)
-        for c in rt.containers.values():
+        if pod.spec.init_containers:  # after the app containers (the default one stays first), started first
+            for c in rt.containers.values():
+                c.waiting_reason = "PodInitializing"
+            for c in pod.spec.init_containers:
+                rt.containers[c.name] = ContainerRt(spec=c, init=True, sidecar=c.restart_policy == "Always",
+                                                    waiting_reason="PodInitializing")
+        for c in [c for c in rt.containers.values() if _startable(rt, c)]:
             await self._start_container(rt, pod, c)
 
     async def _start_container(self, rt: PodRt, pod: Pod, c: ContainerRt) -> None:
@@ -304,8 +321,16 @@ class Kubelet:
                                source="kubelet")
         cg = self.cgroups.pod(rt.cgroup_id)
         c.env = env
+        c.security = security.container_security(pod, spec, builtin=program.kind != "exec")
+        if "error" in c.security:  # as kubelet: not created, tried again with back-off
+            c.waiting_reason = "CreateContainerConfigError"
+            self._schedule_restart(c, failed=True)
+            c.waiting_message = c.security["error"]
+            self.cluster.event(pod, "Failed", f"Error: {c.security['error']}", type_="Warning", source="kubelet")
+            self.on_change()
+            return
         msg = dict(sandbox=rt.sandbox, netns=f"/run/netns/{rt.netns}", cgroups=list(cg.dirs) if cg else [], env=env,
-                   cwd=spec.working_dir or "/",
+                   cwd=spec.working_dir or "/", security=c.security,
                    log=paths.container_log(self.lab, rt.namespace, rt.name, spec.name),
                    tag={"uid": rt.uid, "container": spec.name})  # what the launcher lists for adoption
         if spec.stdin or spec.tty:
@@ -345,6 +370,9 @@ class Kubelet:
         c.ready = spec.readiness_probe is None and c.started
         self.by_pid[pid] = (rt, c)
         self.cluster.event(pod, "Started", f"Started container {spec.name}", source="kubelet")
+        if pid in self._early_exits:  # it has already exited
+            self.on_exit(pid, self._early_exits.pop(pid))
+            return
         for kind in ("startup", "readiness", "liveness"):
             if getattr(spec, f"{kind}_probe") is not None:
                 c.probe_tasks.append(asyncio.create_task(self._probe_loop(rt, c, kind)))
@@ -369,6 +397,9 @@ class Kubelet:
     def on_exit(self, pid: int, status: int) -> None:
         entry = self.by_pid.pop(pid, None)
         if entry is None:
+            if len(self._early_exits) > 1024:  # never claimed (not a container of ours): forget the oldest
+                self._early_exits.pop(next(iter(self._early_exits)))
+            self._early_exits[pid] = status
             return
         rt, c = entry
         code = os.waitstatus_to_exitcode(status)
@@ -393,6 +424,14 @@ class Kubelet:
             return
         pod = self.cluster.store.find("Pod", rt.namespace, rt.name)
         policy = (pod.spec.restart_policy if pod else None) or "Always"
+        if c.init and not c.sidecar:  # an init container: done when it exits 0, retried (or not) when it fails
+            if exit_code == 0:
+                c.done, c.next_start, c.waiting_reason = True, float("inf"), None
+                self.on_change()
+                return
+            policy = "OnFailure" if policy == "Always" else policy
+        elif c.sidecar:
+            policy = "Always"
         if not (policy == "Always" or (policy == "OnFailure" and exit_code != 0)):
             c.next_start = float("inf")  # finished for good: restartPolicy says so
             c.waiting_reason = None
@@ -424,7 +463,7 @@ class Kubelet:
             if not pod_ip:
                 return
             res = await probes.run_probe(probe, c.spec, node_netns=node_ns, pod_ip=pod_ip,
-                                         enter=self.nsenter_args(rt))
+                                         enter=self.nsenter_args(rt, c.spec.name))
             if c.pid is None or rt.stopping:
                 return
             if res.ok:
@@ -472,20 +511,32 @@ class Kubelet:
 
     async def _stop_pod(self, rt: PodRt, grace: float, finalize: Optional[Pod]) -> None:
         try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(grace, 0.0)
             for c in rt.containers.values():
                 for t in c.probe_tasks:
                     t.cancel()
+            running = [c for c in rt.containers.values() if c.pid is not None]
+            hooked = False
+            if finalize is not None and running:  # a deletion, as kubelet kills a pod's containers:
+                for c in running:
+                    self.cluster.event(finalize, "Killing", f"Stopping container {c.spec.name}", source="kubelet")
+                hooked = await self._pre_stop(rt, finalize, running, deadline)  # preStop within the grace period
+            for c in running:
                 if c.pid is not None:
-                    _signal(c.pid, signal.SIGTERM)
-            waits = [c.exited.wait() for c in rt.containers.values() if c.pid is not None]
-            if waits:
+                    _signal(c.pid, signal.SIGTERM)  # then SIGTERM ...
+            waits = [c.exited.wait() for c in running if c.pid is not None]
+            if waits:  # ... and SIGKILL once the grace period is over (at least 2 s after a preStop hook)
                 try:
-                    await asyncio.wait_for(asyncio.gather(*waits), timeout=max(grace, 0.05))
+                    await asyncio.wait_for(asyncio.gather(*waits),
+                                           timeout=max(deadline - loop.time(), 2.0 if hooked else 0.05))
                 except asyncio.TimeoutError:
                     pass
             cg = self.cgroups.pod(rt.cgroup_id)
             if cg is not None:
                 await asyncio.to_thread(kill_all, cg.procs_dir)
+            if finalize is not None and running:
+                await self._terminated_status(rt, running)
             for c in rt.containers.values():
                 if c.stdio is not None:
                     c.stdio.close()
@@ -510,6 +561,55 @@ class Kubelet:
                 if current is not None and current.metadata.uid == rt.uid:
                     self.cluster.finalize_pod(current)
             self.on_change()
+
+    async def _pre_stop(self, rt: PodRt, pod: Pod, running: list[ContainerRt], deadline: float) -> bool:
+        """Run the containers' preStop hooks (exec in the container, httpGet / tcpSocket from the node, sleep),
+        together, until they end or the grace period does; True if there were any."""
+        loop = asyncio.get_running_loop()
+        hooks = [(c, c.spec.lifecycle.pre_stop) for c in running if c.spec.lifecycle and c.spec.lifecycle.pre_stop]
+        if not hooks:
+            return False
+        node_ns = self.net.node_netns(rt.node)
+
+        async def run(c: ContainerRt, h) -> None:
+            budget = max(0.05, deadline - loop.time())
+            if h.sleep is not None:
+                await asyncio.sleep(min(h.sleep.seconds, budget))
+                return
+            probe = Probe(exec=h.exec, http_get=h.http_get, tcp_socket=h.tcp_socket,
+                          timeout_seconds=max(1, int(math.ceil(budget))))
+            res = await probes.run_probe(probe, c.spec, node_netns=node_ns, pod_ip=pod.status.pod_ip or "",
+                                         enter=self.nsenter_args(rt, c.spec.name))
+            if not res.ok:
+                what = (f"Exec lifecycle hook ({h.exec.command})" if h.exec is not None else "HTTP lifecycle hook"
+                        if h.http_get is not None else "lifecycle hook")
+                self.cluster.event(pod, "FailedPreStopHook", f'{what} for Container "{c.spec.name}" in Pod '
+                                   f'"{pod.metadata.name}_{pod.metadata.namespace}({pod.metadata.uid})" failed - '
+                                   f"error: {res.message}", type_="Warning", source="kubelet")
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(run(c, h) for c, h in hooks), return_exceptions=True),
+                                   timeout=max(0.05, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            pass
+        return True
+
+    async def _terminated_status(self, rt: PodRt, running: list[ContainerRt]) -> None:
+        """What kubelet reports once a deleted pod's containers have stopped (`0/1 Terminating` in
+        `kubectl get pods -w`), before the pod leaves the API."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.exited.wait() for c in running)), timeout=1.0)
+        except asyncio.TimeoutError:
+            pass
+        current = self.cluster.store.find("Pod", rt.namespace, rt.name)
+        if current is None or current.metadata.uid != rt.uid or not self.node_up.get(rt.node):
+            return
+        for c in running:  # terminated, not finished: the phase stays what it was until the pod leaves
+            c.ready, c.next_start, c.waiting_reason = False, 0.0, None
+            if c.pid is not None or c.last_terminated is None:
+                c.last_terminated = ContainerStateTerminated(exit_code=137, signal=signal.SIGKILL, reason="Error",
+                                                             finished_at=rfc3339(time.time()))
+        self._build_status(current, rt)
 
     async def stop_all(self) -> None:
         for rt in list(self.pods.values()):
@@ -549,7 +649,7 @@ class Kubelet:
             else:
                 state = ContainerState(waiting=ContainerStateWaiting(reason="ContainerCreating"))
             statuses.append(ContainerStatus(
-                name=name, image=c.spec.image or "", ready=c.ready, started=c.pid is not None and c.started,
+                name=name, image=c.spec.image or "", ready=c.ready or c.done, started=c.pid is not None and c.started,
                 restart_count=c.restart_count,
                 state=state,
                 last_state=(ContainerState(terminated=c.last_terminated)
@@ -557,12 +657,23 @@ class Kubelet:
                 container_id=f"netemu://{c.pid}" if c.pid else None,
             ))
         st = pod.status
+        init_statuses = [s for s, c in zip(statuses, rt.containers.values()) if c.init]
+        statuses = [s for s, c in zip(statuses, rt.containers.values()) if not c.init]
+        st.init_container_statuses = init_statuses or None
         st.container_statuses = statuses
+        apps = [c for c in rt.containers.values() if not c.init]
+        initialized = _initialized(rt)
+        init_failed = any(c.init and not c.done and c.pid is None and c.next_start == float("inf")
+                          and c.last_terminated is not None for c in rt.containers.values())
         all_ready = bool(statuses) and all(s.ready for s in statuses)
-        any_running = any(c.pid is not None for c in rt.containers.values())
-        started_once = all(c.started_at is not None for c in rt.containers.values())
-        finished = [c for c in rt.containers.values() if c.pid is None and c.next_start == float("inf")]
-        if rt.containers and len(finished) == len(rt.containers):
+        any_running = any(c.pid is not None for c in apps)
+        started_once = all(c.started_at is not None for c in apps)
+        finished = [c for c in apps if c.pid is None and c.next_start == float("inf")]
+        if init_failed:  # an init container failed and restartPolicy Never keeps it there
+            st.phase = "Failed"
+        elif not initialized:
+            st.phase = "Pending"
+        elif apps and len(finished) == len(apps):
             # every container ran to its end and restartPolicy keeps it there
             ok = all(c.last_terminated is not None and c.last_terminated.exit_code == 0 for c in finished)
             st.phase = "Succeeded" if ok else "Failed"
@@ -571,7 +682,12 @@ class Kubelet:
         if st.start_time is None:
             st.start_time = rfc3339(rt.started_at)
         set_condition(pod, "PodReadyToStartContainers", rt.sandbox is not None, now_s)
-        set_condition(pod, "Initialized", True, now_s)
+        if initialized:
+            set_condition(pod, "Initialized", True, now_s)
+        else:
+            set_condition(pod, "Initialized", False, now_s, "ContainersNotInitialized",
+                          "containers with incomplete status: [" + " ".join(
+                              c.spec.name for c in rt.containers.values() if c.init and not c.done) + "]")
         reason = None if all_ready else "ContainersNotReady"
         msg = None if all_ready else "containers with unready status: [" + " ".join(
             s.name for s in statuses if not s.ready) + "]"
@@ -586,16 +702,36 @@ class Kubelet:
     def runtime(self, namespace: str, name: str) -> Optional[PodRt]:
         return self.pods.get((namespace, name))
 
-    def nsenter_args(self, rt: PodRt) -> Optional[list[str]]:
-        """nsenter options that enter a pod's namespaces (held by the launcher's descriptors)."""
+    def nsenter_args(self, rt: PodRt, container: Optional[str] = None) -> Optional[list[str]]:
+        """The exec helper's options (netemu.dataplane.podexec) that run a command in a pod's container
+        (default: its first), as the container's user with its capabilities; None if it is not running."""
         if rt.sandbox is None:
             return None
-        lp = self.launcher_pid()
-        return [f"--net=/run/netns/{rt.netns}", f"--uts=/proc/{lp}/fd/{rt.sandbox['uts']}",
-                f"--mount=/proc/{lp}/fd/{rt.sandbox['mnt']}"]
+        c = rt.containers.get(container) if container else next(iter(rt.containers.values()), None)
+        if c is None or c.pid is None:
+            return None
+        if c.security is None or "error" in c.security:  # adopted after a restart of the control process
+            pod = self.cluster.store.find("Pod", rt.namespace, rt.name)
+            c.security = security.container_security(pod, c.spec) if pod is not None else None
+        return security.exec_options(c.security, c.pid, f"/run/netns/{rt.netns}", c.spec.working_dir)
 
     def set_node_up(self, node: str, up: bool) -> None:
         self.node_up[node] = up
+
+
+def _startable(rt: PodRt, c: ContainerRt) -> bool:
+    """Init containers one after the other, each once the previous one exited 0 (a sidecar once it
+    started); the app containers once all of them did."""
+    for i in (x for x in rt.containers.values() if x.init):
+        if i is c:
+            return not c.done
+        if not (i.done or (i.sidecar and i.started_at is not None and (i.pid is not None or i.restart_count))):
+            return False
+    return True
+
+
+def _initialized(rt: PodRt) -> bool:
+    return all(i.done or (i.sidecar and i.started_at is not None) for i in rt.containers.values() if i.init)
 
 
 _CONDITION_ORDER = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]

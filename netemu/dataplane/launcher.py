@@ -10,14 +10,26 @@ parent's memory.
               resolv.conf and hosts, its ServiceAccount token volume at
               /var/run/secrets/kubernetes.io/serviceaccount, /sys of its network namespace), made
               by the launcher itself without a fork: it steps into new namespaces, keeps a file
-              descriptor on each and steps back. Those descriptors hold the namespaces, as a
-              pause container would, at no process and no memory per pod.
-    container a fork that enters the pod's network namespace, the sandbox's UTS and mount
-              namespaces and the pod's cgroup, then execs a command or runs a built-in stand-in.
+              descriptor on each and steps back. Those descriptors hold the namespaces. A pod that
+              is not privileged is a container (netemu.dataplane.rootfs): IPC and PID namespaces
+              of its own, whose PID 1 is a pause process (spawned, not forked: `sleep infinity`),
+              and a root of its own, the host's files under a per-pod overlay.
+    container a fork (into the pod's PID namespace) that enters the pod's network namespace, the
+              sandbox's UTS, IPC and mount namespaces and the pod's cgroup, drops to the
+              container's user and capabilities (netemu.dataplane.security), then execs a command
+              or runs a built-in stand-in.
 
 Each child reports the end of its set-up through a pipe; the launcher does not wait for it
 (it forks the next child meanwhile) and answers the request when the pipe closes. It reaps
-every child and reports exits. Messages are JSON over a SOCK_SEQPACKET socketpair.
+every child and reports exits. Messages are JSON over a SOCK_SEQPACKET socketpair; one bigger than
+INLINE_MAX (a pod whose environment holds thousands of Services) travels in a sealed memfd whose
+descriptor is passed along (SCM_RIGHTS), so its size is limited by MAX_MESSAGE, not by the socket.
+
+The launcher keeps a tag for each child and sandbox (the pod's uid and the container's name, as the
+control process gave them): `list` answers what it holds, so that a restarted control process can
+adopt the running containers and their sandboxes, and `adopt_sandbox` re-opens a pod's namespaces
+from one of its running processes (after the launcher itself was restarted). It is a child
+subreaper: orphans of pod processes are reaped here rather than by the host's init.
 """
 from __future__ import annotations
 
@@ -31,7 +43,63 @@ import sys
 import traceback
 from typing import Any, Optional
 
-from netemu.dataplane import nsutil
+from netemu.dataplane import nsutil, podexec, rootfs
+
+INLINE_MAX = 32 * 1024  # bigger messages travel in a memfd (the socket's limit is ~200 KiB)
+MAX_MESSAGE = 64 << 20  # what the launcher accepts at all (an environment past ARG_MAX fails at exec)
+
+
+class MessageTooLarge(ValueError):
+    pass
+
+
+def send_msg(sock: socket.socket, data: bytes) -> None:
+    """One message: inline, or in a sealed memfd passed with it. Raises BlockingIOError on a full
+    non-blocking socket (nothing was sent then) and MessageTooLarge past MAX_MESSAGE."""
+    if len(data) <= INLINE_MAX:
+        sock.send(data)
+        return
+    if len(data) > MAX_MESSAGE:
+        raise MessageTooLarge(f"the message is {len(data) / (1 << 20):.1f} MiB, over the pod launcher's limit "
+                              f"of {MAX_MESSAGE >> 20} MiB")
+    fd = os.memfd_create("netemu-msg", os.MFD_CLOEXEC | getattr(os, "MFD_ALLOW_SEALING", 2))
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        try:  # F_ADD_SEALS: F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
+            import fcntl
+
+            fcntl.fcntl(fd, 1033, 0x1 | 0x2 | 0x4 | 0x8)
+        except OSError:
+            pass
+        socket.send_fds(sock, [json.dumps({"memfd": len(data)}).encode()], [fd])
+    finally:
+        os.close(fd)  # the message in flight holds its own reference
+
+
+def recv_msg(sock: socket.socket) -> bytes:
+    """The next message (b"" at EOF); raises BlockingIOError when none is waiting."""
+    data, fds, flags, _addr = socket.recv_fds(sock, 2 * INLINE_MAX, 4)  # bigger ones come in a memfd
+    if not fds:
+        if flags & socket.MSG_TRUNC:
+            raise MessageTooLarge("a message bigger than the inline limit was cut")
+        return data
+    try:
+        size = os.fstat(fds[0]).st_size
+        if size > MAX_MESSAGE:
+            raise MessageTooLarge(f"a message of {size} bytes")
+        chunks, off = [], 0
+        while off < size:
+            chunk = os.pread(fds[0], min(size - off, 1 << 20), off)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            off += len(chunk)
+        return b"".join(chunks)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def start() -> tuple[int, socket.socket]:
@@ -77,7 +145,7 @@ def _private_mounts() -> None:
         nsutil.umount("/run/netns")
     except OSError:
         pass
-    for ns in ("net", "uts", "mnt"):
+    for ns in ("net", "uts", "mnt", "ipc"):
         _HOME[ns] = os.open(f"/proc/self/ns/{ns}", os.O_RDONLY)
 
 
@@ -101,6 +169,9 @@ class Launcher:
         # set-up pipes of children still starting: fd -> (request id, pid, bytes read)
         self.starting: dict[int, list] = {}
         self.early_exits: dict[int, int] = {}  # exits of children whose start is not answered yet
+        self.pid = os.getpid()
+        self.tags: dict[int, Any] = {}  # child pid -> the tag its request carried
+        self.sandboxes: dict[tuple[int, int], Any] = {}  # (uts fd, mnt fd) -> tag
 
     def serve(self) -> None:
         self.sel.register(self.sock, selectors.EVENT_READ, "msg")
@@ -117,38 +188,93 @@ class Launcher:
                     except BlockingIOError:
                         pass
                 elif key.data == "msg":
-                    data = self.sock.recv(1 << 20)
+                    try:
+                        data = recv_msg(self.sock)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except (MessageTooLarge, OSError) as e:  # not a request anyone can be answered for
+                        print(f"netemu launcher: dropped a message: {e}", file=sys.stderr)
+                        continue
                     if not data:  # the control process is gone, and with it the lab's brain
                         return
-                    self._request(json.loads(data))
+                    try:
+                        msg = json.loads(data)
+                    except ValueError as e:
+                        print(f"netemu launcher: dropped a message: {e}", file=sys.stderr)
+                        continue
+                    self._request(msg)
             self._reap()
 
     def _send(self, msg: dict) -> None:
-        self.sock.send(json.dumps(msg).encode())
+        try:
+            send_msg(self.sock, json.dumps(msg).encode())
+        except MessageTooLarge as e:
+            if "id" in msg:
+                send_msg(self.sock, json.dumps({"id": msg["id"], "error": str(e)}).encode())
 
     def _request(self, msg: dict) -> None:
         op = msg.get("op")
         if op == "sandbox":
             try:
                 uts, mnt = make_sandbox(msg)
+                self.sandboxes[(uts, mnt)] = msg.get("tag")
                 self._send({"id": msg.get("id"), "sandbox": {"uts": uts, "mnt": mnt}})
             except Exception as e:
                 self._send({"id": msg.get("id"), "error": f"{type(e).__name__}: {e}"})
             return
         if op == "release":
-            for fd in msg.get("fds") or []:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            fds = [fd for fd in msg.get("fds") or [] if isinstance(fd, int)]
+            # only descriptors of a sandbox held here: a stale number must never close another pod's
+            held = {fd for pair in self.sandboxes for fd in pair}
+            for pair in [p for p in self.sandboxes if p[0] in fds or p[1] in fds]:
+                del self.sandboxes[pair]
+            rootfs.release(fds)  # the sandbox's pause process
+            for fd in fds:
+                if fd in held:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
             self._send({"id": msg.get("id"), "released": True})
+            return
+        if op == "adopt_sandbox":  # a pod's namespaces, from one of its processes
+            try:
+                pid = rootfs.sandbox_process(int(msg["pid"]))  # the pod's pause process, if it has one
+                uts = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY)
+                try:
+                    mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+                except BaseException:
+                    os.close(uts)
+                    raise
+                self.sandboxes[(uts, mnt)] = msg.get("tag")
+                self._send({"id": msg.get("id"), "sandbox": {"uts": uts, "mnt": mnt}})
+            except Exception as e:
+                self._send({"id": msg.get("id"), "error": f"{type(e).__name__}: {e}"})
+            return
+        if op == "list":  # what a restarted control process adopts
+            starting = {e[1] for e in self.starting.values()}
+            self._send({"id": msg.get("id"), "pid": os.getpid(),
+                        "children": [[pid, tag] for pid, tag in self.tags.items() if pid not in starting],
+                        "sandboxes": [[u, m, tag] for (u, m), tag in self.sandboxes.items()]})
+            return
+        if op == "ping":
+            self._send({"id": msg.get("id"), "pong": True})
             return
         target = {"container": _container_main}.get(op)
         if target is None:
             self._send({"id": msg.get("id"), "error": f"unknown op {op}"})
             return
-        r, w = os.pipe()
-        pid = os.fork()
+        try:  # a container is forked into its pod's PID namespace (none for a privileged pod)
+            entered = rootfs.enter_pod_pid_namespace((msg.get("sandbox") or {}).get("mnt"))
+        except (OSError, TypeError) as e:
+            self._send({"id": msg.get("id"), "error": f"the pod's sandbox is gone: {e}"})
+            return
+        try:
+            r, w = os.pipe()
+            pid = os.fork()
+        finally:
+            if entered and os.getpid() == self.pid:
+                rootfs.leave_pid_namespace()
         if pid == 0:
             os.close(r)
             code = 0
@@ -164,6 +290,7 @@ class Launcher:
             os._exit(code)
         os.close(w)
         os.set_blocking(r, False)
+        self.tags[pid] = msg.get("tag")
         self.starting[r] = [msg.get("id"), pid, b""]
         self.sel.register(r, selectors.EVENT_READ, "setup")
 
@@ -184,9 +311,11 @@ class Launcher:
         if err:
             self._send({"id": rid, "error": err.decode(errors="replace")})
             self.early_exits.pop(pid, None)
+            self.tags.pop(pid, None)
             return
         self._send({"id": rid, "pid": pid})
         if pid in self.early_exits:
+            self.tags.pop(pid, None)
             self._send({"event": "exit", "pid": pid, "status": self.early_exits.pop(pid)})
 
     def _reap(self) -> None:
@@ -201,6 +330,7 @@ class Launcher:
             if pid in starting:
                 self.early_exits[pid] = status
             else:
+                self.tags.pop(pid, None)
                 self._send({"event": "exit", "pid": pid, "status": status})
 
 
@@ -228,30 +358,42 @@ def _join_cgroups(dirs: list[str]) -> None:
 def make_sandbox(msg: dict) -> tuple[int, int]:
     """New UTS and mount namespaces for a pod, set up and held by two descriptors; the
     launcher is back in its own namespaces afterwards (it is single-threaded, so setns into a
-    mount namespace is allowed)."""
+    mount namespace is allowed). A pod that is not privileged also gets IPC and PID namespaces (a
+    pause process is PID 1) and a root of its own (netemu.dataplane.rootfs); a privileged one shares
+    the host's processes and files, as every pod did before."""
     fds: list[int] = []
+    pause = None
+    contained = not msg.get("privileged")
     try:
         net = _open_host(msg["netns"])
         try:
             nsutil.setns(net, nsutil.CLONE_NEWNET)  # so that the sysfs mounted below is the pod's
         finally:
             os.close(net)
-        nsutil.unshare(nsutil.CLONE_NEWUTS | nsutil.CLONE_NEWNS)
+        nsutil.unshare(nsutil.CLONE_NEWUTS | nsutil.CLONE_NEWNS | (rootfs.CLONE_NEWIPC if contained else 0))
         nsutil.sethostname(msg["hostname"])
         nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_SLAVE)
-        apply_binds(msg.get("binds") or [])
-        try:  # /sys shows the mounting process's network namespace, as `ip netns exec` arranges
-            nsutil.umount("/sys")
-            nsutil.mount(msg["hostname"], "/sys", "sysfs", 0)
-        except OSError:
-            pass
         fds = [os.open("/proc/self/ns/uts", os.O_RDONLY), os.open("/proc/self/ns/mnt", os.O_RDONLY)]
+        if contained:
+            pause = rootfs.spawn_pause(msg.get("cgroups") or [])
+            rootfs.build_root(msg.get("binds") or [], pause, msg["hostname"])  # /proc is the pod's afterwards
+        else:
+            apply_binds(msg.get("binds") or [])
+            try:  # /sys shows the mounting process's network namespace, as `ip netns exec` arranges
+                nsutil.umount("/sys")
+                nsutil.mount(msg["hostname"], "/sys", "sysfs", 0)
+            except OSError:
+                pass
     except BaseException:
         for fd in fds:
             os.close(fd)
+        if pause is not None:
+            rootfs.release_pause(pause)
         raise
     finally:
         _go_home()
+    if pause is not None:
+        rootfs.remember_pause(fds[1], pause)
     return fds[0], fds[1]
 
 
@@ -327,19 +469,18 @@ def _go_home() -> None:
     nsutil.setns(_HOME["mnt"], nsutil.CLONE_NEWNS)
     nsutil.setns(_HOME["uts"], nsutil.CLONE_NEWUTS)
     nsutil.setns(_HOME["net"], nsutil.CLONE_NEWNET)
+    if "ipc" in _HOME:
+        nsutil.setns(_HOME["ipc"], rootfs.CLONE_NEWIPC)
     os.chdir("/")
 
 
 def _container_main(msg: dict, ready_fd: int) -> None:
     sandbox = msg["sandbox"]
+    sec = msg.get("security") or {}
     net = _open_host(msg["netns"])
     _join_cgroups(msg.get("cgroups") or [])
-    nsutil.setns(net, nsutil.CLONE_NEWNET)
-    nsutil.setns(sandbox["uts"], nsutil.CLONE_NEWUTS)
-    nsutil.setns(sandbox["mnt"], nsutil.CLONE_NEWNS)
-    # nothing of the launcher's survives into the container but the set-up pipe
-    _close_all_but(ready_fd)
-    os.chdir(msg.get("cwd") or "/")
+    # the container's input and output are the host's files (its log, the control process's pipes or
+    # pty): opened before the pod's root is entered
     if msg.get("stdio"):
         _open_stdio(msg["stdio"])
     else:
@@ -350,6 +491,26 @@ def _container_main(msg: dict, ready_fd: int) -> None:
         os.dup2(log, 2)
         os.close(log)
         os.close(devnull)
+    # forked into the pod's PID namespace (Launcher._request), unless the pod is privileged
+    contained = rootfs.in_pod_pid_namespace()
+    nsutil.setns(net, nsutil.CLONE_NEWNET)
+    nsutil.setns(sandbox["uts"], nsutil.CLONE_NEWUTS)
+    nsutil.setns(sandbox["mnt"], nsutil.CLONE_NEWNS)
+    # From here on the file system is the pod's, which the pod may have changed: nothing is imported
+    # or run from it until the privileges are dropped.
+    if contained:
+        rootfs.mount_proc()
+        ipc = os.open("/proc/1/ns/ipc", os.O_RDONLY)  # the pause process's: the pod's
+        nsutil.setns(ipc, rootfs.CLONE_NEWIPC)
+        os.close(ipc)
+    if sec.get("read_only_root"):
+        rootfs.read_only_root()
+    if contained and msg.get("cwd"):  # a workingDir missing from the pod's root is made, as runc does
+        os.makedirs(msg["cwd"], exist_ok=True)
+    # nothing of the launcher's survives into the container but the set-up pipe
+    _close_all_but(ready_fd)
+    _drop_privileges(sec)
+    os.chdir(msg.get("cwd") or "/")
     env = dict(msg.get("env") or {})
     if msg.get("argv"):
         argv = msg["argv"]
@@ -364,11 +525,20 @@ def _container_main(msg: dict, ready_fd: int) -> None:
     os.environ.update(env)
     c = dict(msg["ctx"])
     c["ports"] = [PortSpec(**p) for p in c.get("ports") or []]
+    c["contained"] = contained
     ctx = WorkloadContext(**c, on_ready=lambda: os.close(ready_fd))
     _set_comm(msg["builtin"].encode()[:15])
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     run_builtin(msg["builtin"], ctx)  # closes the set-up pipe once it listens
+
+
+def _drop_privileges(sec: dict) -> None:
+    """The container's user and capabilities (netemu.dataplane.security): Docker's default set unless
+    the securityContext says otherwise; privileged containers keep everything."""
+    caps = podexec.cap_mask(sec.get("caps") if "caps" in sec else podexec.DEFAULT_CAPS)
+    podexec.drop_privileges(int(sec.get("uid") or 0), int(sec.get("gid") or 0), sec.get("groups") or (), caps,
+                            bool(sec.get("nnp")), podexec.cap_mask(sec.get("ambient") or ()))
 
 
 def _open_stdio(stdio: dict) -> None:
@@ -404,6 +574,16 @@ def _set_comm(name: bytes) -> None:
         pass
 
 
+def _set_child_subreaper() -> None:
+    """Orphans of pod processes come to the launcher, which reaps them (PR_SET_CHILD_SUBREAPER)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 class LauncherClient:
     """The control process's end: requests out, replies and exit events in."""
 
@@ -426,7 +606,9 @@ if __name__ == "__main__":
         # two descriptors hold each pod's namespaces: allow as many as the system lets us
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        _set_child_subreaper()
         _private_mounts()
+        rootfs.init()
         _preload()
         Launcher(sock).serve()
     except BaseException:

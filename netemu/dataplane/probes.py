@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 from typing import Optional
 
-from netemu.dataplane import nsutil
+from netemu.dataplane import nsutil, podexec
 from netemu.spec.models import Container, Probe
 
 USER_AGENT = "kube-probe/1.31"
@@ -132,7 +132,7 @@ async def _tcp(probe: Probe, container: Container, node_netns: str, pod_ip: str)
 async def _exec(probe: Probe, enter: Optional[list[str]], timeout: float) -> ProbeResult:
     if enter is None:
         return ProbeResult(False, "pod sandbox is not running")
-    argv = ["nsenter", *enter, "--", *probe.exec.command]
+    argv = podexec.command(enter, list(probe.exec.command))  # in the container, as its user
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     try:

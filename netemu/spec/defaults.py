@@ -31,6 +31,15 @@ def apply_defaults(obj: K8sModel) -> K8sModel:
         obj.metadata.namespace = DEFAULT_NAMESPACE
     if isinstance(obj, Pod):
         default_pod_spec(obj.spec)
+        from netemu.spec.podresources import default_requests, qos_class
+
+        default_requests([*obj.spec.containers, *(obj.spec.init_containers or [])])
+        if obj.status.qos_class is None:  # the API server sets it when the pod is created
+            obj.status.qos_class = qos_class(obj.spec)
+    elif obj.kind == "DaemonSet":
+        _default_daemonset(obj)
+    elif obj.kind == "Job":
+        _default_job(obj)
     elif isinstance(obj, Deployment):
         _default_deployment(obj)
     elif isinstance(obj, ReplicaSet):
@@ -65,6 +74,40 @@ def _default_deployment(d: Deployment) -> None:
     if spec.progress_deadline_seconds is None:
         spec.progress_deadline_seconds = 600
     default_pod_spec(spec.template.spec)
+
+
+def _default_daemonset(ds) -> None:
+    from netemu.spec.models import DaemonSetUpdateStrategy, RollingUpdateDaemonSet
+
+    spec = ds.spec
+    st = spec.update_strategy = spec.update_strategy or DaemonSetUpdateStrategy()
+    st.type = st.type or "RollingUpdate"
+    if st.type == "RollingUpdate":
+        ru = st.rolling_update = st.rolling_update or RollingUpdateDaemonSet()
+        if ru.max_unavailable is None:
+            ru.max_unavailable = 1
+        if ru.max_surge is None:
+            ru.max_surge = 0
+    if spec.revision_history_limit is None:
+        spec.revision_history_limit = 10
+    if spec.template is not None:
+        default_pod_spec(spec.template.spec)
+
+
+def _default_job(job) -> None:
+    spec = job.spec
+    if spec.completions is None and spec.parallelism is None:
+        spec.completions = 1
+    if spec.parallelism is None:
+        spec.parallelism = 1
+    if spec.backoff_limit is None:
+        spec.backoff_limit = 6
+    spec.completion_mode = spec.completion_mode or "NonIndexed"
+    if spec.suspend is None:
+        spec.suspend = False
+    spec.pod_replacement_policy = spec.pod_replacement_policy or "TerminatingOrFailed"
+    if spec.template is not None:
+        default_pod_spec(spec.template.spec)
 
 
 def default_pod_spec(spec: PodSpec) -> None:

@@ -50,6 +50,7 @@ class ObjectMeta(K8sModel):
     generation: Optional[int] = None
     creation_timestamp: Optional[str] = None
     deletion_timestamp: Optional[str] = None
+    deletion_grace_period_seconds: Optional[int] = None
     owner_references: Optional[list[OwnerReference]] = None
 
 
@@ -120,9 +121,94 @@ class Probe(K8sModel):
     termination_grace_period_seconds: Optional[int] = None
 
 
+class SleepAction(K8sModel):
+    seconds: int
+
+
+class LifecycleHandler(K8sModel):
+    exec: Optional[ExecAction] = None
+    http_get: Optional[HTTPGetAction] = None
+    tcp_socket: Optional[TCPSocketAction] = None
+    sleep: Optional[SleepAction] = None
+
+
+class Lifecycle(K8sModel):
+    """Container hooks: postStart after the container starts, preStop before kubelet sends SIGTERM."""
+    post_start: Optional[LifecycleHandler] = None
+    pre_stop: Optional[LifecycleHandler] = None
+
+
 class ResourceRequirements(K8sModel):
     requests: Optional[dict[str, IntOrString | float]] = None
     limits: Optional[dict[str, IntOrString | float]] = None
+
+
+# --------------------------------------------------------------------------- security contexts
+class Capabilities(K8sModel):
+    add: Optional[list[str]] = None
+    drop: Optional[list[str]] = None
+
+
+class SELinuxOptions(K8sModel):
+    user: Optional[str] = None
+    role: Optional[str] = None
+    type: Optional[str] = None
+    level: Optional[str] = None
+
+
+class SeccompProfile(K8sModel):
+    type: str  # RuntimeDefault | Unconfined | Localhost (checked by validation)
+    localhost_profile: Optional[str] = None
+
+
+class AppArmorProfile(K8sModel):
+    type: str  # RuntimeDefault | Unconfined | Localhost (checked by validation)
+    localhost_profile: Optional[str] = None
+
+
+class WindowsSecurityContextOptions(K8sModel):
+    gmsa_credential_spec_name: Optional[str] = None
+    gmsa_credential_spec: Optional[str] = None
+    run_as_user_name: Optional[str] = None
+    host_process: Optional[bool] = None
+
+
+class Sysctl(K8sModel):
+    name: str
+    value: str
+
+
+class SecurityContext(K8sModel):
+    """A container's: who its processes are and what they may do (netemu.dataplane.security)."""
+    capabilities: Optional[Capabilities] = None
+    privileged: Optional[bool] = None
+    se_linux_options: Optional[SELinuxOptions] = None
+    windows_options: Optional[WindowsSecurityContextOptions] = None
+    run_as_user: Optional[int] = None
+    run_as_group: Optional[int] = None
+    run_as_non_root: Optional[bool] = None
+    read_only_root_filesystem: Optional[bool] = None
+    allow_privilege_escalation: Optional[bool] = None
+    proc_mount: Optional[str] = None  # Default | Unmasked
+    seccomp_profile: Optional[SeccompProfile] = None
+    app_armor_profile: Optional[AppArmorProfile] = None
+
+
+class PodSecurityContext(K8sModel):
+    """The pod's: defaults for its containers' (runAsUser, runAsGroup, runAsNonRoot...) and its groups."""
+    se_linux_options: Optional[SELinuxOptions] = None
+    windows_options: Optional[WindowsSecurityContextOptions] = None
+    run_as_user: Optional[int] = None
+    run_as_group: Optional[int] = None
+    run_as_non_root: Optional[bool] = None
+    supplemental_groups: Optional[list[int]] = None
+    supplemental_groups_policy: Optional[str] = None  # Merge | Strict
+    fs_group: Optional[int] = None
+    sysctls: Optional[list[Sysctl]] = None
+    fs_group_change_policy: Optional[str] = None  # OnRootMismatch | Always
+    seccomp_profile: Optional[SeccompProfile] = None
+    app_armor_profile: Optional[AppArmorProfile] = None
+    se_linux_change_policy: Optional[str] = None
 
 
 class Container(K8sModel):
@@ -137,7 +223,11 @@ class Container(K8sModel):
     readiness_probe: Optional[Probe] = None
     liveness_probe: Optional[Probe] = None
     startup_probe: Optional[Probe] = None
+    lifecycle: Optional[Lifecycle] = None
+    # an init container with restartPolicy Always is a sidecar: started in order, then kept running
+    restart_policy: Optional[str] = None
     image_pull_policy: Optional[str] = None
+    security_context: Optional[SecurityContext] = None
     stdin: Optional[bool] = None  # kept open for `kubectl attach` (netemu.dataplane.stdio)
     stdin_once: Optional[bool] = None
     tty: Optional[bool] = None
@@ -145,10 +235,81 @@ class Container(K8sModel):
 
 class Toleration(K8sModel):
     key: Optional[str] = None
-    operator: Optional[Literal["Exists", "Equal"]] = None
+    operator: Optional[str] = None  # Exists | Equal (checked by validation, in the API server's words)
     value: Optional[str] = None
     effect: Optional[str] = None
     toleration_seconds: Optional[int] = None
+
+
+# --------------------------------------------------------------------------- affinity, spreading
+class NodeSelectorRequirement(K8sModel):
+    key: str
+    operator: str  # In | NotIn | Exists | DoesNotExist | Gt | Lt (checked by validation)
+    values: Optional[list[str]] = None
+
+
+class NodeSelectorTerm(K8sModel):
+    match_expressions: Optional[list[NodeSelectorRequirement]] = None
+    match_fields: Optional[list[NodeSelectorRequirement]] = None
+
+
+class NodeSelector(K8sModel):
+    node_selector_terms: list[NodeSelectorTerm]
+
+
+class PreferredSchedulingTerm(K8sModel):
+    weight: int
+    preference: NodeSelectorTerm
+
+
+class NodeAffinity(K8sModel):
+    required_during_scheduling_ignored_during_execution: Optional[NodeSelector] = None
+    preferred_during_scheduling_ignored_during_execution: Optional[list[PreferredSchedulingTerm]] = None
+
+
+class PodAffinityTerm(K8sModel):
+    label_selector: Optional[LabelSelector] = None
+    namespaces: Optional[list[str]] = None
+    topology_key: str = ""  # required: validation says so in the API server's words
+    namespace_selector: Optional[LabelSelector] = None
+    match_label_keys: Optional[list[str]] = None
+    mismatch_label_keys: Optional[list[str]] = None
+
+
+class WeightedPodAffinityTerm(K8sModel):
+    weight: int
+    pod_affinity_term: PodAffinityTerm
+
+
+class PodAffinity(K8sModel):
+    required_during_scheduling_ignored_during_execution: Optional[list[PodAffinityTerm]] = None
+    preferred_during_scheduling_ignored_during_execution: Optional[list[WeightedPodAffinityTerm]] = None
+
+
+class PodAntiAffinity(K8sModel):
+    required_during_scheduling_ignored_during_execution: Optional[list[PodAffinityTerm]] = None
+    preferred_during_scheduling_ignored_during_execution: Optional[list[WeightedPodAffinityTerm]] = None
+
+
+class Affinity(K8sModel):
+    node_affinity: Optional[NodeAffinity] = None
+    pod_affinity: Optional[PodAffinity] = None
+    pod_anti_affinity: Optional[PodAntiAffinity] = None
+
+
+class TopologySpreadConstraint(K8sModel):
+    max_skew: int
+    topology_key: str
+    when_unsatisfiable: str  # DoNotSchedule | ScheduleAnyway
+    label_selector: Optional[LabelSelector] = None
+    min_domains: Optional[int] = None
+    node_affinity_policy: Optional[str] = None  # Honor (default) | Ignore
+    node_taints_policy: Optional[str] = None  # Ignore (default) | Honor
+    match_label_keys: Optional[list[str]] = None
+
+
+class PodSchedulingGate(K8sModel):
+    name: str
 
 
 class PodDNSConfigOption(K8sModel):
@@ -169,6 +330,14 @@ class PodSpec(K8sModel):
     node_name: Optional[str] = None
     node_selector: Optional[dict[str, str]] = None
     tolerations: Optional[list[Toleration]] = None
+    affinity: Optional[Affinity] = None
+    topology_spread_constraints: Optional[list[TopologySpreadConstraint]] = None
+    scheduler_name: Optional[str] = None
+    scheduling_gates: Optional[list[PodSchedulingGate]] = None
+    priority: Optional[int] = None
+    preemption_policy: Optional[str] = None
+    overhead: Optional[dict[str, IntOrString | float]] = None
+    active_deadline_seconds: Optional[int] = None
     hostname: Optional[str] = None
     subdomain: Optional[str] = None
     dns_policy: Optional[Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]] = None
@@ -179,6 +348,7 @@ class PodSpec(K8sModel):
     service_account_name: Optional[str] = None
     automount_service_account_token: Optional[bool] = None
     enable_service_links: Optional[bool] = None
+    security_context: Optional[PodSecurityContext] = None
 
 
 class PodTemplateSpec(K8sModel):
@@ -199,6 +369,7 @@ class ContainerStateTerminated(K8sModel):
     exit_code: int = 0
     signal: Optional[int] = None
     reason: Optional[str] = None
+    message: Optional[str] = None
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
 
@@ -228,6 +399,7 @@ class Condition(K8sModel):
     message: Optional[str] = None
     last_transition_time: Optional[str] = None
     last_probe_time: Optional[str] = None
+    last_heartbeat_time: Optional[str] = None  # node conditions
 
 
 class PodIP(K8sModel):
@@ -243,6 +415,9 @@ class PodStatus(K8sModel):
     start_time: Optional[str] = None
     reason: Optional[str] = None
     message: Optional[str] = None
+    nominated_node_name: Optional[str] = None
+    qos_class: Optional[str] = None
+    init_container_statuses: Optional[list[ContainerStatus]] = None
     container_statuses: Optional[list[ContainerStatus]] = None
 
 
@@ -309,6 +484,110 @@ class ReplicaSet(K8sModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ReplicaSetSpec
     status: ReplicaSetStatus = Field(default_factory=ReplicaSetStatus)
+
+
+class RollingUpdateDaemonSet(K8sModel):
+    max_unavailable: Optional[IntOrString] = None
+    max_surge: Optional[IntOrString] = None
+
+
+class DaemonSetUpdateStrategy(K8sModel):
+    type: Optional[str] = None  # RollingUpdate | OnDelete
+    rolling_update: Optional[RollingUpdateDaemonSet] = None
+
+
+class DaemonSetSpec(K8sModel):
+    # optional here so that every problem of a DaemonSet is reported at once (validation requires them)
+    selector: Optional[LabelSelector] = None
+    template: Optional[PodTemplateSpec] = None
+    update_strategy: Optional[DaemonSetUpdateStrategy] = None
+    min_ready_seconds: Optional[int] = None
+    revision_history_limit: Optional[int] = None
+
+
+class DaemonSetStatus(K8sModel):
+    current_number_scheduled: int = 0
+    number_misscheduled: int = 0
+    desired_number_scheduled: int = 0
+    number_ready: int = 0
+    observed_generation: Optional[int] = None
+    updated_number_scheduled: Optional[int] = None
+    number_available: Optional[int] = None
+    number_unavailable: Optional[int] = None
+    collision_count: Optional[int] = None
+    conditions: Optional[list[Condition]] = None
+
+
+class DaemonSet(K8sModel):
+    """A DaemonSet runs one copy of a pod on every node its template may run on."""
+    api_version: str = "apps/v1"
+    kind: Literal["DaemonSet"] = "DaemonSet"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DaemonSetSpec = Field(default_factory=DaemonSetSpec)
+    status: DaemonSetStatus = Field(default_factory=DaemonSetStatus)
+
+
+class JobSpec(K8sModel):
+    template: Optional[PodTemplateSpec] = None
+    selector: Optional[LabelSelector] = None
+    manual_selector: Optional[bool] = None
+    parallelism: Optional[int] = None
+    completions: Optional[int] = None
+    completion_mode: Optional[str] = None  # NonIndexed | Indexed
+    backoff_limit: Optional[int] = None
+    active_deadline_seconds: Optional[int] = None
+    ttl_seconds_after_finished: Optional[int] = None
+    suspend: Optional[bool] = None
+    pod_replacement_policy: Optional[str] = None
+
+
+class JobStatus(K8sModel):
+    conditions: Optional[list[Condition]] = None
+    start_time: Optional[str] = None
+    completion_time: Optional[str] = None
+    active: Optional[int] = None
+    succeeded: Optional[int] = None
+    failed: Optional[int] = None
+    terminating: Optional[int] = None
+    ready: Optional[int] = None
+    completed_indexes: Optional[str] = None
+    uncounted_terminated_pods: Optional[dict[str, Any]] = None
+
+
+class Job(K8sModel):
+    """A Job runs pods until a number of them complete."""
+    api_version: str = "batch/v1"
+    kind: Literal["Job"] = "Job"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: JobSpec = Field(default_factory=JobSpec)
+    status: JobStatus = Field(default_factory=JobStatus)
+
+
+class PodDisruptionBudgetSpec(K8sModel):
+    min_available: Optional[IntOrString] = None
+    max_unavailable: Optional[IntOrString] = None
+    selector: Optional[LabelSelector] = None
+    unhealthy_pod_eviction_policy: Optional[str] = None  # IfHealthyBudget | AlwaysAllow
+
+
+class PodDisruptionBudgetStatus(K8sModel):
+    observed_generation: Optional[int] = None
+    disrupted_pods: Optional[dict[str, str]] = None
+    disruptions_allowed: int = 0
+    current_healthy: int = 0
+    desired_healthy: int = 0
+    expected_pods: int = 0
+    conditions: Optional[list[Condition]] = None
+
+
+class PodDisruptionBudget(K8sModel):
+    """A PodDisruptionBudget limits how many of a set of pods voluntary disruptions (eviction, drain)
+    may take down at once."""
+    api_version: str = "policy/v1"
+    kind: Literal["PodDisruptionBudget"] = "PodDisruptionBudget"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: PodDisruptionBudgetSpec = Field(default_factory=PodDisruptionBudgetSpec)
+    status: PodDisruptionBudgetStatus = Field(default_factory=PodDisruptionBudgetStatus)
 
 
 # --------------------------------------------------------------------------- services
@@ -455,6 +734,7 @@ class Taint(K8sModel):
     key: str
     value: Optional[str] = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+    time_added: Optional[str] = None  # set for NoExecute taints: tolerationSeconds count from it
 
 
 class NodeSpec(K8sModel):
@@ -491,6 +771,12 @@ class LabNode(K8sModel):
     ip: str
     role: Literal["control-plane", "worker"] = "worker"
     labels: Optional[dict[str, str]] = None
+    # what the node's kubelet reports (cpu, memory, pods, ephemeral-storage, hugepages-*, extended
+    # resources): by default the seeds' Vagrant VMs (netemu.control.nodes.SEED_CAPACITY); allocatable
+    # defaults to capacity less kubelet's eviction thresholds (memory 100Mi, ephemeral-storage 10%)
+    capacity: Optional[dict[str, IntOrString | float]] = None
+    allocatable: Optional[dict[str, IntOrString | float]] = None
+    taints: Optional[list[Taint]] = None  # registered with these (kubeadm's --register-with-taints)
 
 
 class LabSpec(K8sModel):
@@ -546,6 +832,9 @@ KINDS: dict[str, type[K8sModel]] = {
     "ConfigMap": ConfigMap,
     "Secret": Secret,
     "Node": Node,  # made by the lab from its Lab document; the API updates them (cordon, labels, taints)
+    "DaemonSet": DaemonSet,
+    "Job": Job,
+    "PodDisruptionBudget": PodDisruptionBudget,
 }
 
 # kind -> apiVersions accepted for it
@@ -559,6 +848,9 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
     "ConfigMap": ("v1",),
     "Secret": ("v1",),
     "Node": ("v1",),
+    "DaemonSet": ("apps/v1",),
+    "Job": ("batch/v1",),
+    "PodDisruptionBudget": ("policy/v1",),
     "Lab": ("netemu.dev/v1alpha1",),
 }
 
@@ -585,7 +877,7 @@ class _NamespacedKinds(set):
 
 
 NAMESPACED = _NamespacedKinds({"Pod", "Deployment", "ReplicaSet", "Service", "EndpointSlice", "ConfigMap", "Secret",
-                               "Event"})
+                               "Event", "DaemonSet", "Job", "PodDisruptionBudget"})
 
 # kinds defined in their own modules register themselves here (they import this module first)
 from netemu.spec import autoscaling as _autoscaling  # noqa: E402,F401

@@ -20,7 +20,8 @@ from netemu.spec.rules import (
 )
 from netemu.spec.validate_lab import check_lab_name, validate_lab
 from netemu.spec.validate_pods import (
-    check_labels, check_pod_spec, check_workload, is_control_process_pod, pod_capacity,
+    check_daemonset, check_job, check_labels, check_pdb, check_pod_spec, check_workload, is_control_process_pod,
+    pod_capacity,
 )
 from netemu.spec.validate_services import check_endpoint_slice, check_service
 
@@ -41,6 +42,9 @@ NAME_RULES: dict[str, Callable[[str], Optional[str]]] = {
     "IPAddressPool": check_dns_subdomain,
     "L2Advertisement": check_dns_subdomain,
     "HorizontalPodAutoscaler": check_dns_subdomain,
+    "DaemonSet": check_dns_subdomain,
+    "Job": check_dns_subdomain,
+    "PodDisruptionBudget": check_dns_subdomain,
 }
 
 
@@ -110,6 +114,12 @@ def validate_object(obj: K8sModel, loc: Location, lab: Lab, report: Report) -> N
                        host_network_ok=is_control_process_pod(obj))
     elif isinstance(obj, (Deployment, ReplicaSet)):
         check_workload(obj, loc, report, node_names, capacity=pod_capacity(lab))
+    elif obj.kind == "DaemonSet":
+        check_daemonset(obj, loc, report, node_names)
+    elif obj.kind == "Job":
+        check_job(obj, loc, report, node_names)
+    elif obj.kind == "PodDisruptionBudget":
+        check_pdb(obj, loc, report)
     elif isinstance(obj, Service):
         check_service(obj, lab.spec, loc, report)
     elif isinstance(obj, EndpointSlice):

@@ -98,6 +98,11 @@ def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location,
                          f"duplicate node name {node.name!r} (also spec.nodes[{names[node.name]}])")
         names.setdefault(node.name, i)
         check_labels(node.labels, f"{path}.labels", loc, report)
+        _check_resources(node, path, loc, report)
+        if node.taints:
+            from netemu.spec.validate_scheduling import check_taint_list
+
+            check_taint_list(node.taints, f"{path}.taints", loc, report)
         ip, why = parse_ip(node.ip)
         if why:
             report.error(loc, f"{path}.ip", why)
@@ -111,6 +116,40 @@ def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location,
         ips.setdefault(str(ip), i)
     if not any(n.role == "worker" for n in nodes):
         report.error(loc, "spec.nodes", "needs at least one node with role worker (pods run on workers)")
+
+
+RESOURCE_NAMES = ("cpu", "memory", "pods", "ephemeral-storage")
+
+
+def _check_resources(node, path: str, loc: Location, report: Report) -> None:
+    """capacity and allocatable: quantities Kubernetes accepts, allocatable within capacity, whole pods."""
+    from netemu.spec.autoscaling import QuantityError, parse_quantity
+    from netemu.spec.rules import check_label_key
+
+    parsed: dict[str, dict] = {}
+    for part in ("capacity", "allocatable"):
+        for name, q in (getattr(node, part) or {}).items():
+            qpath = f"{path}.{part}.{name}" if "/" not in name and "." not in name else f'{path}.{part}["{name}"]'
+            if name not in RESOURCE_NAMES and not name.startswith("hugepages-") and (
+                    "/" not in name or check_label_key(name) is not None):
+                report.error(loc, qpath, "must be cpu, memory, pods, ephemeral-storage, hugepages-<size> or an "
+                                         "extended resource (a domain-prefixed name such as example.com/gpu)")
+                continue
+            try:
+                v = parse_quantity(q)
+            except QuantityError as e:
+                report.error(loc, qpath, str(e))
+                continue
+            if v < 0:
+                report.error(loc, qpath, f"must be >= 0, got {q}")
+            elif name == "pods" and v.denominator != 1:
+                report.error(loc, qpath, f"must be a whole number of pods, got {q}")
+            parsed.setdefault(part, {})[name] = v
+    cap = parsed.get("capacity") or {}
+    for name, v in (parsed.get("allocatable") or {}).items():
+        if name in cap and v > cap[name]:
+            report.error(loc, f"{path}.allocatable.{name}",
+                         f"must be <= capacity ({(node.capacity or {})[name]}), got {(node.allocatable or {})[name]}")
 
 
 def _check_pod_cidr(lab: Lab, pod_cidr: Optional[IPNetwork], loc: Location, report: Report) -> None:

@@ -102,6 +102,12 @@ def check_pod_spec(spec: PodSpec, path: str, loc: Location, report: Report, *, n
         report.error(loc, join_path(path, "terminationGracePeriodSeconds"),
                      f"must be >= 0, got {spec.termination_grace_period_seconds}")
     check_labels(spec.node_selector, join_path(path, "nodeSelector"), loc, report)
+    from netemu.spec.validate_scheduling import check_scheduling
+
+    check_scheduling(spec, path, loc, report)
+    from netemu.spec.validate_security import check_security
+
+    check_security(spec, path, loc, report)
     if spec.node_name and node_names and spec.node_name not in node_names:
         report.warn(loc, join_path(path, "nodeName"),
                     f"no node {spec.node_name!r} in this lab (nodes: {', '.join(node_names)}): the pod stays Pending")
@@ -171,7 +177,8 @@ def _show_labels(labels: dict[str, str]) -> str:
 
 
 def _check_template(template: PodTemplateSpec, selector: LabelSelector, loc: Location, report: Report,
-                    node_names: list[str]) -> None:
+                    node_names: list[str], restart_policies: tuple[str, ...] = ("Always",),
+                    host_network_ok: bool = False) -> None:
     labels = template.metadata.labels or {}
     check_labels(labels, "spec.template.metadata.labels", loc, report)
     if check_selector(selector, "spec.selector", loc, report):
@@ -182,10 +189,15 @@ def _check_template(template: PodTemplateSpec, selector: LabelSelector, loc: Loc
                          "the workload would never find its own pods")
     else:
         report.error(loc, "spec.selector", "must not be empty: give matchLabels (usually the template's labels)")
-    check_pod_spec(template.spec, "spec.template.spec", loc, report, node_names=node_names)
-    if template.spec.restart_policy not in (None, "Always"):
+    check_pod_spec(template.spec, "spec.template.spec", loc, report, node_names=node_names,
+                   host_network_ok=host_network_ok)
+    if restart_policies == ("Always",):
+        if template.spec.restart_policy not in (None, "Always"):
+            report.error(loc, "spec.template.spec.restartPolicy",
+                         f"must be Always for a workload's pods, got {template.spec.restart_policy!r}")
+    elif template.spec.restart_policy not in restart_policies:
         report.error(loc, "spec.template.spec.restartPolicy",
-                     f"must be Always for a workload's pods, got {template.spec.restart_policy!r}")
+                     "supported values: " + ", ".join(f'"{p}"' for p in restart_policies))
 
 
 def _check_int_or_percent(value: IntOrString, path: str, loc: Location, report: Report) -> Optional[int]:
@@ -239,3 +251,83 @@ def _check_deployment_extras(d: Deployment, loc: Location, report: Report) -> No
         if isinstance(unavailable, str) and got.get("maxUnavailable") is not None and got["maxUnavailable"] > 100:
             report.error(loc, "spec.strategy.rollingUpdate.maxUnavailable", "must not be more than 100%")
 
+
+
+# --------------------------------------------------------------------------- DaemonSet, Job, PodDisruptionBudget
+def _required(value, path: str, loc: Location, report: Report) -> bool:
+    if value is None:
+        report.error(loc, path, "required field is missing")
+        return False
+    return True
+
+
+def check_daemonset(ds, loc: Location, report: Report, node_names: list[str]) -> None:
+    spec = ds.spec
+    ok = _required(spec.selector, "spec.selector", loc, report)
+    ok = _required(spec.template, "spec.template", loc, report) and ok
+    if ok:
+        # hostNetwork is warned about, not refused: upstream installers (MetalLB's speaker) apply whole,
+        # and the DaemonSet controller says what becomes of such pods
+        _check_template(spec.template, spec.selector, loc, report, node_names, host_network_ok=True)
+        if spec.template.spec.host_network:
+            report.warn(loc, "spec.template.spec.hostNetwork", "pods here have a network namespace of their own: "
+                        "the lab runs such a DaemonSet's pods only for add-ons whose work it does itself "
+                        "(MetalLB's speaker); others get no pods")
+    if spec.min_ready_seconds is not None and spec.min_ready_seconds < 0:
+        report.error(loc, "spec.minReadySeconds", f"must be >= 0, got {spec.min_ready_seconds}")
+    st = spec.update_strategy
+    if st is None:
+        return
+    if st.type not in (None, "RollingUpdate", "OnDelete"):
+        report.error(loc, "spec.updateStrategy.type", 'supported values: "OnDelete", "RollingUpdate"')
+    ru = st.rolling_update
+    if ru is not None:
+        got = {}
+        for key, v in (("maxUnavailable", ru.max_unavailable), ("maxSurge", ru.max_surge)):
+            if v is not None:
+                got[key] = _check_int_or_percent(v, f"spec.updateStrategy.rollingUpdate.{key}", loc, report)
+        if got.get("maxUnavailable") == 0 and got.get("maxSurge") == 0:
+            report.error(loc, "spec.updateStrategy.rollingUpdate.maxUnavailable", "may not be 0 when `maxSurge` is 0")
+
+
+def check_job(job, loc: Location, report: Report, node_names: list[str]) -> None:
+    spec = job.spec
+    if not _required(spec.template, "spec.template", loc, report):
+        return
+    for name, v in (("parallelism", spec.parallelism), ("completions", spec.completions),
+                    ("backoffLimit", spec.backoff_limit), ("ttlSecondsAfterFinished", spec.ttl_seconds_after_finished)):
+        if v is not None and v < 0:
+            report.error(loc, f"spec.{name}", "must be greater than or equal to 0")
+    if spec.active_deadline_seconds is not None and spec.active_deadline_seconds <= 0:
+        report.error(loc, "spec.activeDeadlineSeconds", "must be greater than 0")
+    if spec.completion_mode not in (None, "NonIndexed", "Indexed"):
+        report.error(loc, "spec.completionMode", 'supported values: "NonIndexed", "Indexed"')
+    if spec.completion_mode == "Indexed" and spec.completions is None:
+        report.error(loc, "spec.completions", "Required value: when completion mode is Indexed")
+    if spec.selector is not None and not spec.manual_selector and not (spec.selector.match_labels or {}).get(
+            "batch.kubernetes.io/controller-uid"):
+        report.error(loc, "spec.selector", "`selector` not auto-generated (set spec.manualSelector: true to give "
+                     "one, or leave it out)")
+    selector = spec.selector if spec.selector is not None else LabelSelector(
+        match_labels=dict(spec.template.metadata.labels or {}) or {"job-name": job.metadata.name or ""})
+    labels = spec.template.metadata.labels
+    if spec.selector is None:  # the API server adds the selector's labels to the template
+        spec.template.metadata.labels = {**(labels or {}), **(selector.match_labels or {})}
+    _check_template(spec.template, selector, loc, report, node_names, restart_policies=("OnFailure", "Never"))
+    spec.template.metadata.labels = labels
+
+
+def check_pdb(pdb, loc: Location, report: Report) -> None:
+    spec = pdb.spec
+    if spec.min_available is not None and spec.max_unavailable is not None:
+        report.error(loc, "spec", "minAvailable and maxUnavailable cannot be both set")
+    for name, v in (("minAvailable", spec.min_available), ("maxUnavailable", spec.max_unavailable)):
+        if v is None:
+            continue
+        n = _check_int_or_percent(v, f"spec.{name}", loc, report)
+        if n is not None and isinstance(v, str) and n > 100:
+            report.error(loc, f"spec.{name}", "must not be greater than 100%")
+    if spec.selector is not None:
+        check_selector(spec.selector, "spec.selector", loc, report)
+    if spec.unhealthy_pod_eviction_policy not in (None, "IfHealthyBudget", "AlwaysAllow"):
+        report.error(loc, "spec.unhealthyPodEvictionPolicy", 'supported values: "AlwaysAllow", "IfHealthyBudget"')

@@ -6,8 +6,8 @@ port, over TLS where the probe says HTTPS (a self-signed certificate, as the rea
 200 on /healthz, /livez, /readyz and /metrics, so the Deployment becomes Ready like the real one."""
 from __future__ import annotations
 
+import os
 import ssl
-import tempfile
 
 from netemu.workloads.httpbase import TEXT, Site, StandInHandler, serve_http
 from netemu.workloads.listeners import Loop
@@ -45,13 +45,16 @@ def _tls_context() -> ssl.SSLContext:
             .serial_number(x509.random_serial_number()).not_valid_before(now)
             .not_valid_after(now + datetime.timedelta(days=365)).sign(key, hashes.SHA256()))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.NamedTemporaryFile("wb") as c, tempfile.NamedTemporaryFile("wb") as k:
-        c.write(cert.public_bytes(serialization.Encoding.PEM))
-        k.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-        c.flush()
-        k.flush()
-        ctx.load_cert_chain(c.name, k.name)
+    # in memory (a read-only root has no room for files): ssl reads them through /proc/self/fd
+    pem = (cert.public_bytes(serialization.Encoding.PEM)
+           + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption()))
+    fd = os.memfd_create("netemu-addon-cert")
+    try:
+        os.write(fd, pem)
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
     return ctx
 
 

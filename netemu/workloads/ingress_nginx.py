@@ -9,9 +9,11 @@ it when the configuration changes. nginx carries the traffic; this process only 
   NETEMU_API_SOCKET) with the API op ``ingress_watch`` and receives a snapshot of the Ingresses,
   IngressClasses, Services, EndpointSlices, TLS Secrets and ConfigMaps each time they change
   (netemu.control.ingress_feed).
-- Files: /run/netemu/<lab>/ingress/<namespace>_<pod>/, bind-mounted on /etc/nginx in the pod's
-  own mount namespace, so ``netemu exec -n ingress-nginx <pod> -- cat /etc/nginx/nginx.conf``
-  shows what runs, as in the real image. Certificates in /etc/nginx/ssl: the fake default one
+- Files: /etc/nginx in the pod's own root (its writes stay in the pod; /tmp/nginx when the
+  container's user cannot write /etc/nginx), so ``netemu exec -n ingress-nginx <pod> -- cat
+  /etc/nginx/nginx.conf`` shows what runs, as in the real image. A stand-in run in a privileged pod
+  (the host's files) writes /run/netemu/<lab>/ingress/<namespace>_<pod>/ and binds it on /etc/nginx
+  in the pod's mount namespace. Certificates in /etc/nginx/ssl: the fake default one
   made at start (openssl), Secrets' certificates, self-signed ones for TLS hosts without a Secret.
 - nginx: ``nginx -c /etc/nginx/nginx.conf -g 'daemon off;'``, a child of this process, in the
   pod's namespaces and cgroup. Every new configuration is tested (``nginx -t``) before nginx gets
@@ -395,6 +397,19 @@ def _pod_dir(api_socket: str, ctx: WorkloadContext) -> str:
     return os.path.join(os.path.dirname(api_socket), "ingress", f"{ctx.namespace}_{ctx.pod_name}")
 
 
+def _own_dir() -> str:
+    """In a pod with a root of its own: /etc/nginx itself, as in the image (or /tmp/nginx for a user
+    that may not write it)."""
+    for d in (ETC_NGINX, "/tmp/nginx"):
+        try:
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(d, os.W_OK):
+            return d
+    raise StartError("cannot write /etc/nginx nor /tmp/nginx in the pod")
+
+
 def _same_pod(pid: int) -> bool:
     """The process is in our network and mount namespaces: this pod's."""
     try:
@@ -481,12 +496,12 @@ def start_ingress_nginx(ctx: WorkloadContext, loop: Loop) -> None:
     api = ctx.env.get("NETEMU_API_SOCKET", "")
     if not api:
         raise StartError("NETEMU_API_SOCKET is not set: this stand-in needs the lab's control process")
-    base = _pod_dir(api, ctx)
+    base = _own_dir() if ctx.contained else _pod_dir(api, ctx)
     _stop_previous(base)
     _empty_dir(base)
     for sub in ("ssl", "tmp/client_body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
         os.makedirs(os.path.join(base, sub), mode=0o700, exist_ok=True)
-    conf_dir = _bind_etc_nginx(base)
+    conf_dir = base if ctx.contained else _bind_etc_nginx(base)
     cfg.max_open_files = _open_files_limit()
     c = Controller(ctx, cfg, nginx, base, conf_dir, api)
     if ignored:

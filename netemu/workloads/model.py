@@ -26,6 +26,8 @@ class WorkloadContext:
     env: dict[str, str] = field(default_factory=dict)  # resolved env (pod env + service env vars)
     args: list[str] = field(default_factory=list)  # container args, for stand-ins that honour some
     tls_ports: list[int] = field(default_factory=list)  # ports the container's probes reach over HTTPS
+    # in a pod of its own (netemu.dataplane.rootfs): its own root, whose writes stay in the pod
+    contained: bool = False
     # called once the stand-in listens: the kubelet then counts the container as started, so a
     # first probe or request never races the bind
     on_ready: Optional[Callable[[], None]] = field(default=None, repr=False, compare=False)

@@ -238,10 +238,17 @@ def test_a_stopped_control_process_labs_and_down(make_lab, tmp_path):
     assert fine.pods()[0]["status"]["phase"] == "Running"
 
 
+def _supervisor(lab: Lab) -> int:
+    with open(f"/run/netemu/{lab.name}/supervisor.pid") as f:
+        return int(f.read())
+
+
 def test_a_killed_control_process_is_crashed_in_labs(make_lab, tmp_path):
+    """With its supervisor killed too (a killed control process alone is restarted: test_recovery.py)."""
     dead, fine = make_lab(), make_lab()
     dead.up(NP_PODS.format(replicas=1), tmp_path=tmp_path)
     fine.up(NP_PODS.format(replicas=1), tmp_path=tmp_path)
+    os.kill(_supervisor(dead), signal.SIGKILL)
     os.kill(_pid(dead), signal.SIGKILL)
     time.sleep(0.3)
     res = netemu("labs")
@@ -442,6 +449,7 @@ def test_up_reports_a_control_process_killed_while_waiting(lab, tmp_path):
         except AssertionError:  # not up yet
             return False
     lab.wait_for(running, timeout=60, what="the pod running, not Ready")
+    os.kill(_supervisor(lab), signal.SIGKILL)  # (with it, the control process would be restarted)
     os.kill(_pid(lab), signal.SIGKILL)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode != 0 and "Traceback" not in err, err

@@ -266,6 +266,8 @@ def test_down_after_sigkill_leaves_nothing(lab, tmp_path):
                 subprocess.run(["ip", "netns", "pids", lab.pod_netns(p['metadata']['name'])],
                                capture_output=True, text=True).stdout.split()]
     assert pod_pids
+    # a crash for good: the lab's supervisor goes too (a crash alone is restarted: test_recovery.py)
+    os.kill(int(open(f"/run/netemu/{lab.name}/supervisor.pid").read()), signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
     res = lab.run("get", "pods", check=False)
@@ -297,6 +299,8 @@ def test_sigkill_during_up_then_down(lab, tmp_path):
         if os.path.exists(pidfile) and netns.count(lab.pod_netns("np-pods")) >= 5:
             break
         time.sleep(0.02)
+    # a crash for good: the lab's supervisor goes too (a crash alone is restarted: test_recovery.py)
+    os.kill(int(open(f"/run/netemu/{lab.name}/supervisor.pid").read()), signal.SIGKILL)
     os.kill(int(open(pidfile).read()), signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode != 0

@@ -106,8 +106,8 @@ def _check_token_volumes(lab, pki_dir: str) -> str | None:
         assert token.count(".") == 2 and "BEGIN CERTIFICATE" in ca
         res = lab.exec("envdump", "sh", "-c", f"echo x > {SA_MOUNT}/token", namespace=ns, check=False)
         assert res.returncode != 0 and "Read-only" in res.stderr, res  # read-only for the pod
-        # the rest of /run is still there for the pod (its log file lives under /run/netemu)
-        assert lab.name in lab.exec("envdump", "ls", "/run/netemu", namespace=ns).stdout.split()
+        # the pod's /run is its own: the host's (every lab's sockets, /run/netns) is not there
+        assert lab.exec("envdump", "ls", "/run/netemu", namespace=ns, check=False).returncode != 0
         from netemu.api import pki as pki_mod
 
         pki = pki_mod.load(pki_dir)
@@ -121,12 +121,20 @@ def _check_token_volumes(lab, pki_dir: str) -> str | None:
 # Run inside the pod with the container's own KUBERNETES_* variables (`netemu exec` does not give
 # them): first a plain HTTPS request with the mounted token and CA, then the official client.
 INCLUSTER = """\
-import json, os, ssl, sys, urllib.request
-with open("/proc/%d/environ" % int(sys.argv[1]), "rb") as f:
-    for kv in f.read().split(b"\\0"):
-        k, _, v = kv.decode().partition("=")
-        if k.startswith("KUBERNETES_"):
-            os.environ[k] = v
+import glob, json, os, ssl, sys, urllib.request
+# the container's process (the pod has a PID namespace of its own: its number there is not the host's)
+for path in sorted(glob.glob("/proc/[0-9]*/environ")):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        continue
+    if b"KUBERNETES_SERVICE_HOST=" in data and path != "/proc/%d/environ" % os.getpid():
+        break
+for kv in data.split(b"\\0"):
+    k, _, v = kv.decode().partition("=")
+    if k.startswith("KUBERNETES_"):
+        os.environ[k] = v
 sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
 url = "https://%s:%s/api/v1/namespaces/%s/pods" % (os.environ["KUBERNETES_SERVICE_HOST"],
       os.environ["KUBERNETES_SERVICE_PORT"], open(sa + "namespace").read())
@@ -204,8 +212,9 @@ def test_launcher_mounts_token_volume_in_the_sandbox_only(tmp_path):
         assert inside("hostname").stdout.strip() == "sa-probe"
         seen = set(inside("ls", "-A", "/run").stdout.split())
         assert "secrets" in seen
-        assert host_run - seen <= {n for n in host_run if not os.path.lexists(f"/run/{n}")}, \
-            f"the pod lost /run entries: {sorted(host_run - seen)}"
+        # a pod's /run is its own (netemu.dataplane.rootfs): none of the host's entries, every lab's
+        # sockets and /run/netns among them, is there
+        assert not (host_run - {"secrets", "lock"}) & seen, f"the pod sees the host's /run: {sorted(seen)}"
         assert _host_run_secrets() == host_before  # while the sandbox lives, too
         client.request("release", fds=[fds["uts"], fds["mnt"]])
         assert _recv(sock).get("released")

@@ -278,7 +278,10 @@ def test_top_views(tmp_path):
 
     lab = Lab()
     lab.metadata.name = "unit"
-    lab.spec.nodes = [LabNode(name="w1-k8s", ip="192.168.1.101"), LabNode(name="w2-k8s", ip="192.168.1.102")]
+    # nodes of 2 CPUs and 2Gi, all of it allocatable (the Lab document sets them per node)
+    size = {"capacity": {"cpu": "2", "memory": "2Gi"}, "allocatable": {"memory": "2Gi"}}
+    lab.spec.nodes = [LabNode(name="w1-k8s", ip="192.168.1.101", **size),
+                      LabNode(name="w2-k8s", ip="192.168.1.102", **size)]
     c = Cluster(lab)
     c.bootstrap()
     for n in c.store.list("Node"):

@@ -16,8 +16,13 @@ def test_the_exec_command_line_joins_the_cgroups_then_enters_the_pod():
                                  tty=True)
     assert argv[:5] == ["/bin/sh", "-c", execproc._JOIN, "sh", "/sys/fs/cgroup/pids/netemu/l/u/cgroup.procs"]
     rest = argv[argv.index("--") + 1:]
-    assert rest == ["env", "--default-signal", "setsid", "-c", "nsenter", "--net=/run/netns/x", "--",
-                    "sh", "-c", "exit 3"]
+    from netemu.dataplane import podexec
+
+    # the exec helper enters the container and drops to its user and capabilities
+    assert rest == ["env", "--default-signal", "setsid", "-c", *podexec.command(["--net=/run/netns/x"],
+                                                                                 ["sh", "-c", "exit 3"])]
+    assert rest[4:7] == [podexec._python(), "-I", "-S"] and rest[-5:] == ["--net=/run/netns/x", "--", "sh", "-c",
+                                                                           "exit 3"]
     assert "setsid" not in execproc.command_line([], [], ["true"], tty=False)
 
 

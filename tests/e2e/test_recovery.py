@@ -1,0 +1,432 @@
+"""A stuck or crashed lab recovers by itself (issue 13, part B).
+
+Regression tests with real labs: a pod environment too big for one socket message (thousands of
+Services), a pod launcher that is killed or stopped (restarted; the containers it ran keep running
+and are adopted), a control process that is killed or stopped at several moments (its supervisor
+restarts it; the lab resumes from its state file with the objects it had, the same API port and CA,
+its pods adopted rather than made anew), and `down` after any of it leaving nothing behind.
+Only addresses inside the tests' own labs are sent to, after checking the route.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import conftest
+from conftest import NP_PODS, NP_SVC, curl, netemu
+
+Lab = conftest.TestLab  # (imported under its own name, pytest would try to collect it)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _control_pid(lab: Lab) -> int | None:
+    pid = _read_int(f"/run/netemu/{lab.name}/daemon.pid")
+    return pid if pid and _alive(pid) else None
+
+
+def _supervisor_pid(lab: Lab) -> int | None:
+    pid = _read_int(f"/run/netemu/{lab.name}/supervisor.pid")
+    return pid if pid and _alive(pid) else None
+
+
+def _launcher_pid(lab: Lab) -> int | None:
+    """The lab's pod launcher: the process of its cgroup running netemu.dataplane.launcher whose
+    parent is not itself a launcher (pods are forks of it)."""
+    from netemu.dataplane.cgroups import LabCgroups, read_procs
+
+    base = LabCgroups(lab.name)._procs_base()
+    pids = read_procs(os.path.join(base, "system")) if base else []
+    def is_launcher(pid) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"netemu.dataplane.launcher" in f.read()
+        except OSError:
+            return False
+
+    def parent(pid) -> int:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+    for pid in pids:
+        if is_launcher(pid) and not is_launcher(parent(pid)):  # not a pod being forked from it
+            return pid
+    return None
+
+
+def _assert_gone(lab: Lab) -> None:
+    from netemu.dataplane.names import host_link
+
+    assert lab.netns() == [], lab.netns()
+    assert not os.path.exists(f"/run/netemu/{lab.name}")
+    assert not any(os.path.exists(f"/sys/fs/cgroup/{c}/netemu/{lab.name}") for c in ("pids", "cpu", "memory", ""))
+    assert not os.path.exists(f"/sys/class/net/{host_link(lab.name)}")
+    try:
+        assert not [n for n in os.listdir("/etc/netns") if n.startswith(f"ne-{lab.name}_") or n == f"ne-{lab.name}"]
+    except FileNotFoundError:
+        pass
+
+
+def _labs_status(lab: Lab) -> str:
+    res = netemu("labs")
+    for line in res.stdout.splitlines()[1:]:
+        parts = line.split()
+        if parts and parts[0] == lab.name:
+            return parts[1]
+    return "-"
+
+
+def _pods_by_name(lab: Lab, selector: str = "app=np-pods") -> dict[str, dict]:
+    return {p["metadata"]["name"]: p for p in lab.pods(selector)}
+
+
+def _running(lab: Lab, n: int, selector: str = "app=np-pods"):
+    def check():
+        try:
+            pods = lab.pods(selector)
+        except AssertionError:  # the control process is restarting
+            return False
+        ok = [p for p in pods if p["status"].get("phase") == "Running"
+              and all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}])]
+        return pods if len(ok) == n == len(pods) else False
+    return check
+
+
+def _wait_running(lab: Lab, n: int, timeout: float = 90) -> dict[str, dict]:
+    """n pods of np-pods Running and Ready (with the lab's log in the error if not)."""
+    try:
+        return {p["metadata"]["name"]: p for p in lab.wait_for(_running(lab, n), timeout=timeout, what=f"{n} pods")}
+    except AssertionError as e:
+        try:
+            with open(f"/run/netemu/{lab.name}/daemon.log") as f:
+                tail = "".join(line for line in f.readlines() if "kubeproxy" not in line)[-6000:]
+        except OSError:
+            tail = "(no log)"
+        pods = lab.run("get", "pods", "-o", "wide", check=False).stdout
+        raise AssertionError(f"{e}\n{pods}\n--- daemon.log ---\n{tail}") from None
+
+
+def _persisted(lab: Lab, n: int):
+    """The state file (what a restart resumes from) holds n np-pods pods running and ready."""
+    def check():
+        try:
+            with open(f"/run/netemu/{lab.name}/state.json") as f:
+                objs = json.load(f)["objects"]
+        except (OSError, ValueError):
+            return False
+        ok = [o for o in objs if o["kind"] == "Pod" and (o["metadata"].get("labels") or {}).get("app") == "np-pods"
+              and o["status"].get("phase") == "Running"
+              and all(c.get("ready") and c.get("containerID") for c in o["status"].get("containerStatuses") or [{}])]
+        return len(ok) == n
+    lab.wait_for(check, timeout=10, interval=0.05, what=f"{n} running pods in the state file")
+
+
+def _container_ids(pods: dict[str, dict]) -> dict[str, str]:
+    return {n: p["status"]["containerStatuses"][0].get("containerID") for n, p in pods.items()}
+
+
+def _restarts(pods: dict[str, dict]) -> dict[str, int]:
+    return {n: p["status"]["containerStatuses"][0].get("restartCount", 0) for n, p in pods.items()}
+
+
+def _serves(lab: Lab, want: set[str], tries: int = 200) -> set[str]:
+    """Who answers through the NodePort: stops once every pod in `want` did (at most `tries` requests)."""
+    ip = lab.node_ips["w1-k8s"]
+    seen: set[str] = set()
+    for _ in range(tries):
+        seen.add(curl(lab, ip, 30000).strip())
+        if want <= seen:
+            break
+    return seen
+
+
+def _wait_resumed(lab: Lab, old_pid: int, timeout: float = 60) -> int:
+    def back():
+        pid = _control_pid(lab)
+        return pid if pid and pid != old_pid and _labs_status(lab) == "Running" else None
+    return lab.wait_for(back, timeout=timeout, interval=0.3, what="the control process restarted")
+
+
+def _ca(lab: Lab) -> bytes:
+    with open(f"/run/netemu/{lab.name}/pki/ca.crt", "rb") as f:
+        return f.read()
+
+
+def _api_port(lab: Lab) -> int:
+    with open(f"/run/netemu/{lab.name}/apiserver.json") as f:
+        return json.load(f)["port"]
+
+
+def _https_version(lab: Lab) -> int:
+    """GET /version over the lab's host port, with the kubeconfig's CA and client certificate as `up`
+    wrote them: it still works after a restart (same port, same CA)."""
+    import http.client
+    import ssl
+
+    d = f"/run/netemu/{lab.name}/pki"
+    ctx = ssl.create_default_context(cafile=os.path.join(d, "ca.crt"))
+    ctx.load_cert_chain(os.path.join(d, "client.crt"), os.path.join(d, "client.key"))
+    conn = http.client.HTTPSConnection("127.0.0.1", _api_port(lab), context=ctx, timeout=5)
+    try:
+        conn.request("GET", "/version")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- 4a. oversized messages
+def _services(n: int) -> str:
+    return "".join(f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\n"
+                   f"spec: {{ports: [{{port: 80}}]}}\n" for i in range(n))
+
+
+def test_a_pod_environment_of_thousands_of_services_runs(lab, tmp_path):
+    """~1,700 Services make each new pod's environment bigger than a socket message (Errno 90 before):
+    it travels in a memfd now, and pods keep starting, built-in stand-ins and exec'd programs alike."""
+    sleeper = ("---\napiVersion: v1\nkind: Pod\nmetadata: {name: sleeper}\nspec:\n  containers:\n"
+               "  - {name: c, image: busybox, command: [sleep, '3600']}\n")
+    lab.up(NP_PODS.format(replicas=1) + _services(1700) + sleeper, tmp_path=tmp_path)
+    pod = lab.get("pods", "sleeper")[0]  # an exec'd program: its environment is the kernel's to show
+    pid = int(pod["status"]["containerStatuses"][0]["containerID"].split("//")[1])
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = f.read().split(b"\0")
+    assert sum(1 for v in env if b"_SERVICE_HOST=" in v) >= 1700
+    # later pods are not blocked behind anything
+    lab.run("scale", "deployment", "np-pods", "--replicas=3")
+    lab.wait_for(_running(lab, 3), timeout=60, what="3 pods Running")
+
+
+def test_an_environment_past_the_kernels_limit_fails_with_a_clear_event_and_others_go_on(lab, tmp_path):
+    """A variable longer than the kernel takes at exec (MAX_ARG_STRLEN, 128 KiB) is the real limit: that
+    container fails with the reason in an event; the queue moves on."""
+    big = "x" * (200 * 1024)
+    lab.up(NP_PODS.format(replicas=1) + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: toobig}\nspec:\n"
+           "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '3600']\n"
+           f"    env: [{{name: BIG, value: {big}}}]\n", tmp_path=tmp_path, extra_args=("--no-wait",))
+
+    def failed():
+        out = lab.run("describe", "pod", "toobig", check=False).stdout
+        return out if "Argument list too long" in out else False
+    out = lab.wait_for(failed, timeout=60, what="an event that names the limit")
+    assert "Failed" in out
+    lab.run("scale", "deployment", "np-pods", "--replicas=3")
+    lab.wait_for(_running(lab, 3), timeout=60, what="3 pods Running after the failed one")
+
+
+# --------------------------------------------------------------------------- 4b. the launcher
+def test_a_killed_launcher_is_restarted_and_its_containers_keep_running(lab, tmp_path):
+    lab.up(NP_PODS.format(replicas=3) + NP_SVC, tmp_path=tmp_path)
+    before = _pods_by_name(lab)
+    ids = _container_ids(before)
+    launcher = _launcher_pid(lab)
+    assert launcher
+    os.kill(launcher, signal.SIGKILL)
+    lab.wait_for(lambda: (_launcher_pid(lab) or launcher) != launcher, timeout=30, what="a new launcher")
+    assert _labs_status(lab) == "Running"
+    # new pods start in the new launcher
+    lab.run("scale", "deployment", "np-pods", "--replicas=5")
+    pods = lab.wait_for(_running(lab, 5), timeout=60, what="5 pods Running")
+    now = {p["metadata"]["name"]: p for p in pods}
+    # the old ones are the same containers, not restarted
+    assert {n: _container_ids(now)[n] for n in before} == ids
+    assert all(_restarts(now)[n] == 0 for n in before)
+    old = sorted(before)[0]
+    assert lab.exec(old, "hostname").stdout.strip() == old  # its sandbox re-opened in the new launcher
+    assert _serves(lab, set(now)) == set(now)
+    # an old container's exit is still seen (the supervisor reports it): deleting it replaces it
+    lab.run("delete", "pod", old)
+    lab.wait_for(lambda: old not in _pods_by_name(lab) and len(_running(lab, 5)() or []) == 5, timeout=60,
+                 what="the deleted pod replaced")
+    # a container of the old launcher that crashes is restarted, RESTARTS counted
+    victim = sorted(set(before) - {old})[0]
+    pid = int(_container_ids(before)[victim].split("//")[1])
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted():
+        p = _pods_by_name(lab).get(victim)
+        return p and _restarts({victim: p})[victim] == 1 and p["status"]["phase"] == "Running"
+    lab.wait_for(restarted, timeout=60, what="the crashed container restarted, RESTARTS 1")
+    lab.down()
+    _assert_gone(lab)
+
+
+def test_a_stopped_launcher_is_replaced(lab, tmp_path, monkeypatch):
+    monkeypatch.setenv("NETEMU_LAUNCHER_HUNG_SECONDS", "2")
+    lab.up(NP_PODS.format(replicas=2) + NP_SVC, tmp_path=tmp_path)
+    launcher = _launcher_pid(lab)
+    os.kill(launcher, signal.SIGSTOP)
+    try:
+        lab.run("scale", "deployment", "np-pods", "--replicas=4")
+        lab.wait_for(_running(lab, 4), timeout=90, what="4 pods Running with a new launcher")
+        assert _launcher_pid(lab) != launcher and not _alive(launcher)
+    finally:
+        try:
+            os.kill(launcher, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    lab.down()
+    _assert_gone(lab)
+
+
+# --------------------------------------------------------------------------- 4c. the control process
+@pytest.mark.parametrize("moment", ["idle", "while-scaling", "with-its-launcher"])
+def test_a_killed_control_process_is_restarted_with_the_objects_it_had(lab, tmp_path, moment):
+    lab.up(NP_PODS.format(replicas=3) + NP_SVC, tmp_path=tmp_path)
+    ca, port = _ca(lab), _api_port(lab)
+    lab.run("scale", "deployment", "np-pods", "--replicas=5")
+    before = _wait_running(lab, 5)
+    _persisted(lab, 5)
+    want = 5
+    pid = _control_pid(lab)
+    if moment == "while-scaling":
+        want = 9
+        lab.run("scale", "deployment", "np-pods", f"--replicas={want}")
+
+        def accepted():  # written down (the state file lags the API by up to half a second)
+            with open(f"/run/netemu/{lab.name}/state.json") as f:
+                objs = json.load(f)["objects"]
+            return any(o["kind"] == "Deployment" and o["spec"].get("replicas") == want for o in objs)
+        lab.wait_for(accepted, timeout=10, interval=0.02, what="the scale persisted")
+    if moment == "with-its-launcher":
+        os.kill(_launcher_pid(lab), signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    new = _wait_resumed(lab, pid)
+    assert new != pid
+    # the lab's owner lock (netemu.locks) is held by the new control process too, as by the first
+    owner = f"/run/netemu/{lab.name}/owner.lock"
+    assert any(os.readlink(f"/proc/{new}/fd/{fd}") == owner for fd in os.listdir(f"/proc/{new}/fd"))
+    pods = _wait_running(lab, want)
+    # the objects as last accepted, not the lab file's 3 replicas
+    assert json.loads(lab.run("get", "deployment", "np-pods", "-o", "json").stdout)["spec"]["replicas"] == want
+    assert set(before) <= set(pods)  # the same pods, adopted, not made anew
+    if moment != "with-its-launcher":
+        assert {n: _container_ids(pods)[n] for n in before} == _container_ids(before)
+        assert all(_restarts(pods)[n] == 0 for n in before)
+    # the same CA and port: kubeconfigs and tokens stay valid
+    assert _ca(lab) == ca and _api_port(lab) == port and _https_version(lab) == 200
+    assert _serves(lab, set(pods)) == set(pods)
+    name = sorted(before)[0]
+    assert lab.exec(name, "hostname").stdout.strip() == name
+    # it goes on working: a scale after the restart, and `down`
+    lab.run("scale", "deployment", "np-pods", "--replicas=2")
+    lab.wait_for(_running(lab, 2), timeout=60, what="2 pods")
+    lab.down()
+    _assert_gone(lab)
+
+
+def test_killed_twice_in_a_row_it_still_comes_back(lab, tmp_path):
+    lab.up(NP_PODS.format(replicas=2) + NP_SVC, tmp_path=tmp_path)
+    pid = _control_pid(lab)
+    os.kill(pid, signal.SIGKILL)
+    second = lab.wait_for(lambda: (p := _control_pid(lab)) and p != pid and p, timeout=30, what="a restart")
+    time.sleep(0.3)  # in the middle of its resume
+    os.kill(second, signal.SIGKILL)
+    _wait_resumed(lab, second, timeout=90)
+    lab.wait_for(_running(lab, 2), timeout=60, what="2 pods")
+    lab.down()
+    _assert_gone(lab)
+
+
+def test_down_right_after_a_crash_leaves_nothing_and_nothing_comes_back(lab, tmp_path):
+    lab.up(NP_PODS.format(replicas=3) + NP_SVC, tmp_path=tmp_path)
+    sup = _supervisor_pid(lab)
+    os.kill(_control_pid(lab), signal.SIGKILL)
+    res = netemu("down", lab.name)
+    assert "Traceback" not in res.stderr
+    _assert_gone(lab)
+    assert not _alive(sup)
+    time.sleep(2)  # no supervisor left to bring anything back
+    _assert_gone(lab)
+
+
+def test_a_stopped_control_process_is_left_alone_and_down_still_works(lab, tmp_path):
+    lab.up(NP_PODS.format(replicas=2), tmp_path=tmp_path)
+    pid = _control_pid(lab)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(3)
+        assert _control_pid(lab) == pid  # stopped is not dead: not restarted behind the user's back
+        assert _labs_status(lab) == "NotResponding"
+        res = netemu("down", lab.name, timeout=60)
+        assert "Traceback" not in res.stderr
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    _assert_gone(lab)
+
+
+def test_a_stopped_supervisor_and_a_dead_control_process(lab, tmp_path):
+    lab.up(NP_PODS.format(replicas=2), tmp_path=tmp_path)
+    sup, pid = _supervisor_pid(lab), _control_pid(lab)
+    os.kill(sup, signal.SIGSTOP)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        assert _labs_status(lab) == "Restarting"
+        res = netemu("down", lab.name, timeout=60)
+        assert "Traceback" not in res.stderr
+    finally:
+        try:
+            os.kill(sup, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    _assert_gone(lab)
+    assert not _alive(sup)
+
+
+def test_up_waits_through_a_restart(lab, tmp_path):
+    """`up` waiting for Ready when the control process is killed: the supervisor brings it back and `up`
+    goes on waiting with the new one."""
+    path = tmp_path / "lab.yaml"
+    ready = f"/tmp/{lab.name}-ready"  # (a pod may see the host's /tmp)
+    path.write_text(lab.lab_doc() + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: slow}\nspec:\n"
+                    "  containers:\n  - name: c\n    image: sysnet4admin/echo-hname\n"
+                    f"    readinessProbe: {{exec: {{command: [sh, -c, 'test -e {ready}']}}, periodSeconds: 1}}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "netemu", "up", str(path), "--timeout", "90"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def running():
+            if proc.poll() is not None:
+                raise AssertionError(f"up ended early: {proc.communicate()}")
+            try:
+                return any(p["status"].get("phase") == "Running" for p in lab.pods())
+            except AssertionError:
+                return False
+        lab.wait_for(running, timeout=60, what="the pod running, not Ready")
+        pid = _control_pid(lab)
+        os.kill(pid, signal.SIGKILL)
+        _wait_resumed(lab, pid)
+        lab.wait_for(running, timeout=60, what="the pod running again")
+        lab.exec("slow", "touch", ready)
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["rm", "-f", ready])
+    lab.down()
+    _assert_gone(lab)

@@ -1,0 +1,297 @@
+"""The pure parts of recovery (issue 13, part B): the launcher's message framing (memfd for big
+messages), the control process's launcher queue (bounded, an unsendable request fails alone, deadlines,
+late answers undone, a launcher that dies), the state file read back, the supervisor's decisions."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+
+import pytest
+
+from netemu.daemon import lab as lab_mod
+from netemu.daemon import recovery, supervisor
+from netemu.dataplane import launcher as launcher_mod
+from netemu.dataplane.launcher import MessageTooLarge, recv_msg, send_msg
+from netemu.spec.models import Deployment, Lab, LabNode, Service
+
+
+def _pair():
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+# --------------------------------------------------------------------------- framing
+def test_small_messages_go_inline_big_ones_in_a_memfd():
+    a, b = _pair()
+    send_msg(a, b'{"x": 1}')
+    assert recv_msg(b) == b'{"x": 1}'
+    big = json.dumps({"env": {f"S{i}_SERVICE_HOST": "10.96.0.1" for i in range(20000)}}).encode()
+    assert len(big) > 200_000  # more than a SOCK_SEQPACKET message may carry (Errno 90 before)
+    send_msg(a, big)
+    assert recv_msg(b) == big
+    a.close()
+    assert recv_msg(b) == b""  # EOF
+
+
+def test_a_message_past_the_limit_is_refused_before_anything_is_sent(monkeypatch):
+    monkeypatch.setattr(launcher_mod, "MAX_MESSAGE", 100_000)
+    a, b = _pair()
+    with pytest.raises(MessageTooLarge, match="over the pod launcher's limit"):
+        send_msg(a, b"x" * 100_001)
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        recv_msg(b)
+
+
+def test_a_full_socket_says_so_and_sends_nothing():
+    a, b = _pair()
+    a.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        for _ in range(100_000):
+            send_msg(a, b"y" * 1000)
+
+
+# --------------------------------------------------------------------------- the control process's queue
+def _daemon():
+    lab = Lab()
+    lab.metadata.name = "unitrecovery"
+    lab.spec.nodes = [LabNode(name="m-k8s", ip="192.168.1.10", role="control-plane")]
+    from netemu.dataplane.cgroups import LabCgroups
+    from netemu.dataplane.launcher import LauncherClient
+
+    return lab_mod.LabDaemon(lab, [], LauncherClient(0, None), LabCgroups("unitrecovery"))
+
+
+class FakeLauncher:
+    """The launcher's end: answers what it reads (or not, when told)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        sock.setblocking(False)
+        self.seen: list[dict] = []
+        self.answer = True
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def _readable(self):
+        while True:
+            try:
+                data = recv_msg(self.sock)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            msg = json.loads(data)
+            self.seen.append(msg)
+            if self.answer:
+                self.reply(msg)
+
+    def reply(self, msg: dict, **extra):
+        out = {"id": msg["id"], "pid": 4242, **extra} if msg["op"] == "container" else {"id": msg["id"], "ok": True}
+        send_msg(self.sock, json.dumps(out).encode())
+
+    def close(self):
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+async def _attached(d):
+    ours, theirs = _pair()
+    d._attach_launcher(os.getpid(), ours)  # (a pidfd on ourselves: never readable here)
+    d._runtime_ready.set()
+    return FakeLauncher(theirs)
+
+
+def test_a_big_request_is_answered_and_an_oversized_one_fails_alone(monkeypatch):
+    monkeypatch.setattr(launcher_mod, "MAX_MESSAGE", 2_000_000)
+
+    async def main():
+        d = _daemon()
+        fake = await _attached(d)
+        env = {f"SVC{i}_SERVICE_HOST": "10.96.0.1" for i in range(10000)}
+        assert (await d.launch("container", env=env))["pid"] == 4242
+        assert fake.seen[-1]["env"] == env
+        with pytest.raises(RuntimeError, match="over the pod launcher's limit"):
+            await d.launch("container", env={"BIG": "x" * 3_000_000})
+        assert (await d.launch("container", env={}))["pid"] == 4242  # the queue moved on
+        d._stopping = True
+        d._detach_launcher()
+    asyncio.run(main())
+
+
+def test_the_queue_is_bounded_and_a_silent_launcher_times_out(monkeypatch):
+    monkeypatch.setattr(lab_mod, "OUTBOX_MAX", 5)
+    monkeypatch.setattr(lab_mod, "LAUNCH_TIMEOUT", 0.3)
+    killed = []
+    monkeypatch.setattr(lab_mod.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+
+    async def main():
+        d = _daemon()
+        fake = await _attached(d)
+        fake.answer = False
+        asyncio.get_running_loop().remove_reader(fake.sock.fileno())  # nothing read: the socket fills
+        tasks = [asyncio.ensure_future(d.launch("container", env={"A": "x" * 20000})) for _ in range(40)]
+        await asyncio.sleep(0.05)
+        refused = [t for t in tasks if t.done() and "requests waiting" in str(t.exception())]
+        assert refused, "a full queue refuses more"
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert any("did not answer within" in str(r) for r in results)
+        assert not d._outbox  # what was never sent is dropped with its request
+        # the late answer to one given up on: the container nobody tracks is killed
+        rid = next(iter(d._abandoned))
+        fake.reply({"id": rid, "op": "container"})
+        d._on_launcher_readable()
+        assert (4242, signal.SIGKILL) in killed
+        d._stopping = True
+        d._detach_launcher()
+    asyncio.run(main())
+
+
+def test_a_launcher_that_dies_fails_what_it_was_asked_and_is_restarted(monkeypatch):
+    started = []
+
+    def fake_start():
+        ours, theirs = _pair()
+        started.append(theirs)
+        return os.getpid(), ours
+    monkeypatch.setattr(launcher_mod, "start", fake_start)
+
+    async def main():
+        d = _daemon()
+        fake = await _attached(d)
+        fake.answer = False
+        task = asyncio.ensure_future(d.launch("container", env={}))
+        await asyncio.sleep(0.05)
+        fake.close()  # EOF: the launcher is gone
+        with pytest.raises(RuntimeError, match="being restarted"):
+            await task
+        await asyncio.wait_for(d._restarting, 5)
+        assert started and d._runtime_ready.is_set() and d.launcher_restarts == 1
+        fake2 = FakeLauncher(started[0])
+        assert (await d.launch("container", env={}))["pid"] == 4242
+        assert fake2.seen
+        d._stopping = True
+        d._detach_launcher()
+    asyncio.run(main())
+
+
+def test_release_is_a_no_op_once_the_lab_stops():
+    async def main():
+        d = _daemon()
+        d._stopping = True
+        assert await d.launch("release", fds=[5, 6]) == {"released": True}
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- the state file
+def test_the_state_file_reads_back_as_typed_objects_with_their_identity(tmp_path, monkeypatch):
+    from netemu import paths
+    from netemu.api.storage import Storage
+    from netemu.control.cluster import Cluster
+
+    monkeypatch.setattr(paths, "RUN_DIR", str(tmp_path))
+    lab = Lab()
+    lab.metadata.name = "st"
+    lab.spec.nodes = [LabNode(name="m-k8s", ip="192.168.1.10", role="control-plane")]
+    c = Cluster(lab)
+    storage = Storage(c)
+    c.bootstrap()
+    c.apply([Deployment.model_validate({"metadata": {"name": "web"}, "spec": {
+        "replicas": 5, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}},
+                     "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}),
+        Service.model_validate({"metadata": {"name": "svc"}, "spec": {"selector": {"app": "web"},
+                                                                     "ports": [{"port": 80}]}})])
+    c.reconcile()
+    os.makedirs(paths.lab_dir("st"))
+    data = {"lab": lab.dump(), "last_rv": c.store.last_rv + 7, "objects": [storage.dump(o) for o in c.store]}
+    with open(paths.state_file("st"), "w") as f:
+        json.dump(data, f)
+    lab2, objs, extra = recovery.read_state("st")
+    assert lab2.metadata.name == "st" and extra["last_rv"] == c.store.last_rv + 7
+    by = {(o.kind, o.metadata.name): o for o in objs}
+    assert isinstance(by[("Deployment", "web")], Deployment) and by[("Deployment", "web")].spec.replicas == 5
+    assert by[("Service", "svc")].metadata.uid == c.store.get("Service", "default", "svc").metadata.uid
+    assert len([o for o in objs if o.kind == "Pod" and (o.metadata.labels or {}).get("app") == "web"]) == 5
+
+    class D:  # what restore_store needs of a LabDaemon
+        pass
+    d = D()
+    d.cluster = Cluster(lab2)
+    d.storage = Storage(d.cluster)
+    recovery.restore_store(d, objs, extra)
+    assert d.cluster.store.last_rv == c.store.last_rv + 8
+    assert d.storage.watch.oldest == d.cluster.store.last_rv  # older watches: 410 Gone, list again
+    assert d.cluster.store.new_uid() not in {o.metadata.uid for o in objs}  # not the first run's sequence again
+
+
+def test_strays_are_processes_no_tracked_container_accounts_for(monkeypatch):
+    parents = {10: 1, 11: 10, 12: 11, 20: 1, 21: 20, 31: 30}
+    monkeypatch.setattr(recovery, "_ppid", lambda p: parents.get(p, 0))
+    monkeypatch.setattr(recovery, "_ns_init", lambda p: p == 30)  # a sandbox's pause process
+    assert recovery._strays({10, 11, 12, 20, 21}, {10}) == {20, 21}
+    assert recovery._strays({10, 11}, set()) == {10, 11}
+    assert recovery._strays({10, 30, 31}, {10}) == set()  # the pause and what it adopted stay
+
+
+def test_a_node_taken_down_stays_down_after_a_restart():
+    from netemu.spec.models import Node
+
+    def node(status, reason):
+        return Node.model_validate({"metadata": {"name": "n"}, "status": {"conditions": [
+            {"type": "Ready", "status": status, "reason": reason}]}})
+    assert recovery.node_is_up(node("True", "KubeletReady"))
+    assert not recovery.node_is_up(node("False", "NodeStatusUnknown"))
+
+
+# --------------------------------------------------------------------------- the supervisor
+def _supervisor(tmp_path, monkeypatch):
+    from netemu import paths
+
+    monkeypatch.setattr(paths, "RUN_DIR", str(tmp_path))
+    os.makedirs(paths.lab_dir("sv"), exist_ok=True)
+    a, b = _pair()
+    s = supervisor.Supervisor("sv", 999999, a.detach(), -1)
+    return s, b
+
+
+def test_the_supervisor_restarts_only_a_lab_that_was_up(tmp_path, monkeypatch):
+    s, _ = _supervisor(tmp_path, monkeypatch)
+    assert s._child_exited(signal.SIGKILL) == 0  # never ready: its `up` reports it, no restart
+    s, _ = _supervisor(tmp_path, monkeypatch)
+    s.ever_ready = s.ready = True
+    assert s._child_exited(0) == 0  # status 0: the lab was removed (down, or a rolled-back build)
+    s, _ = _supervisor(tmp_path, monkeypatch)
+    s.ever_ready = True
+    s.stopping = True
+    assert s._child_exited(signal.SIGKILL) == 0  # `down` had begun
+    s, _ = _supervisor(tmp_path, monkeypatch)
+    s.ever_ready = s.ready = True
+    s.ready_at = 0.0
+    assert s._child_exited(signal.SIGKILL) is None and s.restart_at is not None
+    first = s.delay
+    s.child = 1
+    assert s._child_exited(signal.SIGKILL) is None and s.delay > first  # back-off grows
+
+
+def test_the_supervisor_learns_readiness_and_the_launcher_from_its_link(tmp_path, monkeypatch):
+    s, theirs = _supervisor(tmp_path, monkeypatch)
+    link = supervisor.Link(theirs.detach())
+    x, y = _pair()
+    link.ready()
+    link.launcher(4321, x)
+    link.stopping()
+    s._read_chan()
+    assert s.ready and s.ever_ready and s.stopping and s.launcher_pid == 4321 and s.launcher_sock is not None
+
+
+def test_read_pid_is_none_for_a_process_that_is_not_the_labs_supervisor(tmp_path, monkeypatch):
+    from netemu import paths
+
+    monkeypatch.setattr(paths, "RUN_DIR", str(tmp_path))
+    os.makedirs(paths.lab_dir("x"))
+    with open(supervisor.pid_file("x"), "w") as f:
+        f.write(str(os.getpid()))  # pytest: alive, but no supervisor
+    assert supervisor.read_pid("x") is None

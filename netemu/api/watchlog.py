@@ -24,7 +24,9 @@ class TooOld(Exception):
 
 
 class WatchLog:
-    def __init__(self, size: int = 20_000):
+    # a few thousand changes: the window a client that relists and rewatches needs, without holding
+    # tens of megabytes of old object copies (etcd's compaction plays this part upstream)
+    def __init__(self, size: int = 4_000):
         self._log: collections.deque[Change] = collections.deque(maxlen=size)
         self._subs: set["Subscription"] = set()
         self.oldest = 0  # the oldest resourceVersion a watch can start after

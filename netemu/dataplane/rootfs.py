@@ -114,6 +114,8 @@ def init() -> None:
     """Once, in the launcher's own mount namespace: what every pod's root is built from."""
     global _LAYERS, _PAUSE, _HOME_PID, _HOME_PID_INO
     _LAYERS = host_layers()
+    _PROC_PLAN[:] = _proc_plan()
+    _SYS_PLAN[:] = [name for name in SYS_MASKED if os.path.isdir(os.path.join("/sys", name))]
     from netemu.dataplane import podexec
 
     podexec.warm_up()
@@ -329,24 +331,41 @@ def _stage_dir() -> str:
     raise FileNotFoundError("no directory to build a pod's root on (/tmp, /mnt...)")
 
 
-def mask_proc(proc: str, null: str, empty: Optional[str]) -> None:
-    """Docker's masked and read-only paths of a container's /proc."""
+def _proc_plan(proc: str = "/proc") -> list[tuple[str, str]]:
+    """Which of Docker's masked (a directory or a file) and read-only paths this kernel's /proc has:
+    the same in every procfs, so worked out once."""
+    plan = []
     for name in PROC_MASKED:
         p = os.path.join(proc, name)
+        if os.path.isdir(p):
+            plan.append((name, "dir"))
+        elif os.path.exists(p):
+            plan.append((name, "file"))
+    plan += [(name, "ro") for name in PROC_READONLY if os.path.exists(os.path.join(proc, name))]
+    return plan
+
+
+_PROC_PLAN: list[tuple[str, str]] = []
+_SYS_PLAN: list[str] = []
+_RO = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+def mask_proc(proc: str, null: str, empty: Optional[str]) -> None:
+    """Docker's masked and read-only paths of a container's /proc."""
+    for name, kind in _PROC_PLAN or _proc_plan(proc):
+        p = f"{proc}/{name}"
         try:
-            if os.path.isdir(p):
+            if kind == "dir":
                 if empty:
-                    _bind(empty, p, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                    _bind(empty, p, _RO)
                 else:
-                    _mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
-            elif os.path.exists(p):
+                    _mount("tmpfs", p, "tmpfs", _RO, "size=0")
+            elif kind == "file":
                 _bind(null, p)
+            else:
+                _bind(p, p, _RO)
         except OSError:
             pass
-    for name in PROC_READONLY:
-        p = os.path.join(proc, name)
-        if os.path.exists(p):
-            _bind(p, p, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def build_root(binds: list, pause: int, hostname: str = "") -> None:
@@ -416,11 +435,9 @@ def build_root(binds: list, pause: int, hostname: str = "") -> None:
         # /sys of the pod's network namespace (the calling thread is in it), read-only
         sys_dir = os.path.join(root, "sys")
         try:
-            _mount("sysfs", sys_dir, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            for name in SYS_MASKED:
-                p = os.path.join(sys_dir, name)
-                if os.path.isdir(p):
-                    _bind(os.path.join(stage, "empty"), p, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            _mount("sysfs", sys_dir, "sysfs", _RO)
+            for name in _SYS_PLAN:
+                _bind(f"{stage}/empty", f"{sys_dir}/{name}", _RO)
         except OSError:
             pass
         # /dev

@@ -131,11 +131,9 @@ def lab_binds(pod: Pod, lab: str) -> list[tuple[str, str, str]]:
 
     sock = paths.api_socket(lab)
     for c in pod.spec.containers or []:
-        if c.command:
+        if c.command or not any(e.name == "NETEMU_API_SOCKET" and e.value == sock for e in c.env or []):
             continue
-        name = STAND_INS.get(parse_image(c.image).repository, (None, 0))[0]
-        if name in LAB_API_STAND_INS and any(e.name == "NETEMU_API_SOCKET" and e.value == sock
-                                             for e in c.env or []):
+        if STAND_INS.get(parse_image(c.image).repository, (None, 0))[0] in LAB_API_STAND_INS:
             d = os.path.dirname(sock)
             return [(d, d, "ro")]
     return []

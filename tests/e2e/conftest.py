@@ -9,6 +9,7 @@ import ipaddress
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,17 @@ pytestmark = pytest.mark.e2e
 _counter = itertools.count(1)
 # the labs this run made: only their namespaces count as leaked (people and other runs have labs up too)
 RUN_LABS: set[str] = set()
+
+
+def pytest_configure(config):
+    """A run that is terminated (SIGTERM from `timeout`, CI or a person) must still tear its labs down:
+    pytest runs fixture finalizers on KeyboardInterrupt, not when a signal kills it outright (a lab of
+    a terminated run once outlived it, supervisor and all)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}: tearing the test labs down")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
 
 
 def pytest_collection_modifyitems(config, items):

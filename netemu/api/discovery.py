@@ -56,13 +56,13 @@ def resource_list(group: str, version: str) -> dict:
             "resources": [r for res in registry.resources_of(group, version) for r in _api_resource(res)]}
 
 
+def _group(name: str, versions: list[str]) -> dict:
+    vs = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+    return {"name": name, "versions": vs, "preferredVersion": vs[0]}
+
+
 def group_list() -> dict:
-    groups = []
-    for group, versions in registry.groups().items():
-        if not group:
-            continue
-        vs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-        groups.append({"name": group, "versions": vs, "preferredVersion": vs[0]})
+    groups = [_group(g, versions) for g, versions in registry.groups().items() if g]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
@@ -70,8 +70,7 @@ def group(name: str) -> dict | None:
     versions = registry.groups().get(name)
     if not versions or not name:
         return None
-    vs = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": vs, "preferredVersion": vs[0]}
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name, versions)}
 
 
 def _discovery_resource(res: Resource, version: str) -> dict:

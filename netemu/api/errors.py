@@ -50,9 +50,8 @@ def conflict(res: Resource, name: str, why: str = "the object has been modified;
 def invalid(res: Resource, name: str, causes: list[tuple[str, str]]) -> ApiError:
     """causes: (field path, message as 'Invalid value: ...: why' or 'Required value')."""
     kind = f"{res.kind}.{res.group}" if res.group else res.kind
-    text = "; ".join(f"{f}: {m}" if f else m for f, m in causes)
-    if len(causes) > 1:
-        text = "[" + ", ".join(f"{f}: {m}" if f else m for f, m in causes) + "]"
+    parts = [f"{f}: {m}" if f else m for f, m in causes]
+    text = "[" + ", ".join(parts) + "]" if len(parts) > 1 else "".join(parts)
     d = {"name": name, "group": res.group, "kind": res.kind,
          "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes]}
     return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {text}', d)

@@ -11,16 +11,15 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Optional
 
-_SPECIAL = {"meta.v1.Time", "meta.v1.MicroTime", "resource.Quantity", "intstr.IntOrString",
-            "runtime.RawExtension", "meta.v1.FieldsV1"}
+from netemu.api.protobuf import SPECIAL
+from netemu.api.protobuf_schema import MESSAGES, VERSIONS
+
 _ALWAYS = {"apiVersion", "kind"}
 
 
 @lru_cache(maxsize=None)
 def _fields(message: str) -> dict[str, tuple[str, str]]:
     """json name -> (type, flags) of a message, with inlined (embedded) structs' fields merged in."""
-    from netemu.api.protobuf_schema import MESSAGES
-
     out: dict[str, tuple[str, str]] = {}
     for name, typ, flags in MESSAGES.get(message, {}).values():
         if "x" in flags:
@@ -33,8 +32,6 @@ def _fields(message: str) -> dict[str, tuple[str, str]]:
 
 
 def message_of(api_version: str, kind: str) -> Optional[str]:
-    from netemu.api.protobuf_schema import MESSAGES, VERSIONS
-
     pkg = VERSIONS.get(api_version)
     name = f"{pkg}.{kind}" if pkg else None
     return name if name in MESSAGES else None
@@ -64,7 +61,7 @@ def _walk(value: Any, message: str, path: str, out: list[str], top: bool = False
             out.append(here)
             continue
         typ, flags = spec
-        if typ in _SPECIAL or len(typ) == 1:
+        if typ in SPECIAL or len(typ) == 1:  # scalars have one-letter types
             continue
         if "m" in flags:
             if isinstance(v, dict):

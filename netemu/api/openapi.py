@@ -561,6 +561,12 @@ def _typemeta() -> dict:
     return {"apiVersion": _string(API_VERSION_DOC), "kind": _string(KIND_DOC)}
 
 
+_INT_OR_STRING_DOC = ("IntOrString holds either an integer or a string: a port number or a port name, a count or "
+                      "a percentage.")
+_QUANTITY_DOC = ("Quantity is a fixed-point number with an optional suffix: decimal SI (m, k, M, G, ...), binary "
+                 "SI (Ki, Mi, Gi, ...) or an exponent (1e3). Examples: 100m (0.1), 0.5, 128Mi, 2Gi.")
+
+
 def _fixed_schemas(object_reference: str) -> dict[str, dict]:
     """The apimachinery types and the few subresource kinds every document may refer to (v3 form)."""
     int32 = {"type": "integer", "format": "int32"}
@@ -569,14 +575,9 @@ def _fixed_schemas(object_reference: str) -> dict[str, dict]:
     return {
         TIME: {"description": "Time is a timestamp in RFC 3339 form, in UTC with second precision "
                               "(2024-01-02T15:04:05Z).", "type": "string", "format": "date-time"},
-        INT_OR_STRING: {"description": "IntOrString holds either an integer or a string: a port number or a "
-                                       "port name, a count or a percentage.",
-                        "format": "int-or-string", "oneOf": [{"type": "integer"}, {"type": "string"}],
+        INT_OR_STRING: {"description": _INT_OR_STRING_DOC, "format": "int-or-string", "oneOf": [{"type": "integer"}, {"type": "string"}],
                         "x-kubernetes-int-or-string": True},
-        QUANTITY: {"description": "Quantity is a fixed-point number with an optional suffix: decimal SI (m, k, "
-                                  "M, G, ...), binary SI (Ki, Mi, Gi, ...) or an exponent (1e3). Examples: 100m "
-                                  "(0.1), 0.5, 128Mi, 2Gi.",
-                   "oneOf": [{"type": "string"}, {"type": "number"}]},
+        QUANTITY: {"description": _QUANTITY_DOC, "oneOf": [{"type": "string"}, {"type": "number"}]},
         RAW_EXTENSION: {"description": "An embedded object of any kind.", "type": "object",
                         "x-kubernetes-preserve-unknown-fields": True},
         PATCH: {"description": "The body of a PATCH request: a JSON patch, a JSON merge patch, a strategic "
@@ -662,12 +663,9 @@ def _fixed_schemas(object_reference: str) -> dict[str, dict]:
 
 # v2 has no oneOf: the two scalar unions are strings there, as in the API server's swagger
 _V2_OVERRIDES = {
-    INT_OR_STRING: {"description": "IntOrString holds either an integer or a string: a port number or a port "
-                                   "name, a count or a percentage.", "type": "string", "format": "int-or-string",
+    INT_OR_STRING: {"description": _INT_OR_STRING_DOC, "type": "string", "format": "int-or-string",
                     "x-kubernetes-int-or-string": True},
-    QUANTITY: {"description": "Quantity is a fixed-point number with an optional suffix: decimal SI (m, k, M, G, "
-                              "...), binary SI (Ki, Mi, Gi, ...) or an exponent (1e3). Examples: 100m (0.1), 0.5, "
-                              "128Mi, 2Gi.", "type": "string"},
+    QUANTITY: {"description": _QUANTITY_DOC, "type": "string"},
 }
 
 
@@ -933,7 +931,7 @@ class _Build:
         tag = _tag(g, v)
         ids = f"{_camel(g)}{v[:1].upper()}{v[1:]}"
         ns = "Namespaced" if res.namespaced else ""
-        prefix = f"/apis/{g}/{v}" if g else f"/api/{v}"
+        prefix = "/" + gv_path(g, v)
         scope = "/namespaces/{namespace}" if res.namespaced else ""
         verbs = set(res.verbs)
         path_ns = ([_param("namespace", "path", "string", "The namespace of the objects.", True)]
@@ -989,17 +987,15 @@ class _Build:
 
         if "watch" in verbs:
             watch_list = _query(*_LIST, "pretty")
+            watch_list_doc = (f"watch individual changes to a list of {kind}. deprecated: use the 'watch' "
+                              f"parameter with a list operation instead.")
             out[f"{prefix}/watch{scope}/{res.plural}"] = {
-                "get": op("watchlist", f"watch{ids}{ns}{kind}List",
-                          f"watch individual changes to a list of {kind}. deprecated: use the 'watch' "
-                          f"parameter with a list operation instead.",
+                "get": op("watchlist", f"watch{ids}{ns}{kind}List", watch_list_doc,
                           responses=_responses(WATCH_EVENT, types_=WATCH_TYPES)),
                 "parameters": [*path_ns, *watch_list]}
             if res.namespaced:
                 out[f"{prefix}/watch/{res.plural}"] = {
-                    "get": op("watchlist", f"watch{ids}{kind}ListForAllNamespaces",
-                              f"watch individual changes to a list of {kind}. deprecated: use the 'watch' "
-                              f"parameter with a list operation instead.",
+                    "get": op("watchlist", f"watch{ids}{kind}ListForAllNamespaces", watch_list_doc,
                               responses=_responses(WATCH_EVENT, types_=WATCH_TYPES)),
                     "parameters": watch_list}
             out[f"{prefix}/watch{scope}/{res.plural}/{{name}}"] = {
@@ -1094,7 +1090,7 @@ def _group_versions(resources: Iterable[Resource]) -> list[tuple[str, str]]:
 
 def _build_v3(group: str, version: str, resources: tuple[Resource, ...]) -> dict:
     b = _Build()
-    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    prefix = "/" + gv_path(group, version)
     paths: dict[str, dict] = {f"{prefix}/": {"get": {
         "description": "get available resources", "operationId": f"get{_camel(group)}{version[:1].upper()}"
                                                                  f"{version[1:]}APIResources",

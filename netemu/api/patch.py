@@ -158,8 +158,10 @@ def apply_patch(current: dict, body: bytes | str, content_type: str, kind: str,
     doc = copy.deepcopy(current)  # every path below may then share or rebuild parts of doc freely
 
     if ctype == APPLY_PATCH:
-        try:
-            applied = _jsonable(_load_apply(body))
+        from netemu.spec.documents import safe_load_limited
+
+        try:  # with the API server's limits (no alias bombs)
+            applied = _jsonable(safe_load_limited(body, _YAMLLoader))
         except yaml.YAMLError as e:
             raise PatchError(400, f"error decoding YAML: {e}") from None
         if not isinstance(applied, dict):
@@ -183,21 +185,6 @@ def apply_patch(current: dict, body: bytes | str, content_type: str, kind: str,
 
 class _YAMLLoader(yaml.SafeLoader):
     """YAML as kube reads it (through JSON): timestamps stay strings."""
-
-
-def _load_apply(text: str) -> Any:
-    """The apply configuration, with the API server's limits on aliases (no alias bombs)."""
-    from netemu.spec.documents import check_aliases
-
-    loader = _YAMLLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        check_aliases(node)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
 
 
 _YAMLLoader.yaml_implicit_resolvers = {

@@ -33,7 +33,7 @@ _WIRE = {"s": _BYTES, "y": _BYTES, "b": _VARINT, "i": _VARINT, "u": _VARINT, "d"
 TIME, MICROTIME, QUANTITY, INTSTR, RAWEXT, FIELDSV1 = (
     "meta.v1.Time", "meta.v1.MicroTime", "resource.Quantity", "intstr.IntOrString", "runtime.RawExtension",
     "meta.v1.FieldsV1")
-_SPECIAL = {TIME, MICROTIME, QUANTITY, INTSTR, RAWEXT, FIELDSV1}
+SPECIAL = {TIME, MICROTIME, QUANTITY, INTSTR, RAWEXT, FIELDSV1}  # messages with a JSON form of their own
 
 
 class ProtobufError(ValueError):
@@ -203,7 +203,7 @@ def _value(typ: str, wt: int, v: Value, where: str, depth: int):
         return _scalar(typ, wt, v, where)
     if wt != _BYTES:
         raise ProtobufError(f"{where}: wire type {wt} for a message")
-    if typ in _SPECIAL:
+    if typ in SPECIAL:
         return _special(typ, v, depth)
     return _message(v, typ, depth + 1)
 

@@ -202,11 +202,6 @@ def by_api_version(api_version: str, kind: str) -> Optional[Resource]:
     return None
 
 
-def is_namespaced(kind: str) -> bool:
-    res = _by_kind.get(kind)
-    return res.namespaced if res is not None else True
-
-
 def lookup(text: str) -> Optional[Resource]:
     """What kubectl accepts on its command line: plural, singular, short name, kind, `plural.group`."""
     t = text.lower()

@@ -7,6 +7,7 @@ import time
 from typing import Optional
 
 from netemu.api import errors
+from netemu.api.registry import Resource
 
 REVIEWS = {"SelfSubjectAccessReview", "SelfSubjectRulesReview", "SubjectAccessReview", "SelfSubjectReview",
            "TokenReview"}
@@ -60,8 +61,4 @@ def token_request(pki, namespace: str, sa: str, body: Optional[dict]) -> dict:
             "status": {"token": token, "expirationTimestamp": expires}}
 
 
-class _TokenRes:
-    kind, group, plural, qualified = "TokenRequest", "authentication.k8s.io", "tokenrequests", "tokenrequests"
-
-
-_TOKEN_RES = _TokenRes()
+_TOKEN_RES = Resource("TokenRequest", "authentication.k8s.io", "v1", "tokenrequests")  # for errors.invalid

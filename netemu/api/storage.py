@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from typing import Any, Callable, Optional
 
 from netemu.api import errors, registry
 from netemu.api.errors import ApiError
 from netemu.api.registry import Resource
 from netemu.api.selectors import field_selector, label_selector
+from netemu.api.versions import at_version
 from netemu.api.watchlog import Change, WatchLog
 from netemu.wellknown import SERVICE_NAME_LABEL
 
@@ -45,11 +45,10 @@ class Storage:
         from netemu.control.store import key_of
 
         key = key_of(obj)
+        d = obj.dump()
         if event == "DELETED":
             self._dumps.pop(key, None)
-            d = obj.dump()
         else:
-            d = obj.dump()
             self._dumps[key] = (obj.metadata.resource_version, d)
         res = registry.by_kind(kind)
         self.watch.append(Change(int(obj.metadata.resource_version), event, kind, res.group if res else "",
@@ -120,8 +119,6 @@ class Storage:
 
     def _as_version(self, res: Resource, d: dict) -> dict:
         """The stored form at the version ``res`` is asked at (see netemu.api.versions)."""
-        from netemu.api.versions import at_version
-
         return at_version(res, res.version, d)
 
     def _endpoints_of(self, svc) -> dict:
@@ -266,6 +263,8 @@ class Storage:
         return self._as_version(res, out), warnings
 
     def _replace(self, current, new, status_only: bool, dry_run: bool) -> dict:
+        from netemu.control.cluster import _dump
+
         before = self.dump(current)
         if current.kind == "Pod" and not status_only:
             # a bound pod stays where it is: spec.nodeName is set once (binding), never moved by an update
@@ -282,7 +281,7 @@ class Storage:
         else:
             fields = [f for f in type(new).model_fields if f not in ("metadata", "status", "kind", "api_version")]
             for f in fields:
-                if _plain(getattr(new, f)) != _plain(getattr(target, f)):
+                if _dump(getattr(new, f)) != _dump(getattr(target, f)):
                     setattr(target, f, getattr(new, f))
                     spec_changed = spec_changed or f != "data"
             extra_new, extra_old = dict(new.model_extra or {}), dict(target.model_extra or {})
@@ -317,7 +316,7 @@ class Storage:
         current = self._obj(res, namespace, name)
         base = self._as_version(res, self.dump(current))
         try:
-            patched = apply_patch(copy.deepcopy(base), body, content_type, res.kind,
+            patched = apply_patch(base, body, content_type, res.kind,
                                   strategic_ok=None if res.builtin else False)  # CRs take no strategic patches
         except PatchError as e:
             raise ApiError(e.code, {400: "BadRequest", 415: "UnsupportedMediaType"}.get(e.code, "Invalid"),
@@ -406,8 +405,8 @@ class Storage:
             raise errors.invalid(registry.Resource("Scale", "autoscaling", "v1", "scale"), name,
                                  [("spec.replicas", f"Invalid value: {json.dumps(replicas)}: must be greater than or "
                                    "equal to 0")])
-        body = copy.deepcopy(self.dump(obj))
-        body["spec"]["replicas"] = replicas
+        d = self.dump(obj)
+        body = dict(d, spec=dict(d["spec"], replicas=replicas))  # update() copies it before changing it
         self.update(res, namespace, name, body, dry_run=dry_run)  # the same validation, dry or not
         if dry_run:
             return dict(self.scale(res, namespace, name), spec={"replicas": replicas})
@@ -474,16 +473,6 @@ def _suffix(rng) -> str:
     return "".join(rng.choice(alphabet) for _ in range(5))
 
 
-def _plain(v):
-    if v is None:
-        return None
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    if hasattr(v, "dump"):
-        return v.dump()
-    return v
-
-
 def _value_at(body: dict, path: str):
     import re
 
@@ -541,11 +530,12 @@ def event_dict(ev) -> dict:
 
     res = registry.by_kind(ev.kind)
     api_version = res.group_version if res else "v1"
-    name = f"{ev.name}.{_event_id(ev):016x}"
+    eid = _event_id(ev)
+    name = f"{ev.name}.{eid:016x}"
     return {"kind": "Event", "apiVersion": "v1",
             "metadata": {"name": name, "namespace": ev.namespace or "default",
                          "resourceVersion": str(getattr(ev, "rv", 0) or 0),
-                         "creationTimestamp": rfc3339(ev.first), "uid": _event_uid(ev)},
+                         "creationTimestamp": rfc3339(ev.first), "uid": _event_uid(eid)},
             "involvedObject": {"kind": ev.kind, "namespace": ev.namespace or None, "name": ev.name,
                                "apiVersion": api_version, **({"uid": ev.uid} if getattr(ev, "uid", "") else {})},
             "reason": ev.reason, "message": ev.message, "source": {"component": ev.source},
@@ -560,11 +550,7 @@ def _event_id(ev) -> int:
     return int.from_bytes(h[:8], "big")
 
 
-def _event_uid(ev) -> str:
+def _event_uid(eid: int) -> str:
     import uuid
 
-    return str(uuid.UUID(int=_event_id(ev) << 64 | _event_id(ev), version=4))
-
-
-def now() -> float:
-    return time.time()
+    return str(uuid.UUID(int=eid << 64 | eid, version=4))

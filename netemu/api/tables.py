@@ -56,8 +56,8 @@ def service_ports(svc: dict) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    """apimachinery's duration.HumanDuration. Unlike netemu.cli.tables.human_duration it keeps the
-    "<invalid>" of a clock skewed by 2s or more, and the `3y120d` form between 2 and 8 years."""
+    """apimachinery's duration.HumanDuration, with the "<invalid>" of a clock skewed by 2s or more and
+    the `3y120d` form between 2 and 8 years."""
     s = math.trunc(seconds)  # Go's int(d.Seconds()) truncates toward zero
     if s < -1:
         return "<invalid>"
@@ -89,8 +89,8 @@ _RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d+)?([
 
 
 def parse_time(s: Any) -> Optional[float]:
-    """An RFC 3339 time (metav1.Time, or a MicroTime's `.000000Z`) as epoch seconds; None for unset.
-    netemu.cli.tables.parse_ts takes whole seconds in UTC only, and events carry MicroTimes."""
+    """An RFC 3339 time (metav1.Time, or a MicroTime's `.000000Z`, or with an offset) as epoch seconds;
+    None for unset; ValueError for anything else."""
     if not s or not isinstance(s, str):
         return None
     m = _RFC3339.match(s.strip())
@@ -1238,8 +1238,7 @@ def printer_for(kind: str, group: str, extra: Optional[dict] = None) -> Printer:
         return _crd_printer(CRD_COLUMNS[(group, kind)], _CRD_DEFAULTS.get((group, kind)))
     if (group, kind) in PRINTERS:
         return PRINTERS[(group, kind)]
-    # served from a CRD that declares no columns: Name and Age. (Tested against BUILTIN rather than
-    # Resource.builtin, which register_crd does not set.)
+    # served from a CRD (a kind of no built-in entry) that declares no columns: Name and Age
     if any(r.kind == kind and r.group == group for r in registry.all_resources()) and \
             not any(r.kind == kind and r.group == group for r in registry.BUILTIN):
         return _crd_printer([])

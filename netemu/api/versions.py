@@ -4,6 +4,8 @@ lab reads, so only apiVersion changes; autoscaling/v1's HorizontalPodAutoscaler 
 converts it."""
 from __future__ import annotations
 
+from typing import Optional
+
 from netemu.api.registry import Resource
 
 
@@ -19,23 +21,25 @@ def at_version(res: Resource, version: str, obj: dict) -> dict:
 
 def _hpa_v1(obj: dict) -> dict:
     spec = dict(obj.get("spec") or {})
-    cpu = None
-    for m in spec.pop("metrics", None) or []:
-        r = m.get("resource") or {}
-        if m.get("type") == "Resource" and r.get("name") == "cpu":
-            cpu = (r.get("target") or {}).get("averageUtilization")
+    cpu = _cpu_utilization(spec.pop("metrics", None), "target")
     spec.pop("behavior", None)
     if cpu is not None:
         spec["targetCPUUtilizationPercentage"] = cpu
     status = dict(obj.get("status") or {})
-    current = None
-    for m in status.pop("currentMetrics", None) or []:
-        r = m.get("resource") or {}
-        if m.get("type") == "Resource" and r.get("name") == "cpu":
-            current = (r.get("current") or {}).get("averageUtilization")
+    current = _cpu_utilization(status.pop("currentMetrics", None), "current")
     status.pop("conditions", None)
     if current is not None:
         status["currentCPUUtilizationPercentage"] = current
     status.setdefault("currentReplicas", 0)
     status.setdefault("desiredReplicas", 0)
     return dict(obj, spec=spec, status=status)
+
+
+def _cpu_utilization(metrics: Optional[list], key: str) -> Optional[int]:
+    """The averageUtilization under ``key`` (target or current) of the last cpu Resource metric."""
+    out = None
+    for m in metrics or []:
+        r = m.get("resource") or {}
+        if m.get("type") == "Resource" and r.get("name") == "cpu":
+            out = (r.get(key) or {}).get("averageUtilization")
+    return out

@@ -8,6 +8,7 @@ import sys
 from typing import Any, Callable, Iterator, Optional
 
 from netemu import paths
+from netemu.procutil import alive
 
 
 class CliError(Exception):
@@ -227,16 +228,7 @@ def daemon_pid(lab: str) -> Optional[int]:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
-    return pid if _is_lab_process(pid, lab) and not _zombie(pid) else None
-
-
-def _zombie(pid: int) -> bool:
-    """Dead, not yet reaped (a control process killed under a stopped supervisor)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
+    return pid if _is_lab_process(pid, lab) and alive(pid) else None
 
 
 def _is_lab_process(pid: int, lab: str) -> bool:
@@ -247,10 +239,10 @@ def _is_lab_process(pid: int, lab: str) -> bool:
             groups = f.read()
     except OSError:
         return False
-    return f"/netemu/{lab}/system" in groups or "/netemu/" not in groups and _cmdline_has(pid, b"netemu")
+    return f"/netemu/{lab}/system" in groups or "/netemu/" not in groups and cmdline_has(pid, b"netemu")
 
 
-def _cmdline_has(pid: int, word: bytes) -> bool:
+def cmdline_has(pid: int, word: bytes) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return word in f.read()

@@ -8,7 +8,8 @@ import sys
 import time
 
 from netemu import paths
-from netemu.cli.client import CliError, Client, daemon_pid, pick_lab
+from netemu.cli.client import CliError, Client, cmdline_has, daemon_pid, pick_lab
+from netemu.procutil import alive
 from netemu.cli.output import Progress, warn
 
 
@@ -76,7 +77,8 @@ def _claim(name: str, lab, args) -> int:
         pid = daemon_pid(name)
         if pid or locks.owner_alive(name):
             up_pid = ((locks.read_claim(name) or {}).get("up_pid"))
-            if not pid or (up_pid and up_pid != os.getpid() and _alive(up_pid) and _is_netemu(up_pid)):
+            if not pid or (up_pid and up_pid != os.getpid() and alive(up_pid)
+                           and cmdline_has(up_pid, b"netemu")):
                 state = "is starting: another `netemu up` is building it"
             else:
                 state = "is already up"
@@ -109,19 +111,11 @@ def _claim(name: str, lab, args) -> int:
     return owner
 
 
-def _is_netemu(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"netemu" in f.read()
-    except OSError:
-        return False
-
-
 def _leftovers(name: str) -> list[str]:
     """What a lab whose control process died has left on the host, in words."""
     from netemu.dataplane import names
     from netemu.dataplane.cgroups import LabCgroups
-    from netemu.dataplane.labnet import ETC_NETNS, _present_netns
+    from netemu.dataplane.labnet import _present_netns
 
     out = []
     nss = [n for n in _present_netns() if names.belongs_to(name, n)]
@@ -137,11 +131,11 @@ def _leftovers(name: str) -> list[str]:
     if os.path.exists(f"/sys/class/net/{link}"):
         out.append(f"the host link {link}")
     try:
-        etc = [n for n in os.listdir(ETC_NETNS) if names.belongs_to(name, n)]
+        etc = [n for n in os.listdir(paths.ETC_NETNS) if names.belongs_to(name, n)]
     except OSError:
         etc = []
     if etc:
-        out.append(f"{len(etc)} director{'ies' if len(etc) != 1 else 'y'} under {ETC_NETNS}")
+        out.append(f"{len(etc)} director{'ies' if len(etc) != 1 else 'y'} under {paths.ETC_NETNS}")
     if os.path.isdir(paths.lab_dir(name)):
         out.append(paths.lab_dir(name))
     return out
@@ -354,7 +348,7 @@ def _stop_supervisor(name: str) -> None:
         return
     _kill(pid)
     deadline = time.time() + 5
-    while _alive(pid) and time.time() < deadline:
+    while alive(pid) and time.time() < deadline:
         time.sleep(0.02)
 
 
@@ -375,9 +369,9 @@ def _stop_control_process(name: str, pid: int) -> None:
         _kill_lab_process(name, pid)
         return
     deadline = time.time() + DOWN_STOP_SECONDS
-    while _alive(pid) and time.time() < deadline:  # it stops the pods and removes the lab itself
+    while alive(pid) and time.time() < deadline:  # it stops the pods and removes the lab itself
         time.sleep(0.05)
-    if _alive(pid):
+    if alive(pid):
         warn(f"lab {name}: the control process did not stop within {DOWN_STOP_SECONDS:g}s: killing it")
         _kill_lab_process(name, pid)
 
@@ -391,7 +385,7 @@ def _kill_lab_process(name: str, pid: int) -> None:
         return
     _kill(pid)
     deadline = time.time() + 5
-    while _alive(pid) and time.time() < deadline:
+    while alive(pid) and time.time() < deadline:
         time.sleep(0.02)
 
 
@@ -399,20 +393,11 @@ def _dead_soon(pid: int, within: float = 2.0) -> bool:
     """Has the process ended, or does it within a moment? (A killed process closes its sockets a little
     before it is gone from /proc.)"""
     deadline = time.time() + within
-    while _alive(pid):
+    while alive(pid):
         if time.time() >= deadline:
             return False
         time.sleep(0.02)
     return True
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it is done)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _kill(pid: int) -> None:

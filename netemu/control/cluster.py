@@ -15,7 +15,7 @@ from netemu.control import (
     daemonsets, disruption, endpoints, ingress_addon, jobs, kubeadm, metallb, metallb_l2, nodes, podnet, scheduler,
     services, workloads,
 )
-from netemu.control.pods import controller_of, is_terminal, is_terminating
+from netemu.control.pods import is_terminal, is_terminating
 from netemu.control.store import NotFound, Store, key_of, rfc3339
 from netemu.spec.models import NAMESPACED, Deployment, K8sModel, Lab, Namespace, ObjectMeta, Pod
 
@@ -253,15 +253,18 @@ class Cluster:
 
     def _collect_garbage(self) -> None:
         """Delete dependents whose controlling owner is gone (cascading delete)."""
-        for uid, obj in self.store.dependents():
-            if self.store.has_uid(uid) or self.store.find(*key_of(obj)) is not obj:
-                continue
-            if obj.kind == "Pod":
-                self.delete_pod(obj)
-            else:
-                self.store.delete(*key_of(obj))
-                self._collect_garbage()
-                return
+        again = True
+        while again:  # deleting an owner orphans its own dependents: look again
+            again = False
+            for uid, obj in self.store.dependents():
+                if self.store.has_uid(uid) or self.store.find(*key_of(obj)) is not obj:
+                    continue
+                if obj.kind == "Pod":
+                    self.delete_pod(obj)
+                else:
+                    self.store.delete(*key_of(obj))
+                    again = True
+                    break
 
     # ------------------------------------------------------------------ the loop
     def reconcile_namespaces(self) -> None:
@@ -276,15 +279,14 @@ class Cluster:
             if self.clock() < since + NAMESPACE_SETTLE:
                 self.wake_at(since + NAMESPACE_SETTLE)
                 continue
-            left = [o for o in self.store if o.kind in NAMESPACED and o.metadata.namespace == name]
-            for o in left:
+            for o in self.store.in_namespace(name):
                 if self.store.find(*key_of(o)) is None:
                     continue
                 if o.kind == "Pod":
                     self.delete_pod(o)
                 else:
                     self.store.delete(*key_of(o))
-            if not [o for o in self.store if o.kind in NAMESPACED and o.metadata.namespace == name]:
+            if not self.store.in_namespace(name):
                 self.store.delete("Namespace", "", name)
                 self._ns_deleting.pop(name, None)
 

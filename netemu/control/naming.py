@@ -1,7 +1,6 @@
 """Generated names, the way Kubernetes' controllers make them."""
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 

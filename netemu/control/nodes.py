@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 
 from netemu import __version__
 from netemu.control.ipam import node_pod_cidrs
-from netemu.control.pods import is_terminating, set_condition
+from netemu.control.pods import is_terminal, is_terminating, set_condition
 from netemu.control.store import parse_rfc3339
 from netemu.spec.models import Condition, Lab, Node, NodeAddress, NodeSpec, NodeStatus, ObjectMeta, Taint
 
@@ -199,12 +199,16 @@ def set_unschedulable(c: "Cluster", node: Node, value: bool) -> bool:
     if bool(node.spec.unschedulable) == value:
         return False
     node.spec.unschedulable = value or None
-    taints = [t for t in node.spec.taints or [] if t.key != UNSCHEDULABLE_TAINT]
-    if value:
-        taints.append(Taint(key=UNSCHEDULABLE_TAINT, effect="NoSchedule", time_added=c.now_str()))
-    node.spec.taints = taints or None
+    _set_unschedulable_taint(c, node)
     c.store.update(node)
     return True
+
+
+def _set_unschedulable_taint(c: "Cluster", node: Node) -> None:
+    taints = [t for t in node.spec.taints or [] if t.key != UNSCHEDULABLE_TAINT]
+    if node.spec.unschedulable:
+        taints.append(Taint(key=UNSCHEDULABLE_TAINT, effect="NoSchedule", time_added=c.now_str()))
+    node.spec.taints = taints or None
 
 
 def _sync_unschedulable_taint(c: "Cluster", node: Node) -> None:
@@ -212,10 +216,7 @@ def _sync_unschedulable_taint(c: "Cluster", node: Node) -> None:
     carries the node.kubernetes.io/unschedulable:NoSchedule taint, and only then."""
     has = any(t.key == UNSCHEDULABLE_TAINT for t in node.spec.taints or [])
     if has != bool(node.spec.unschedulable):
-        taints = [t for t in node.spec.taints or [] if t.key != UNSCHEDULABLE_TAINT]
-        if node.spec.unschedulable:
-            taints.append(Taint(key=UNSCHEDULABLE_TAINT, effect="NoSchedule", time_added=c.now_str()))
-        node.spec.taints = taints or None
+        _set_unschedulable_taint(c, node)
         c.store.update(node)
 
 
@@ -233,34 +234,44 @@ def _stamp_no_execute(c: "Cluster", node: Node) -> None:
 
 def reconcile(c: "Cluster") -> None:
     now = c.clock()
+    by_node: Optional[dict[str, list]] = None  # the pods of each node, listed once a node needs them
     for node in c.store.list("Node"):
         _sync_unschedulable_taint(c, node)
         _stamp_no_execute(c, node)
         cond = next((x for x in node.status.conditions or [] if x.type == "Ready"), None)
         built = cond is not None and cond.reason != "KubeletNotReady"  # a node still being built has no pods
-        if cond is not None and cond.status != "True" and built:
-            for pod in _pods_on(c, node.metadata.name):
+        not_ready = cond is not None and cond.status != "True" and built
+        no_execute = built and any(t.effect == "NoExecute" for t in node.spec.taints or [])
+        if not (not_ready or no_execute):
+            continue
+        if by_node is None:
+            by_node = _pods_by_node(c)
+        pods = by_node.get(node.metadata.name, [])
+        if not_ready:
+            for pod in pods:
                 if set_condition(pod, "Ready", False, c.now_str(), "NodeNotReady", "node is not ready"):
                     c.store.update(pod)
-        if built and any(t.effect == "NoExecute" for t in node.spec.taints or []):
-            _evict_untolerating(c, node, now)
+        if no_execute:
+            _evict_untolerating(c, node, pods, now)
     _leases(c, now)
 
 
-def _pods_on(c: "Cluster", node: str) -> list:
-    from netemu.control.scheduler import pods_by_node
+def _pods_by_node(c: "Cluster") -> dict[str, list]:
+    out: dict[str, list] = {}
+    for p in c.store.list("Pod"):
+        if p.spec.node_name:
+            out.setdefault(p.spec.node_name, []).append(p)
+    return out
 
-    return pods_by_node(c).get(node, [])
 
-
-def _evict_untolerating(c: "Cluster", node: Node, now: float) -> None:
+def _evict_untolerating(c: "Cluster", node: Node, pods: list, now: float) -> None:
     """The taint eviction controller: a pod that does not tolerate a NoExecute taint of its node is
     deleted at once; one that tolerates them for tolerationSeconds, that long after the taint came."""
     from netemu.control.scheduler import toleration_matches
 
     taints = [t for t in node.spec.taints or [] if t.effect == "NoExecute"]
-    for pod in _pods_on(c, node.metadata.name):
-        if is_terminating(pod) or pod.status.phase in ("Succeeded", "Failed"):
+    for pod in pods:
+        if is_terminating(pod) or is_terminal(pod):
             continue
         due: Optional[float] = None
         evict = False

@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Optional
 
+from netemu.control.labels import matches_map
+from netemu.control.nodes import UNSCHEDULABLE_TAINT
 from netemu.control.pods import controller_of, is_terminal, is_terminating, set_condition
 from netemu.spec.models import LabelSelector, Node, Pod, Taint, Toleration
 from netemu.spec.podresources import CPU, EPHEMERAL, MEMORY, PODS, amount, pod_requests
@@ -37,7 +39,6 @@ UNSCHEDULABLE = "Unschedulable"
 UNRESOLVABLE = "UnschedulableAndUnresolvable"
 HOSTNAME = "kubernetes.io/hostname"
 ZONE = "topology.kubernetes.io/zone"
-UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 RESCHEDULE_EVENT_EVERY = 300.0  # podMaxInUnschedulablePodsDuration: an unschedulable pod is tried (and told) again
 
 # the filter plugins' reasons, as kube-scheduler writes them
@@ -177,10 +178,8 @@ def node_term_matches(term, node: Node) -> bool:
 
 def required_node_affinity(pod: Pod, node: Node) -> bool:
     """nodeSelector AND requiredDuringSchedulingIgnoredDuringExecution (its terms ORed)."""
-    labels = node.metadata.labels or {}
-    for k, v in (pod.spec.node_selector or {}).items():
-        if labels.get(k) != v:
-            return False
+    if not matches_map(pod.spec.node_selector, node.metadata.labels):
+        return False
     na = pod.spec.affinity.node_affinity if pod.spec.affinity else None
     req = na.required_during_scheduling_ignored_during_execution if na else None
     if req is not None:
@@ -315,14 +314,6 @@ def pod_info(c: "Cluster", pod: Pod) -> PodInfo:
         pi = st.infos[pod.metadata.uid] = PodInfo(pod)
         return pi
     return pi.refresh(pod)
-
-
-def pods_by_node(c: "Cluster") -> dict[str, list[Pod]]:
-    out: dict[str, list[Pod]] = {}
-    for p in c.store.list("Pod"):
-        if p.spec.node_name:
-            out.setdefault(p.spec.node_name, []).append(p)
-    return out
 
 
 class Snapshot:
@@ -635,7 +626,7 @@ def default_spread_selector(c: "Cluster", pod: Pod, pi: PodInfo) -> Optional[Sel
     merged: dict[str, str] = {}
     for svc in c.store.list("Service", pi.namespace):
         sel = svc.spec.selector
-        if sel and all(pi.labels.get(k) == v for k, v in sel.items()):
+        if sel and matches_map(sel, pi.labels):
             merged.update(sel)
     reqs = set(Sel.of_map(merged).reqs)
     owner = controller_of(pod)

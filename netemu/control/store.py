@@ -65,6 +65,10 @@ class Store:
             return list(self._by_kind.get(kind, {}).values())
         return list(self._by_ns.get((kind, namespace), {}).values())
 
+    def in_namespace(self, namespace: str) -> list[K8sModel]:
+        """Every object of the namespace, whatever its kind."""
+        return [o for (_, ns), objs in self._by_ns.items() if ns == namespace for o in objs.values()]
+
     def owned(self, kind: str, owner_uid: Optional[str]) -> list[K8sModel]:
         """Objects of a kind whose controlling owner reference has this uid."""
         return [o for k, o in self._owned.get(owner_uid or "", {}).items() if k[0] == kind]

@@ -76,8 +76,7 @@ class Api:
     def op_ping(self, req):
         return {"lab": self.d.name, "pid": os.getpid(), "uptime": time.time() - self.d.started,
                 "syncs": self.d.sync_count, "launcher_pid": self.d.launcher.pid,
-                "launcher_restarts": getattr(self.d, "launcher_restarts", 0),
-                "resumed": getattr(self.d, "resumed", False)}
+                "launcher_restarts": self.d.launcher_restarts, "resumed": self.d.resumed}
 
     def op_lab(self, req):
         return self.d.lab.dump()
@@ -213,16 +212,19 @@ class Api:
     def _condition(self, what, req):
         store = self.cluster.store
         if what == "ready":
-            def pred():  # finished pods (a Job's) count as done
+            def live_pods():  # finished pods (a Job's) count as done
+                return [p for p in store.list("Pod") if not is_terminating(p) and not is_terminal(p)]
+
+            def pred():
                 nodes = store.list("Node")
-                pods = [p for p in store.list("Pod") if not is_terminating(p) and not is_terminal(p)]
+                pods = live_pods()
                 deps_ok = all(_deployment_done(d) for d in store.list("Deployment"))
                 return all(_node_ready(n) for n in nodes) and all(is_ready(p) for p in pods) and deps_ok \
                     and self.d.ingress.settled(store)
 
             def describe():
                 nodes = store.list("Node")
-                pods = [p for p in store.list("Pod") if not is_terminating(p) and not is_terminal(p)]
+                pods = live_pods()
                 pending = self.d.ingress.pending(store)
                 return (f"nodes {sum(_node_ready(n) for n in nodes)}/{len(nodes)} Ready, "
                         f"pods {sum(is_ready(p) for p in pods)}/{len(pods)} Ready"

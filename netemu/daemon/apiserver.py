@@ -41,8 +41,14 @@ def _is_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
 
 
-def _truthy(v: Optional[str]) -> bool:
+def query_flag(request: web.Request, name: str) -> bool:
+    """A boolean query parameter as the API server reads it: given bare, as 1 or as true."""
+    v = request.query.get(name)
     return v is not None and v.lower() in ("1", "true", "")
+
+
+def _content_type(request: web.Request, default: str = "") -> str:
+    return request.headers.get("Content-Type", default).split(";")[0].strip()
 
 
 class ApiServer:
@@ -226,7 +232,7 @@ class ApiServer:
         m = request.method
         if name is None:
             if m == "GET":
-                if _truthy(q.get("watch")) and "watch" in q:
+                if query_flag(request, "watch"):
                     return await self._watch(request, res, namespace)
                 return self._list(request, res, namespace)
             if m == "POST":
@@ -245,7 +251,7 @@ class ApiServer:
                                                                  q.get("fieldSelector"), opts, dry_run))
             raise errors.method_not_allowed()
         if sub:
-            return await self._subresource(request, res, namespace or "", name, sub, dry_run)
+            return await self._subresource(request, res, namespace or "", name, sub, dry_run, fv)
         if m == "GET":
             obj = self.storage.get(res, namespace or "", name)
             if _is_table(request):
@@ -255,21 +261,18 @@ class ApiServer:
             obj, warnings = self.storage.update(res, namespace or "", name, await self._body(request), "", dry_run, fv)
             return self._json(obj, 200, warnings)
         if m == "PATCH":
-            return await self._patch(request, res, namespace or "", name, "", dry_run)
+            return await self._patch(request, res, namespace or "", name, "", dry_run, fv)
         if m == "DELETE":
             obj = self.storage.delete(res, namespace or "", name, await self._options(request), dry_run)
             return self._json(obj, 200)
         raise errors.method_not_allowed()
 
-    async def _patch(self, request, res, namespace, name, sub, dry_run) -> web.Response:
-        fv = request.query.get("fieldValidation") or "Warn"
-        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+    async def _patch(self, request, res, namespace, name, sub, dry_run, fv) -> web.Response:
+        ctype = _content_type(request)
         body = await request.read()
         if ctype == "application/apply-patch+yaml" and self.storage.store.find(
                 res.kind, namespace if res.namespaced else "", name) is None:
             # server-side apply creates what does not exist yet
-            import yaml
-
             from netemu.spec.documents import safe_load_limited
 
             try:
@@ -282,7 +285,7 @@ class ApiServer:
         return self._json(obj, 200, warnings)
 
     async def _subresource(self, request, res: Resource, namespace: str, name: str, sub: str,
-                           dry_run: bool) -> web.StreamResponse:
+                           dry_run: bool, fv: str) -> web.StreamResponse:
         m = request.method
         if sub not in res.subresources:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -293,16 +296,15 @@ class ApiServer:
                 obj, w = self.storage.update(res, namespace, name, await self._body(request), "status", dry_run)
                 return self._json(obj, 200, w)
             if m == "PATCH":
-                return await self._patch(request, res, namespace, name, "status", dry_run)
+                return await self._patch(request, res, namespace, name, "status", dry_run, fv)
         elif sub == "scale":
             if m == "GET":
                 return self._json(self.storage.scale(res, namespace, name))
             if m == "PUT":
                 return self._json(self.storage.set_scale(res, namespace, name, await self._body(request), dry_run))
             if m == "PATCH":
-                ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
-                return self._json(self.storage.patch_scale(res, namespace, name, await request.read(), ctype,
-                                                           dry_run))
+                return self._json(self.storage.patch_scale(res, namespace, name, await request.read(),
+                                                           _content_type(request), dry_run))
         elif sub == "eviction" and m == "POST":
             return self._json(self.storage.evict(namespace, name, await self._body(request)), 201)
         elif sub == "binding" and m == "POST":
@@ -323,7 +325,7 @@ class ApiServer:
 
     async def _body(self, request: web.Request):
         raw = await request.read()
-        ctype = request.headers.get("Content-Type", JSON).split(";")[0].strip()
+        ctype = _content_type(request, JSON)
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml"):
                 from netemu.spec.documents import safe_load_limited
@@ -354,10 +356,13 @@ class ApiServer:
             body = await self._body(request)
             if isinstance(body, dict):
                 opts.update(body)
-        for k in ("gracePeriodSeconds", "propagationPolicy", "orphanDependents"):
-            if k in request.query:
-                v = request.query[k]
-                opts[k] = int(v) if k == "gracePeriodSeconds" else (_truthy(v) if k == "orphanDependents" else v)
+        q = request.query
+        if "gracePeriodSeconds" in q:
+            opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+        if "propagationPolicy" in q:
+            opts["propagationPolicy"] = q["propagationPolicy"]
+        if "orphanDependents" in q:
+            opts["orphanDependents"] = query_flag(request, "orphanDependents")
         return opts
 
     # ------------------------------------------------------------------ list and watch
@@ -394,7 +399,7 @@ class ApiServer:
         if res.builtin:
             return None
         crd = self.storage.store.find("CustomResourceDefinition", "", f"{res.plural}.{res.group}")
-        return {"crd": crd.dump(), "version": res.version} if crd is not None else None
+        return {"crd": self.storage.dump(crd), "version": res.version} if crd is not None else None
 
     async def _watch(self, request: web.Request, res: Resource, namespace: Optional[str]) -> web.StreamResponse:
         from netemu.api.selectors import field_selector, label_selector
@@ -412,7 +417,7 @@ class ApiServer:
 
         table = _is_table(request)
         include = q.get("includeObject", "Metadata")
-        bookmarks = _truthy(q.get("allowWatchBookmarks")) and "allowWatchBookmarks" in q
+        bookmarks = query_flag(request, "allowWatchBookmarks")
         timeout = float(q.get("timeoutSeconds") or 1800)
         sub = self.storage.watch.subscribe(match)  # before the backlog: nothing falls between them
         resp = web.StreamResponse(headers={"Content-Type": JSON, "Transfer-Encoding": "chunked"})
@@ -481,7 +486,7 @@ class ApiServer:
             container = names[0]
         elif container not in names:
             raise errors.bad_request(f"container {container} is not valid for pod {name}")
-        if _truthy(q.get("previous")) and "previous" in q:
+        if query_flag(request, "previous"):
             raise errors.bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
         path = paths.container_log(self.d.name, namespace, name, container)
         if not os.path.exists(path):
@@ -489,7 +494,7 @@ class ApiServer:
             raise errors.bad_request(f'container "{container}" in pod "{name}" is waiting to start: '
                                      f"{'ContainerCreating' if phase == 'Pending' else phase}")
         tail = int(q["tailLines"]) if q.get("tailLines", "").lstrip("-").isdigit() else None
-        stamps = _truthy(q.get("timestamps")) and "timestamps" in q
+        stamps = query_flag(request, "timestamps")
         limit = int(q["limitBytes"]) if q.get("limitBytes", "").isdigit() else None
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         resp.enable_chunked_encoding()
@@ -509,7 +514,7 @@ class ApiServer:
             if limit is not None:
                 data = data[:limit]
             await resp.write(fmt(data))
-            if not (_truthy(q.get("follow")) and "follow" in q):
+            if not query_flag(request, "follow"):
                 return resp
             uid = pod.metadata.uid
             try:

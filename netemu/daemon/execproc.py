@@ -19,7 +19,7 @@ from typing import Optional
 from netemu.api import channels
 from netemu.daemon.streamio import Remote
 from netemu.dataplane import podexec
-from netemu.dataplane.fdio import read_fd, set_winsize, write_fd
+from netemu.dataplane.fdio import read_fd, set_winsize, wait_readable, write_fd
 
 log = logging.getLogger("netemu.exec")
 
@@ -69,15 +69,9 @@ def _spawn(argv: list[str], env: dict, cwd: str, tty: bool, stdin: bool, stdout:
 
 async def _exited(proc: subprocess.Popen) -> int:
     """The child's exit status, from a pidfd on the loop (no child-watcher thread per exec)."""
-    loop = asyncio.get_running_loop()
     pidfd = os.pidfd_open(proc.pid)
     try:
-        fut = loop.create_future()
-        loop.add_reader(pidfd, lambda: fut.done() or fut.set_result(None))
-        try:
-            await fut
-        finally:
-            loop.remove_reader(pidfd)
+        await wait_readable(pidfd)
     finally:
         os.close(pidfd)
     return proc.wait()

@@ -483,9 +483,10 @@ class LabDaemon:
     def _addons(self) -> list:
         from netemu.control import addons
 
-        cp = next((n for n in self.lab.spec.nodes or [] if n.role == "control-plane"), None)
         from netemu.control.kubeadm import kube_proxy_daemonset
+        from netemu.daemon.listeners import control_plane
 
+        cp = control_plane(self.lab)
         objs = addons.kubernetes_service(self.lab, cp.ip) if cp else []
         return objs + addons.coredns(self.lab, paths.api_socket(self.name)) + [
             kube_proxy_daemonset(self.lab.spec.proxy_mode)]

@@ -10,10 +10,10 @@ import os
 import socket
 
 from netemu import paths
+from netemu.control.addons import API_SERVER_PORT as API_PORT
+from netemu.dataplane.nsutil import netns_path
 
 log = logging.getLogger("netemu.listeners")
-
-API_PORT = 6443
 
 
 def pki_dir(lab: str) -> str:
@@ -24,8 +24,13 @@ def info_file(lab: str) -> str:
     return os.path.join(paths.lab_dir(lab), "apiserver.json")
 
 
+def control_plane(lab):
+    """The lab's (first) control-plane node, if it has one."""
+    return next((n for n in lab.spec.nodes or [] if n.role == "control-plane"), None)
+
+
 def control_plane_ip(lab) -> str | None:
-    cp = next((n for n in lab.spec.nodes or [] if n.role == "control-plane"), None)
+    cp = control_plane(lab)
     return cp.ip if cp else None
 
 
@@ -41,7 +46,8 @@ async def serve_host(daemon, server, reuse: bool = False) -> None:
 
     lab = daemon.lab
     name = daemon.name
-    ips = ["127.0.0.1", kubernetes_service_ip(lab)] + ([control_plane_ip(lab)] if control_plane_ip(lab) else [])
+    cp_ip = control_plane_ip(lab)
+    ips = ["127.0.0.1", kubernetes_service_ip(lab)] + ([cp_ip] if cp_ip else [])
     domain = lab.spec.cluster_domain
     dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
            f"kubernetes.default.svc.{domain}"] + ([n.name for n in lab.spec.nodes or [] if n.role == "control-plane"])
@@ -90,13 +96,12 @@ def _saved_port(lab: str) -> int:
 async def serve_in_lab(daemon, server) -> None:
     """Listen at the control-plane node's address inside its namespace, so that pods reach the API
     through https://kubernetes.default.svc (10.96.0.1:443 -> <cp>:6443 by kube-proxy's rules)."""
-    ip = control_plane_ip(daemon.lab)
-    if ip is None or daemon.net is None:
+    cp = control_plane(daemon.lab)
+    if cp is None or cp.ip is None or daemon.net is None:
         return
-    node = next(n.name for n in daemon.lab.spec.nodes if n.role == "control-plane")
-    sock = socket_in_netns(f"/run/netns/{daemon.net.node_netns(node)}", ip, API_PORT)
+    sock = socket_in_netns(netns_path(daemon.net.node_netns(cp.name)), cp.ip, API_PORT)
     await server.serve_tls(sock, server.ssl_context)
-    log.info("API server on https://%s:%d inside node %s", ip, API_PORT, node)
+    log.info("API server on https://%s:%d inside node %s", cp.ip, API_PORT, cp.name)
 
 
 def socket_in_netns(netns_path: str, ip: str, port: int) -> socket.socket:

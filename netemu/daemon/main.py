@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Callable, Iterator, Optional
 
-from netemu import paths
+from netemu import paths, procutil
 from netemu.dataplane.cgroups import LabCgroups
 from netemu.dataplane import launcher as launcher_mod
 from netemu.spec.models import K8sModel, Lab
@@ -112,7 +112,7 @@ def _lines(fd: int, pid: Callable[[], Optional[int]]) -> Iterator[str]:
             ready, _, _ = select.select([fd], [], [], 1.0)
             if not ready:
                 p = pid()
-                if p and _state(p) in ("T", "t"):
+                if p and procutil.stat_field(p, 0) in ("T", "t"):
                     stopped_since = stopped_since or time.monotonic()
                     if time.monotonic() - stopped_since >= STOPPED_SECONDS:
                         raise ControlProcessStopped(p)
@@ -130,14 +130,6 @@ def _lines(fd: int, pid: Callable[[], Optional[int]]) -> Iterator[str]:
                 yield line.decode(errors="replace")
     finally:
         os.close(fd)
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
 
 
 def _daemon_process(lab: Lab, objects: list[K8sModel], w: int, chan_fd: Optional[int] = None) -> None:
@@ -162,12 +154,7 @@ def _daemon_process(lab: Lab, objects: list[K8sModel], w: int, chan_fd: Optional
         log.exception("control process failed")
         error = f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)
     finally:
-        if link is not None:
-            link.stopping()
-        _stop_launcher(client)
-        from netemu.dataplane.teardown import full_teardown
-
-        full_teardown(name, exclude_pids=(os.getpid(),))
+        _remove_lab(name, client, link)
         if error:  # reported only once everything is rolled back
             say("E", error.replace("\n", "\\n"))
         try:
@@ -179,21 +166,12 @@ def _daemon_process(lab: Lab, objects: list[K8sModel], w: int, chan_fd: Optional
 def _process_setup(name: str, on_pid: Callable[[], None] = lambda: None) -> LabCgroups:
     """The control process's own set-up: its log, its pid file (on_pid right after it: `up` watches the
     process from then on), the lab's cgroup."""
-    logf = os.open(paths.daemon_log(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(logf, 1)
-    os.dup2(logf, 2)
-    os.close(logf)
-    os.close(devnull)
+    procutil.stdio_to_log(paths.daemon_log(name))
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = os.fdopen(2, "w", buffering=1)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    tmp = paths.pid_file(name) + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(tmp, paths.pid_file(name))
+    procutil.write_pid_file(paths.pid_file(name))
     on_pid()
     cg = LabCgroups(name)
     cg.setup()
@@ -251,12 +229,19 @@ def resume_process(name: str, chan_fd: int) -> int:
         removed = True
     finally:
         if removed:
-            link.stopping()
-            _stop_launcher(client)
-            from netemu.dataplane.teardown import full_teardown
-
-            full_teardown(name, exclude_pids=(os.getpid(),))
+            _remove_lab(name, client, link)
     return 0
+
+
+def _remove_lab(name: str, client, link) -> None:
+    """The end of a control process that is not restarted: the supervisor told so first, then the
+    launcher stopped and everything the lab made removed."""
+    if link is not None:
+        link.stopping()
+    _stop_launcher(client)
+    from netemu.dataplane.teardown import full_teardown
+
+    full_teardown(name, exclude_pids=(os.getpid(),))
 
 
 def _stop_launcher(client) -> None:

@@ -36,8 +36,9 @@ import signal
 import time
 from typing import Optional
 
-from netemu import paths
+from netemu import paths, procutil
 from netemu.dataplane import names
+from netemu.dataplane.nsutil import netns_path
 
 log = logging.getLogger("netemu.recovery")
 
@@ -210,20 +211,8 @@ def _pid_of(status) -> Optional[int]:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
+    return int(procutil.stat_field(pid, 1) or 0)
 
 
 def _ns_init(pid: int) -> bool:
@@ -285,7 +274,7 @@ async def _new_sandbox(d, pod, netns: str) -> dict:
     binds = await asyncio.to_thread(
         podfiles.write, paths.netns_etc(netns), pod, d.lab, sa_files=kub._service_account_files(pod),
         sa_dir=kub._sa_dir(pod.metadata.uid))
-    return (await d.launch("sandbox", netns=f"/run/netns/{netns}", hostname=podenv.pod_hostname(pod), binds=binds,
+    return (await d.launch("sandbox", netns=netns_path(netns), hostname=podenv.pod_hostname(pod), binds=binds,
                            tag={"uid": pod.metadata.uid}, _now=True))["sandbox"]
 
 
@@ -336,7 +325,7 @@ async def adopt_pods(d, listing: Optional[dict]) -> None:
         alive: dict[str, int] = {}
         for c in pod.spec.containers:
             pid = children.get((uid, c.name)) or _pid_of(statuses.get(c.name))
-            if pid and (pid in procs if procs is not None else _alive(pid)) and _alive(pid):
+            if pid and (procs is None or pid in procs) and procutil.alive(pid):
                 alive[c.name] = pid
         if procs:  # a container started just before the crash that nothing recorded: not trackable
             strays = _strays(procs, set(alive.values()))
@@ -418,7 +407,7 @@ async def adopt_pods(d, listing: Optional[dict]) -> None:
         kub.on_exit(pid, status)
     # what nothing in the store accounts for goes
     for pid in launcher_children - used_pids:
-        if _alive(pid) and pid not in kub.by_pid:
+        if procutil.alive(pid) and pid not in kub.by_pid:
             log.warning("killing process %s: a container no pod accounts for", pid)
             _kill_pid(pid)
     for sb in list(sandboxes.values()) + spare_sandboxes:
@@ -479,7 +468,7 @@ async def reopen_sandboxes(d) -> None:
     for rt in list(kub.pods.values()):
         if rt.sandbox is None or rt.stopping:
             continue
-        live = [c.pid for c in rt.containers.values() if c.pid and _alive(c.pid)]
+        live = [c.pid for c in rt.containers.values() if c.pid and procutil.alive(c.pid)]
         sb = None
         for pid in live:
             try:

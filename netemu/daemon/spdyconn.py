@@ -72,15 +72,6 @@ class SpdyStream:
         self.session._consumed(self.id, len(data))
         return data
 
-    async def read_all(self, limit: int = 1 << 20) -> bytes:
-        out = bytearray()
-        while len(out) < limit:
-            chunk = await self.read()
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
-
     # -- outgoing
     async def write(self, data: bytes) -> None:
         s = self.session

@@ -25,6 +25,7 @@ log = logging.getLogger("netemu.streams")
 
 WS_MAX_MESSAGE = 64 << 20
 WRITE_BUFFER = 4 << 20
+_STREAM_OF = {channels.STDOUT: "stdout", channels.STDERR: "stderr", channels.ERROR: "error"}  # SPDY streamType
 
 
 # ---------------------------------------------------------------------- SPDY over the HTTP connection
@@ -271,8 +272,7 @@ class SpdyRemote(Remote):
         return await st.read() if st is not None else b""
 
     async def write(self, channel: int, data: bytes) -> None:
-        kind = {channels.STDOUT: "stdout", channels.STDERR: "stderr", channels.ERROR: "error"}[channel]
-        st = self.streams.get(kind)
+        st = self.streams.get(_STREAM_OF[channel])
         if st is not None and data:
             await st.write(data)
 

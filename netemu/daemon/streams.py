@@ -17,18 +17,15 @@ from aiohttp import web
 from netemu.api import channels
 from netemu.api.errors import ApiError
 from netemu.daemon import execproc, portforward, streamio
+from netemu.daemon.apiserver import query_flag
 from netemu.daemon.execproc import PATH
 from netemu.daemon.spdyconn import SpdySession
+from netemu.dataplane.nsutil import netns_path
 
 log = logging.getLogger("netemu.streams")
 
 STREAM_CREATION_TIMEOUT = 30.0  # kubelet's: how long the client has to open its SPDY streams
 LOG_POLL = 0.1  # attach to a container without stdio: its log, followed
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    v = request.query.get(name)
-    return v is not None and v.lower() in ("1", "true", "")
 
 
 def _plain(status: int, text: str) -> web.Response:
@@ -68,10 +65,10 @@ class Streams:
         command = request.query.getall("command", [])
         if sub == "exec" and not command:
             raise ApiError(400, "BadRequest", "you must specify at least one command for the container")
-        tty = _flag(request, "tty")
-        stdin, stdout = _flag(request, "stdin"), _flag(request, "stdout")
-        stderr = _flag(request, "stderr") and not tty  # a terminal has one output
-        if not (stdin or stdout or _flag(request, "stderr")):
+        tty = query_flag(request, "tty")
+        stdin, stdout = query_flag(request, "stdin"), query_flag(request, "stdout")
+        stderr = query_flag(request, "stderr") and not tty  # a terminal has one output
+        if not (stdin or stdout or query_flag(request, "stderr")):
             raise ApiError(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr")
         crt = rt.containers.get(container) if rt is not None else None
         enter = self.d.kubelet.nsenter_args(rt, container) if rt is not None else None
@@ -212,7 +209,7 @@ class Streams:
     async def _portforward(self, request: web.Request, pod, rt) -> web.StreamResponse:
         if rt is None or rt.sandbox is None:
             return _plain(404, f'pod "{pod.metadata.name}" is not running')
-        netns = f"/run/netns/{rt.netns}"
+        netns = netns_path(rt.netns)
         label, sandbox = pod.metadata.name, rt.netns
         if streamio.wants_websocket(request):
             offers = channels.offered(request.headers.getall("Sec-WebSocket-Protocol", []))

@@ -41,7 +41,7 @@ import sys
 import time
 from typing import Optional
 
-from netemu import paths
+from netemu import paths, procutil
 
 log = logging.getLogger("netemu.supervisor")
 
@@ -62,24 +62,14 @@ def read_pid(lab: str) -> Optional[int]:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
+    if not procutil.alive(pid):
+        return None
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return None
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
-    except (OSError, IndexError):
+    except OSError:
         return None
     return pid if b"netemu.daemon.supervisor" in argv and lab.encode() in argv else None
-
-
-def _set_child_subreaper() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
 
 
 def _send(sock: socket.socket, msg: dict, fds: list[int] = ()) -> None:
@@ -265,13 +255,7 @@ class Supervisor:
         return None
 
     def _launcher_alive(self) -> bool:
-        if self.launcher_pid is None or self.launcher_sock is None:
-            return False
-        try:
-            with open(f"/proc/{self.launcher_pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return False
+        return self.launcher_pid is not None and self.launcher_sock is not None and procutil.alive(self.launcher_pid)
 
     def _start_child(self) -> None:
         self.restart_at = None
@@ -384,13 +368,7 @@ class Link:
 
 def main(argv: list[str]) -> int:
     lab, child, chan_fd, owner_fd = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
-    logf = os.open(paths.daemon_log(lab), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(logf, 1)
-    os.dup2(logf, 2)
-    os.close(logf)
-    os.close(devnull)
+    procutil.stdio_to_log(paths.daemon_log(lab))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -401,10 +379,8 @@ def main(argv: list[str]) -> int:
         cg.join_lab(os.getpid())  # with the control process: `down` finds it there too
     except OSError as e:
         log.warning("cannot join the lab's cgroup: %s", e)
-    _set_child_subreaper()
-    with open(pid_file(lab) + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(pid_file(lab) + ".tmp", pid_file(lab))
+    procutil.set_child_subreaper()
+    procutil.write_pid_file(pid_file(lab))
     return Supervisor(lab, child, chan_fd, owner_fd).run()
 
 

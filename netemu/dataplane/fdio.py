@@ -13,9 +13,19 @@ def set_winsize(fd: int, width: int, height: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
 
+async def wait_readable(fd: int) -> None:
+    """Until fd is readable (data or EOF on a pipe; a pidfd: its process ended), without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+
+
 async def read_fd(fd: int, n: int = 65536) -> bytes:
     """os.read without blocking the loop; b"" at EOF (and at EIO: a pty whose slave side closed)."""
-    loop = asyncio.get_running_loop()
     while True:
         try:
             return os.read(fd, n)
@@ -25,12 +35,7 @@ async def read_fd(fd: int, n: int = 65536) -> bytes:
             if e.errno == errno.EIO:
                 return b""
             raise
-        fut = loop.create_future()
-        loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
-        try:
-            await fut
-        finally:
-            loop.remove_reader(fd)
+        await wait_readable(fd)
 
 
 async def write_fd(fd: int, data: bytes) -> None:

@@ -22,7 +22,7 @@ from netemu.control import podenv
 from netemu.control.kubeadm import is_control_process_pod
 from netemu.control.pods import is_terminating, set_condition
 from netemu.control.store import rfc3339
-from netemu.dataplane import podfiles, probes, resources, security
+from netemu.dataplane import nsutil, podfiles, probes, resources, security
 from netemu.dataplane.cgroups import LabCgroups, kill_all
 from netemu.dataplane.labnet import LabNet, PodNet
 from netemu.dataplane.stdio import ContainerStdio
@@ -284,7 +284,8 @@ class Kubelet:
         cg = self.cgroups.pod(pod.metadata.uid)
         rt = PodRt(ns, name, pod.metadata.uid, pod.spec.node_name, netns, pod.metadata.uid, started_at=time.time())
         try:
-            rt.sandbox = (await self.launch("sandbox", netns=f"/run/netns/{netns}", hostname=podenv.pod_hostname(pod),
+            rt.sandbox = (await self.launch("sandbox", netns=nsutil.netns_path(netns),
+                                            hostname=podenv.pod_hostname(pod),
                                             binds=binds + security.lab_binds(pod, self.lab),
                                             privileged=security.pod_privileged(pod),  # else a container's sandbox
                                             cgroups=list(cg.dirs) if cg else [], tag={"uid": rt.uid}))["sandbox"]
@@ -329,7 +330,7 @@ class Kubelet:
             self.cluster.event(pod, "Failed", f"Error: {c.security['error']}", type_="Warning", source="kubelet")
             self.on_change()
             return
-        msg = dict(sandbox=rt.sandbox, netns=f"/run/netns/{rt.netns}", cgroups=list(cg.dirs) if cg else [], env=env,
+        msg = dict(sandbox=rt.sandbox, netns=nsutil.netns_path(rt.netns), cgroups=list(cg.dirs) if cg else [], env=env,
                    cwd=spec.working_dir or "/", security=c.security,
                    log=paths.container_log(self.lab, rt.namespace, rt.name, spec.name),
                    tag={"uid": rt.uid, "container": spec.name})  # what the launcher lists for adoption
@@ -713,7 +714,7 @@ class Kubelet:
         if c.security is None or "error" in c.security:  # adopted after a restart of the control process
             pod = self.cluster.store.find("Pod", rt.namespace, rt.name)
             c.security = security.container_security(pod, c.spec) if pod is not None else None
-        return security.exec_options(c.security, c.pid, f"/run/netns/{rt.netns}", c.spec.working_dir)
+        return security.exec_options(c.security, c.pid, nsutil.netns_path(rt.netns), c.spec.working_dir)
 
     def set_node_up(self, node: str, up: bool) -> None:
         self.node_up[node] = up

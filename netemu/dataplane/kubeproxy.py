@@ -10,7 +10,7 @@ import asyncio
 import logging
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from netemu.control.endpoints import SERVICE_NAME_LABEL

@@ -17,10 +17,9 @@ import shutil
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from netemu import paths
 from netemu.dataplane import names, nsutil
 from netemu.dataplane.ipcmd import ip_batch, netns_list
-
-ETC_NETNS = "/etc/netns"
 
 
 @dataclass(frozen=True)
@@ -184,17 +183,13 @@ class LabNet:
         for ns, name in pods:
             n = self.pod_netns(ns, name)
             if n not in present:
-                shutil.rmtree(os.path.join(ETC_NETNS, n), ignore_errors=True)
+                shutil.rmtree(paths.netns_etc(n), ignore_errors=True)
 
     @staticmethod
     def _remove_netns(nss: list[str]) -> None:
         ip_batch([f"netns del {n}" for n in nss], force=True)
         for n in nss:
-            shutil.rmtree(os.path.join(ETC_NETNS, n), ignore_errors=True)
-
-    # ------------------------------------------------------------------ teardown
-    def owned_netns(self, other_labs: Optional[list[str]] = None) -> list[str]:
-        return [n for n in netns_list() if names.belongs_to(self.lab, n)]
+            shutil.rmtree(paths.netns_etc(n), ignore_errors=True)
 
 
 def sweep(lab: str, other_labs: Optional[list[str]] = None, legacy: bool = False) -> list[str]:
@@ -218,13 +213,13 @@ def sweep(lab: str, other_labs: Optional[list[str]] = None, legacy: bool = False
                                                            if o != lab):
         ip_batch([f"link del {host}"], force=True)
     try:
-        etc = [n for n in os.listdir(ETC_NETNS) if mine(n)]
+        etc = [n for n in os.listdir(paths.ETC_NETNS) if mine(n)]
     except OSError:
         etc = []
     for n in sorted(set(owned) | set(etc)):
-        shutil.rmtree(os.path.join(ETC_NETNS, n), ignore_errors=True)
+        shutil.rmtree(paths.netns_etc(n), ignore_errors=True)
     try:
-        os.rmdir(ETC_NETNS)  # only if empty: it may hold other tools' files
+        os.rmdir(paths.ETC_NETNS)  # only if empty: it may hold other tools' files
     except OSError:
         pass
     return owned
@@ -233,14 +228,13 @@ def sweep(lab: str, other_labs: Optional[list[str]] = None, legacy: bool = False
 def _present_netns() -> set[str]:
     """The named network namespaces (the files `ip netns add` makes under /run/netns), without a process."""
     try:
-        return set(os.listdir(NETNS_RUN_DIR))
+        return set(os.listdir(nsutil.NETNS_DIR))
     except FileNotFoundError:
         return set()
     except OSError:
         return set(netns_list())
 
 
-NETNS_RUN_DIR = "/run/netns"
 POD_IF_INDEX = 2  # lo is 1 in a new namespace
 
 

@@ -43,6 +43,7 @@ import sys
 import traceback
 from typing import Any, Optional
 
+from netemu import procutil
 from netemu.dataplane import nsutil, podexec, rootfs
 
 INLINE_MAX = 32 * 1024  # bigger messages travel in a memfd (the socket's limit is ~200 KiB)
@@ -484,13 +485,7 @@ def _container_main(msg: dict, ready_fd: int) -> None:
     if msg.get("stdio"):
         _open_stdio(msg["stdio"])
     else:
-        log = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-        os.close(devnull)
+        procutil.stdio_to_log(msg["log"], 0o640)
     # forked into the pod's PID namespace (Launcher._request), unless the pod is privileged
     contained = rootfs.in_pod_pid_namespace()
     nsutil.setns(net, nsutil.CLONE_NEWNET)

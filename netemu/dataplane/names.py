@@ -56,10 +56,9 @@ def host_link(lab: str) -> str:
     return name if len(name) <= IFNAMSIZ else f"{PREFIX}{lab[:3]}{SEP}{_h(lab, 8)}"
 
 
-def belongs_to(lab: str, netns: str, other_labs: list[str] | None = None) -> bool:
+def belongs_to(lab: str, netns: str) -> bool:
     """Is this namespace (or /etc/netns entry) one of lab's? Lab `a` never sweeps lab `a-b`'s: the
-    separator after the lab's name is a character lab names do not have. (other_labs: unused, kept for
-    callers of the former scheme.)"""
+    separator after the lab's name is a character lab names do not have."""
     return netns == switch_netns(lab) or netns.startswith(lab_prefix(lab))
 
 

@@ -13,7 +13,10 @@ import socket
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_REC = 0x4000
 MS_SLAVE = 1 << 19
 MS_BIND = 4096
@@ -44,6 +47,13 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
     _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
+def bind(source: str, target: str, flags: int = 0) -> None:
+    """A bind mount, then remounted with flags (MS_RDONLY, MS_NOSUID...) when there are any."""
+    mount(source, target, None, MS_BIND)
+    if flags:
+        mount(None, target, None, MS_BIND | MS_REMOUNT | flags)
+
+
 def umount(target: str, flags: int = MNT_DETACH) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
 
@@ -53,8 +63,11 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(b, len(b)), "sethostname")
 
 
+NETNS_DIR = "/run/netns"  # where `ip netns add` makes the named network namespaces
+
+
 def netns_path(name: str) -> str:
-    return f"/run/netns/{name}"
+    return f"{NETNS_DIR}/{name}"
 
 
 @contextlib.contextmanager

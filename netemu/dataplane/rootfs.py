@@ -36,7 +36,9 @@ import re
 import signal
 from typing import Optional
 
+from netemu import procutil
 from netemu.dataplane import nsutil
+from netemu.dataplane.nsutil import CLONE_NEWPID, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT
 
 VIRTUAL_FS = frozenset({
     "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "nsfs", "bpf", "tracefs", "debugfs",
@@ -53,9 +55,6 @@ PROC_MASKED = ("acpi", "asound", "kcore", "keys", "latency_stats", "timer_list",
 PROC_READONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
 SYS_MASKED = ("firmware", "devices/virtual/powercap")
 
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWPID = 0x20000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
 AT_FDCWD = -100
 OPEN_TREE_CLONE, AT_EMPTY_PATH, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x1000, 0x4
 _SYS_PIVOT_ROOT, _SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 155, 428, 429  # x86_64
@@ -181,11 +180,7 @@ def spawn_pause(cgroups: list[str]) -> int:
 
 
 def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+    return procutil.stat_field(pid, 19)
 
 
 def _kill(pid: int, started: str) -> None:
@@ -300,16 +295,6 @@ def in_pod_pid_namespace() -> bool:
 
 
 # --------------------------------------------------------------------------- the root
-def _mount(src: Optional[str], target: str, fstype: Optional[str], flags: int, data: Optional[str] = None) -> None:
-    nsutil.mount(src, target, fstype, flags, data)
-
-
-def _bind(src: str, target: str, flags: int = 0) -> None:
-    _mount(src, target, None, MS_BIND)
-    if flags:
-        _mount(None, target, None, MS_BIND | MS_REMOUNT | flags)
-
-
 def _open_tree(path: str) -> int:
     return _check(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, path.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC),
                   f"open_tree {path}")
@@ -357,13 +342,13 @@ def mask_proc(proc: str, null: str, empty: Optional[str]) -> None:
         try:
             if kind == "dir":
                 if empty:
-                    _bind(empty, p, _RO)
+                    nsutil.bind(empty, p, _RO)
                 else:
-                    _mount("tmpfs", p, "tmpfs", _RO, "size=0")
+                    nsutil.mount("tmpfs", p, "tmpfs", _RO, "size=0")
             elif kind == "file":
-                _bind(null, p)
+                nsutil.bind(null, p)
             else:
-                _bind(p, p, _RO)
+                nsutil.bind(p, p, _RO)
         except OSError:
             pass
 
@@ -385,7 +370,7 @@ def build_root(binds: list, pause: int, hostname: str = "") -> None:
             if os.path.exists(src):
                 trees.append((_open_tree(src), os.path.isdir(src), dst, "ro" in opts))
         stage = _stage_dir()
-        _mount("netemu-pod", stage, "tmpfs", MS_NOSUID, "mode=0755")
+        nsutil.mount("netemu-pod", stage, "tmpfs", MS_NOSUID, "mode=0755")
         root = os.path.join(stage, "root")
         for d, mode in (("root", 0o755), ("dev", 0o755), ("run", 0o755), ("empty", 0o555)):
             os.mkdir(os.path.join(stage, d), mode)
@@ -396,7 +381,7 @@ def build_root(binds: list, pause: int, hostname: str = "") -> None:
                 continue
             if not is_dir:  # a file mounted on its own: seen, read-only
                 try:
-                    _bind(f"/proc/self/fd/{fd}", target, MS_RDONLY | MS_NOSUID | MS_NODEV)
+                    nsutil.bind(f"/proc/self/fd/{fd}", target, MS_RDONLY | MS_NOSUID | MS_NODEV)
                 except OSError:
                     pass
                 continue
@@ -407,13 +392,13 @@ def build_root(binds: list, pause: int, hostname: str = "") -> None:
             os.chown(upper, st.st_uid, st.st_gid)
             os.chmod(upper, st.st_mode & 0o7777)
             try:
-                _mount("overlay", target, "overlay", MS_NODEV,
+                nsutil.mount("overlay", target, "overlay", MS_NODEV,
                        f"lowerdir=/proc/self/fd/{fd},upperdir={upper},workdir={work}")
             except OSError:
                 # a file system overlayfs does not take as a layer (a root that is already two overlays
                 # deep...): seen read-only; the root then gets writable /tmp and /var/tmp of the pod's own
                 try:
-                    _bind(f"/proc/self/fd/{fd}", target, MS_RDONLY | MS_NODEV)
+                    nsutil.bind(f"/proc/self/fd/{fd}", target, MS_RDONLY | MS_NODEV)
                 except OSError:
                     if mp == "/":
                         raise
@@ -423,11 +408,11 @@ def build_root(binds: list, pause: int, hostname: str = "") -> None:
                         if os.path.isdir(os.path.join(root, d)):
                             os.makedirs(os.path.join(stage, "scratch", d), 0o1777)
                             os.chmod(os.path.join(stage, "scratch", d), 0o1777)
-                            _bind(os.path.join(stage, "scratch", d), os.path.join(root, d), MS_NOSUID | MS_NODEV)
+                            nsutil.bind(os.path.join(stage, "scratch", d), os.path.join(root, d), MS_NOSUID | MS_NODEV)
         # /proc of the pod's PID namespace
         proc = os.path.join(root, "proc")
         try:
-            _mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"pidns=/proc/{pause}/ns/pid")
+            nsutil.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"pidns=/proc/{pause}/ns/pid")
         except OSError:
             pass  # a kernel without pidns=: the first container mounts it from inside (mount_proc)
         else:
@@ -435,9 +420,9 @@ def build_root(binds: list, pause: int, hostname: str = "") -> None:
         # /sys of the pod's network namespace (the calling thread is in it), read-only
         sys_dir = os.path.join(root, "sys")
         try:
-            _mount("sysfs", sys_dir, "sysfs", _RO)
+            nsutil.mount("sysfs", sys_dir, "sysfs", _RO)
             for name in _SYS_PLAN:
-                _bind(f"{stage}/empty", f"{sys_dir}/{name}", _RO)
+                nsutil.bind(f"{stage}/empty", f"{sys_dir}/{name}", _RO)
         except OSError:
             pass
         # /dev
@@ -449,19 +434,19 @@ def build_root(binds: list, pause: int, hostname: str = "") -> None:
         os.mkdir(os.path.join(dev, "pts"), 0o755)
         os.mkdir(os.path.join(dev, "shm"), 0o1777)
         os.chmod(os.path.join(dev, "shm"), 0o1777)
-        _bind(dev, os.path.join(root, "dev"), MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        nsutil.bind(dev, os.path.join(root, "dev"), MS_NOSUID | MS_NODEV | MS_NOEXEC)
         for name in DEV_NODES:
             try:
-                _bind(os.path.join("/dev", name), os.path.join(root, "dev", name))
+                nsutil.bind(os.path.join("/dev", name), os.path.join(root, "dev", name))
             except OSError:
                 pass
-        _mount("devpts", os.path.join(root, "dev/pts"), "devpts", MS_NOSUID | MS_NOEXEC,
+        nsutil.mount("devpts", os.path.join(root, "dev/pts"), "devpts", MS_NOSUID | MS_NOEXEC,
                "newinstance,ptmxmode=0666,mode=0620,gid=5")
         # /run
         run = os.path.join(stage, "run")
         os.mkdir(os.path.join(run, "lock"), 0o1777)
         os.chmod(os.path.join(run, "lock"), 0o1777)
-        _bind(run, os.path.join(root, "run"), MS_NOSUID | MS_NODEV)
+        nsutil.bind(run, os.path.join(root, "run"), MS_NOSUID | MS_NODEV)
         # leave the host's tree
         os.chdir(root)
         _pivot_root(".", ".")
@@ -499,7 +484,7 @@ def _attach(tree: int, is_dir: bool, dst: str, ro: bool) -> None:
             os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644))
     _move_mount(tree, dst)
     if ro:
-        _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        nsutil.mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 # --------------------------------------------------------------------------- in a container's process
@@ -511,7 +496,7 @@ def mount_proc() -> None:
             return
     except OSError:
         pass
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    nsutil.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mask_proc("/proc", "/dev/null", None)
 
 
@@ -519,7 +504,7 @@ def read_only_root() -> None:
     """readOnlyRootFilesystem: a mount namespace of the container's own (a copy of the pod's) where
     the root's layers and /run are read-only; /dev, /dev/shm, the pod files and volumes stay as they are."""
     nsutil.unshare(nsutil.CLONE_NEWNS)
-    _mount(None, "/", None, nsutil.MS_REC | nsutil.MS_SLAVE)
+    nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_SLAVE)
     with open("/proc/self/mountinfo") as f:
         lines = f.read().splitlines()
     for line in lines:
@@ -535,6 +520,6 @@ def read_only_root() -> None:
             if opt in opts:
                 flags |= bit
         try:
-            _mount(None, mp, None, MS_BIND | MS_REMOUNT | flags)
+            nsutil.mount(None, mp, None, MS_BIND | MS_REMOUNT | flags)
         except OSError:
             pass

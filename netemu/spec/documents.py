@@ -159,13 +159,14 @@ def _too_large(data: Any, text_bytes: int, aliased: int) -> Optional[str]:
     return None
 
 
-def safe_load_limited(text: str) -> Any:
+def safe_load_limited(text: str, loader_class: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
     """yaml.safe_load with the API server's limits: no alias bombs, no self-containing anchors, no
-    request over 3 MiB. Raises yaml.YAMLError (YamlLimitError for a limit)."""
+    request over 3 MiB. ``loader_class`` is a SafeLoader or a subclass of it (netemu.api.patch keeps
+    timestamps as strings). Raises yaml.YAMLError (YamlLimitError for a limit)."""
     if len(text) > MAX_REQUEST_BYTES:
         raise YamlLimitError(f"the document is {_mib(len(text.encode()))}: more than the "
                              f"{_mib(MAX_REQUEST_BYTES)} the Kubernetes API server accepts in one request")
-    loader = yaml.SafeLoader(text)
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         if node is None:

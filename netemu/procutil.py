@@ -1,0 +1,50 @@
+"""Small chores of a lab's own processes (the supervisor, the control process, the launcher and its
+children): their standard streams, their pid files, a look at another process in /proc. Nothing heavy
+is imported here: the supervisor's lean interpreter loads this module."""
+from __future__ import annotations
+
+import os
+
+
+def stdio_to_log(path: str, mode: int = 0o600) -> None:
+    """stdin from /dev/null; stdout and stderr appended to the log at path (made with mode)."""
+    logf = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(logf, 1)
+    os.dup2(logf, 2)
+    os.close(logf)
+    os.close(devnull)
+
+
+def write_pid_file(path: str) -> None:
+    """This process's pid, replaced at once (a reader never sees a half-written file)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, path)
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants come to this process rather than to the host's init (PR_SET_CHILD_SUBREAPER)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def stat_field(pid: int, index: int) -> str:
+    """A field of /proc/PID/stat, counted after the command name (0 the state, 1 the parent, 19 the
+    start time); "" when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[index]
+    except (OSError, IndexError):
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """Running (or stopped): not gone, and not a zombie waiting to be reaped."""
+    return stat_field(pid, 0) not in ("", "Z")

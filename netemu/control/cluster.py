@@ -7,6 +7,7 @@ through the store and calls :meth:`Cluster.reconcile`; the data plane reads the 
 from __future__ import annotations
 
 import collections
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -41,13 +42,13 @@ CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
 
 
 # the kinds a controller reads: a pass skips it when none of them changed since it last ran, so that a
-# change elsewhere (a ConfigMap, an event) costs no walk over every pod. Controllers not listed (those
-# with timers, such as node eviction) always run.
+# change elsewhere (a ConfigMap, an event) costs no walk over every pod. A listed controller with a timer
+# asks for its run with wake_at(t, controller); controllers not listed (node eviction...) always run.
 READS: dict[Callable, tuple[str, ...]] = {
     workloads.reconcile_deployments: ("Deployment", "ReplicaSet", "Pod"),
     workloads.reconcile_replicasets: ("ReplicaSet", "Pod"),
     podnet.reconcile: ("Pod", "Node"),
-    scheduler.reconcile: ("Pod", "Node"),
+    scheduler.reconcile: scheduler.READS,
     endpoints.reconcile: ("Pod", "Service", "EndpointSlice", "Node"),
 }
 
@@ -99,6 +100,7 @@ class Cluster:
     event_listeners: list = field(default_factory=list)  # called with each new or repeated event
     _ns_deleting: dict = field(default_factory=dict)  # Terminating namespace -> when it started
     _ran_at: dict = field(default_factory=dict)  # controller -> the change counters of its inputs when it ran
+    _due: dict = field(default_factory=dict)  # controller -> when it runs again, whatever changed (its timer)
     node_transitions: dict[str, float] = field(default_factory=dict)
     _wake: Optional[float] = None
 
@@ -109,10 +111,15 @@ class Cluster:
     def now_str(self) -> str:
         return rfc3339(self.clock())
 
-    def wake_at(self, t: float) -> None:
-        """Ask the daemon to reconcile again at time t (eviction timers and the like)."""
-        if t > self.clock() and (self._wake is None or t < self._wake):
+    def wake_at(self, t: float, controller: Optional[Callable] = None) -> None:
+        """Ask the daemon to reconcile again at time t (eviction timers and the like); controller: one of
+        READS, to be run then even if none of the kinds it reads changed."""
+        if t <= self.clock():
+            return
+        if self._wake is None or t < self._wake:
             self._wake = t
+        if controller is not None and t < self._due.get(controller, math.inf):
+            self._due[controller] = t
 
     def take_wake(self) -> Optional[float]:
         t, self._wake = self._wake, None
@@ -298,9 +305,10 @@ class Cluster:
                 kinds = READS.get(ctrl)
                 if kinds is not None:
                     stamp = tuple(self.store.generation[k] for k in kinds)
-                    if self._ran_at.get(ctrl) == stamp:
+                    if self._ran_at.get(ctrl) == stamp and self.clock() < self._due.get(ctrl, math.inf):
                         continue
                     self._ran_at[ctrl] = stamp
+                    self._due.pop(ctrl, None)
                 ctrl(self)
             self.reconcile_namespaces()
             self._collect_garbage()

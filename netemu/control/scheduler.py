@@ -40,6 +40,9 @@ UNRESOLVABLE = "UnschedulableAndUnresolvable"
 HOSTNAME = "kubernetes.io/hostname"
 ZONE = "topology.kubernetes.io/zone"
 RESCHEDULE_EVENT_EVERY = 300.0  # podMaxInUnschedulablePodsDuration: an unschedulable pod is tried (and told) again
+# the kinds whose changes may change a verdict: pods and nodes, Namespaces (their labels, for namespaceSelector),
+# Services and ReplicaSets (the default spreading); the cluster runs the scheduler when one of them changed
+READS = ("Pod", "Node", "Service", "ReplicaSet", "Namespace")
 
 # the filter plugins' reasons, as kube-scheduler writes them
 R_UNSCHEDULABLE = "node(s) were unschedulable"
@@ -842,8 +845,7 @@ def _pending(c: "Cluster") -> list[Pod]:
 
 
 def _fingerprint(c: "Cluster") -> tuple:
-    g = c.store.generation
-    return (g["Node"], g["Pod"], g["Service"], g["ReplicaSet"], g["Namespace"])
+    return tuple(c.store.generation[k] for k in READS)
 
 
 def reconcile(c: "Cluster") -> None:
@@ -921,7 +923,7 @@ def _unschedulable_pod(c: "Cluster", pod: Pod, msg: str, nominated: Optional[str
     if changed or last is None or last[0] != msg or now - last[1] >= RESCHEDULE_EVENT_EVERY:
         c.event(pod, "FailedScheduling", msg, type_="Warning", source=DEFAULT_SCHEDULER)
         st.told[pod.metadata.uid] = (msg, now)
-    c.wake_at(now + RESCHEDULE_EVENT_EVERY)
+    c.wake_at(now + RESCHEDULE_EVENT_EVERY, reconcile)  # run then even if nothing it reads changed
 
 
 def bind(c: "Cluster", pod: Pod, node_name: str) -> None:

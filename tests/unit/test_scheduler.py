@@ -12,7 +12,7 @@ from netemu.control.scheduler import (
     NodeInfo, PodInfo, Sel, Status, fit_error, fits_resources, node_term_matches, score_balanced,
     score_least_allocated, toleration_matches,
 )
-from netemu.spec.models import Lab, LabNode, Node, NodeSelectorTerm, Pod, Taint, Toleration
+from netemu.spec.models import Lab, LabNode, Namespace, Node, NodeSelectorTerm, Pod, Taint, Toleration
 from netemu.spec.podresources import pod_requests, qos_class
 
 
@@ -69,6 +69,34 @@ def taint(c: Cluster, node: str, key: str, effect: str, value: str | None = None
     n = c.store.get("Node", "", node)
     n.spec.taints = [*(n.spec.taints or []), Taint(key=key, value=value, effect=effect)]
     c.store.update(n)
+
+
+def test_an_unschedulable_pod_is_told_again_after_five_minutes_though_nothing_changed():
+    """podMaxInUnschedulablePodsDuration: the scheduler's own timer runs it, with no input changed."""
+    c, clock = cluster()
+    run(c, pod("big", {"cpu": "64"}))
+    ev = [e for e in c.events_for("Pod", "default", "big") if e.reason == "FailedScheduling"]
+    assert len(ev) == 1 and ev[0].count == 1
+    clock.t += scheduler.RESCHEDULE_EVENT_EVERY + 1
+    c.reconcile()
+    assert ev[0].count == 2
+
+
+def test_a_namespace_label_change_reschedules_a_pod_waiting_on_a_namespace_selector():
+    """Namespaces are among the scheduler's inputs (an affinity term's namespaceSelector reads them)."""
+    c, _ = cluster()
+    label(c, "w1-k8s", zone="a")
+    c.apply([Namespace.model_validate({"metadata": {"name": "other", "labels": {"team": "x"}}})])
+    run(c, pod("anchor", ns="other", labels={"app": "anchor"}, nodeSelector={"zone": "a"}))
+    follower, = run(c, pod("follower", affinity={"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "anchor"}}, "namespaceSelector": {"matchLabels": {"team": "y"}},
+         "topologyKey": "kubernetes.io/hostname"}]}}))
+    assert follower.spec.node_name is None
+    ns = c.store.get("Namespace", "", "other")
+    ns.metadata.labels = {**ns.metadata.labels, "team": "y"}
+    c.store.update(ns)
+    c.reconcile()
+    assert c.store.get("Pod", "default", "follower").spec.node_name == "w1-k8s"
 
 
 # ---------------------------------------------------------------------------- tolerations (ToleratesTaint)

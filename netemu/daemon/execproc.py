@@ -6,13 +6,24 @@ own pid into cgroup.procs, so nothing it starts escapes the pod's cgroup) and th
 as the container's user with its capabilities. With a TTY it gets a pty as its controlling terminal
 (util-linux setsid -c), so ^C from the client becomes SIGINT for its foreground job and resize
 messages become TIOCSWINSZ/SIGWINCH; without, pipes. Everything runs on the event loop.
+
+The pty is the pod's, as a container runtime makes it: a pod that is not privileged has a devpts
+instance of its own at /dev/pts (netemu.dataplane.rootfs), and a pty of the host's devpts is no
+/dev/pts/N there (`tty` says "not a tty", ttyname() fails, shells turn job control off). So the
+master is opened through the container's root (/proc/PID/root/dev/pts/ptmx) and the slave is got
+from it with TIOCGPTPEER, never by a path; the slave then belongs to the exec's user, group tty,
+mode 0620, as runc leaves it. A privileged pod sees the host's devpts: os.openpty() there.
 """
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import grp
 import logging
 import os
 import signal
+import stat
+import struct
 import subprocess
 from typing import Optional
 
@@ -28,6 +39,9 @@ log = logging.getLogger("netemu.exec")
 _JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" 2>/dev/null; shift; done; shift; exec "$@"'
 DRAIN_AFTER_EXIT = 2.0  # how long output may still come once the command exited (its children)
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h; TIOCGPTPEER: Linux >= 4.13
+PTMX = (5, 2)  # the device numbers of every devpts instance's ptmx
+PTY_MODE = 0o620
 
 
 def command_line(cgroups: list[str], enter: list[str], command: list[str], tty: bool) -> list[str]:
@@ -43,12 +57,61 @@ def exit_status(returncode: int, command: list[str]) -> dict:
     return channels.success() if code == 0 else channels.exit_status(code, command)
 
 
+def _tty_gid() -> int:
+    try:
+        return grp.getgrnam("tty").gr_gid  # the pod's files are the host's: so is its group list
+    except KeyError:
+        return -1  # none: the group the devpts instance gives (its gid= option)
+
+
+def open_pty(enter: list[str]) -> tuple[int, int]:
+    """(master, slave) of a new pty in the devpts instance the container sees at /dev/pts, the slave
+    owned by the exec's user (the enter options' --uid); the host's (os.openpty()) when that is the
+    host's own, as for a privileged pod or no container at all."""
+    opts = podexec.parse_options(enter)
+    target = opts.get("target")
+    if target is not None:
+        root = f"/proc/{target}/root"
+        try:
+            if os.stat(f"{root}/dev/pts").st_dev != os.stat("/dev/pts").st_dev:
+                return _pod_pty(target, root, int(opts.get("uid") or 0))
+        except OSError as e:  # no such process (the exec helper says so), a pod without devpts...
+            log.warning("no pty in the devpts of process %s (%s): one of the host's", target, e)
+    return os.openpty()
+
+
+def _pod_pty(target: int, root: str, uid: int) -> tuple[int, int]:
+    pidfd = os.pidfd_open(target)
+    try:
+        # O_NONBLOCK: whatever the pod may have put there, opening it does not hang the loop
+        master = os.open(f"{root}/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            signal.pidfd_send_signal(pidfd, 0)  # still the container: that root was its root
+            st = os.fstat(master)
+            if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != PTMX:
+                raise OSError(f"{root}/dev/pts/ptmx is no pty multiplexer")
+            fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt (grantpt: nothing to do on devpts)
+            slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            try:
+                os.fchown(slave, uid, _tty_gid())
+                os.fchmod(slave, PTY_MODE)
+            except BaseException:
+                os.close(slave)
+                raise
+        except BaseException:
+            os.close(master)
+            raise
+    finally:
+        os.close(pidfd)
+    return master, slave
+
+
 def _spawn(argv: list[str], env: dict, cwd: str, tty: bool, stdin: bool, stdout: bool,
-           stderr: bool) -> tuple[subprocess.Popen, Optional[int]]:
+           stderr: bool, enter: list[str]) -> tuple[subprocess.Popen, Optional[int]]:
     """Start the child (vfork+exec: fast and off nothing else); returns it and, with a TTY, the pty's
     master. Its pipes are made non-blocking for the loop."""
     if tty:
-        master, slave = os.openpty()
+        master, slave = open_pty(enter)
         try:
             proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd)
         except BaseException:
@@ -82,7 +145,8 @@ async def run(remote: Remote, *, command: list[str], enter: list[str], cgroups: 
     """Run the command until it exits; returns the Status for the error channel (None if the client
     went away first: the command is killed then)."""
     # cwd (the container's workingDir) is the pod's: the exec helper goes there once inside (--wd)
-    proc, master = _spawn(command_line(cgroups, enter, command, tty), env, "/", tty, stdin, stdout, stderr)
+    proc, master = _spawn(command_line(cgroups, enter, command, tty), env, "/", tty, stdin, stdout, stderr,
+                          enter)
     in_fd = master if tty else (proc.stdin.fileno() if proc.stdin else None)
 
     async def copy_in() -> None:

@@ -214,6 +214,14 @@ def _parse(args: list[str]) -> tuple[dict, list[str]]:
     return opts, []
 
 
+def parse_options(enter: list[str]) -> dict:
+    """The helper's options (as options() makes them) as values: target, uid, gid, groups..."""
+    try:
+        return _parse([*enter, "--"])[0]
+    except SystemExit as e:  # an unknown option: the helper itself stops at it
+        raise ValueError(str(e)) from None
+
+
 def _fail(text: str, code: int = 126) -> None:
     os.write(2, f"podexec: {text}\n".encode(errors="replace"))
     os._exit(code)

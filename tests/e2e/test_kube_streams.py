@@ -42,6 +42,33 @@ spec:
     stdin: true
     tty: true
 """
+# exec with a terminal as another user, and into a privileged pod (the host's devpts)
+EXEC_PODS = """\
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: tty-user
+spec:
+  securityContext:
+    runAsUser: 1000
+  containers:
+  - name: main
+    image: busybox
+    command: ["sleep", "infinity"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: tty-privileged
+spec:
+  containers:
+  - name: main
+    image: busybox
+    command: ["sleep", "infinity"]
+    securityContext:
+      privileged: true
+"""
 SPDY = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
 TRANSPORTS = pytest.mark.parametrize("env", [{}, SPDY], ids=["websocket", "spdy"])
 PF_TRANSPORTS = pytest.mark.parametrize("env", [{}, {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}],
@@ -52,7 +79,7 @@ PF_TRANSPORTS = pytest.mark.parametrize("env", [{}, {"KUBECTL_PORT_FORWARD_WEBSO
 def kube(tmp_path_factory):
     lab = TestLab(f"s{uuid.uuid4().hex[:6]}", _free_index())
     tmp = tmp_path_factory.mktemp("streams")
-    lab.up(NP_PODS.format(replicas=2) + NP_SVC + TTY_POD, tmp_path=tmp)
+    lab.up(NP_PODS.format(replicas=2) + NP_SVC + TTY_POD + EXEC_PODS, tmp_path=tmp)
     kubeconfig = tmp / "kubeconfig"
     kubeconfig.write_text(netemu("kubeconfig", "--lab", lab.name).stdout)
     lab.kubeconfig = str(kubeconfig)
@@ -171,6 +198,42 @@ def test_exec_it_is_a_real_terminal(kube, env):
     t.send(b"exit 7\n")
     assert t.wait() == 7
     assert b"command terminated with exit code 7" in t.out
+
+
+def test_exec_tty_is_a_terminal_of_the_pods_own_devpts(kube):
+    """The pty is /dev/pts/N of the pod's devpts instance (ttyname() finds it), root's, group tty,
+    0620; a resize of the client's window reaches the shell (SIGWINCH and the new size)."""
+    t = Terminal(kube, ["exec", "-it", kube.pods[0], "--", "sh"])
+    t.expect(b"# ")
+    t.send(b"tty; echo \"rc=$?\"; readlink /proc/self/fd/0; "
+           b"stat -c 'own=%u:%g mode=%a' \"$(readlink /proc/self/fd/0)\"; echo end-$((6*7))\n")
+    t.expect(b"end-$((6*7))\r\n")  # the echo of the line typed
+    out = t.expect(b"end-42\r\n")
+    assert re.search(rb"^(/dev/pts/\d+)\r\nrc=0\r\n\1\r\nown=0:5 mode=620\r\n$", out), out
+    t.expect(b"# ")
+    # a foreground job that waits for SIGWINCH
+    t.send(b"(trap 'echo got-$((6*7))-winch; exit' WINCH; echo ready-$((6*7)); while :; do sleep 0.1; done)\n")
+    t.expect(b"ready-42")
+    fcntl.ioctl(t.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # kubectl gets SIGWINCH
+    t.expect(b"got-42-winch")
+    t.expect(b"# ")
+    t.send(b"stty size\n")
+    t.expect(b"stty size\r\n")
+    assert t.expect(b"# ").strip() == b"40 120"
+    t.send(b"exit\n")
+    assert t.wait() == 0
+
+
+def test_exec_tty_of_another_user_and_of_a_privileged_pod(kube):
+    """The pty belongs to the exec's user (runAsUser), as runc leaves it; a privileged pod, which sees
+    the host's /dev, still gets a terminal."""
+    script = 'tty && stat -c "own=%u:%g mode=%a" "$(tty)" && echo "uid=$(id -u)"'
+    t = Terminal(kube, ["exec", "-it", "tty-user", "--", "sh", "-c", script])
+    assert t.wait() == 0, t.out
+    assert re.search(rb"^/dev/pts/\d+\r\nown=1000:5 mode=620\r\nuid=1000\r\n$", t.out), t.out
+    t = Terminal(kube, ["exec", "-it", "tty-privileged", "--", "sh", "-c", script])
+    assert t.wait() == 0, t.out
+    assert re.search(rb"^/dev/pts/\d+\r\nown=0:\d+ mode=\d+\r\nuid=0\r\n$", t.out), t.out
 
 
 @TRANSPORTS

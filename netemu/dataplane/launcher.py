@@ -371,7 +371,7 @@ def make_sandbox(msg: dict) -> tuple[int, int]:
             nsutil.setns(net, nsutil.CLONE_NEWNET)  # so that the sysfs mounted below is the pod's
         finally:
             os.close(net)
-        nsutil.unshare(nsutil.CLONE_NEWUTS | nsutil.CLONE_NEWNS | (rootfs.CLONE_NEWIPC if contained else 0))
+        nsutil.unshare(nsutil.CLONE_NEWUTS | nsutil.CLONE_NEWNS | (nsutil.CLONE_NEWIPC if contained else 0))
         nsutil.sethostname(msg["hostname"])
         nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_SLAVE)
         fds = [os.open("/proc/self/ns/uts", os.O_RDONLY), os.open("/proc/self/ns/mnt", os.O_RDONLY)]
@@ -471,7 +471,7 @@ def _go_home() -> None:
     nsutil.setns(_HOME["uts"], nsutil.CLONE_NEWUTS)
     nsutil.setns(_HOME["net"], nsutil.CLONE_NEWNET)
     if "ipc" in _HOME:
-        nsutil.setns(_HOME["ipc"], rootfs.CLONE_NEWIPC)
+        nsutil.setns(_HOME["ipc"], nsutil.CLONE_NEWIPC)
     os.chdir("/")
 
 
@@ -496,7 +496,7 @@ def _container_main(msg: dict, ready_fd: int) -> None:
     if contained:
         rootfs.mount_proc()
         ipc = os.open("/proc/1/ns/ipc", os.O_RDONLY)  # the pause process's: the pod's
-        nsutil.setns(ipc, rootfs.CLONE_NEWIPC)
+        nsutil.setns(ipc, nsutil.CLONE_NEWIPC)
         os.close(ipc)
     if sec.get("read_only_root"):
         rootfs.read_only_root()

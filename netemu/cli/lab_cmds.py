@@ -431,29 +431,42 @@ def cmd_labs(args) -> int:
 
 
 def _lab_row(name: str) -> list[str]:
-    """One line of `netemu labs`: Running, NotResponding (alive, no answer within a short time),
+    """One line of `netemu labs`: Running, NotResponding (alive, no answer within a short time: stopped,
+    or wedged until its supervisor's liveness check restarts it), Restarting (its supervisor brings a
+    crashed or wedged control process back: none yet, or a restarted one that does not serve yet),
     Starting, Crashed (no control process), Unreachable (alive, but its socket refuses)."""
-    from netemu import locks
-    from netemu.cli.client import LabUnresponsive
+    from netemu.cli.client import LabConnectionLost, LabNotRunning, LabUnresponsive
     from netemu.cli.kinds import by_kind, list_objects
 
     spec = _lab_spec(name) or {}
     pid = daemon_pid(name)
     pods = "?"
     if not pid:
-        if _supervised(name) and os.path.exists(paths.state_file(name)):
-            status = "Restarting"  # its supervisor brings a crashed control process back
-        else:
-            status = "Starting" if locks.owner_alive(name) else "Crashed"
+        status = _status_without_process(name)
     else:
         status = "Running"
         try:
             pods = str(len(list_objects(Client(name, timeout=LABS_ANSWER_SECONDS), by_kind("Pod"))))
         except LabUnresponsive:
             status = "NotResponding"
+        except (LabNotRunning, LabConnectionLost):
+            if _dead_soon(pid, within=0.5):  # killed meanwhile (its supervisor's liveness check, say)
+                status, pid = _status_without_process(name), None
+            elif cmdline_has(pid, b"--resume") and _supervised(name):
+                status = "Restarting"  # a restarted control process, resuming: it does not serve yet
+            else:
+                status = "Unreachable"
         except CliError:
             status = "Unreachable"
         except Exception:  # whatever one lab answers, the others are still listed
             status = "Unreachable"
     return [name, status, spec.get("network", "?"), str(len(spec.get("nodes") or [])), pods,
             spec.get("proxyMode", "?"), str(pid or "-")]
+
+
+def _status_without_process(name: str) -> str:
+    from netemu import locks
+
+    if _supervised(name) and os.path.exists(paths.state_file(name)):
+        return "Restarting"  # its supervisor brings a crashed (or wedged, killed) control process back
+    return "Starting" if locks.owner_alive(name) else "Crashed"

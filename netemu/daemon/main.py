@@ -177,6 +177,11 @@ def _process_setup(name: str, on_pid: Callable[[], None] = lambda: None) -> LabC
     cg.setup()
     cg.join_lab(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a wedged process's Python stacks, to the log, before its supervisor kills it (netemu.daemon.supervisor)
+    import faulthandler
+    from netemu.daemon.supervisor import STACK_SIGNAL
+
+    faulthandler.register(STACK_SIGNAL, file=sys.stderr, all_threads=True)
     try:  # a descriptor per adopted container (pidfds), per pod's stdio, per connection
         import resource
 
@@ -308,6 +313,7 @@ async def _main(lab: Lab, objects, client, cg, say, link=None, resume=None) -> N
     daemon.persist_now()  # what a restart resumes from exists before anyone is told the lab is up
     if link is not None:
         link.ready()
+        link.start_heartbeat()  # the supervisor's liveness check: a wedged loop is killed and restarted
     say("OK")
     await api.shutdown.wait()
     log.info("shutting down")

@@ -16,9 +16,24 @@ restarts one whose build did not finish (`up` reports that), nor one that ended 
 lab was removed, by `down` or by a failed build's rollback), nor after the control process said the
 lab is stopping. `netemu down` kills it first, so nothing is restarted behind `down`'s back.
 
+A control process that is alive but wedged (its asyncio event loop blocked: an endless loop, a
+blocking call) is restarted too, as a kubelet restarts a container whose liveness probe fails. Once
+the lab is up, the control process's loop sends a heartbeat every second; when none came for
+LIVENESS_SECONDS (30 s, NETEMU_LIVENESS_SECONDS; 0 turns the check off: generous, so that a big
+lab's long reconcile pass is not taken for a wedge), the supervisor logs why, asks the process for
+its Python stacks (SIGUSR2: faulthandler writes them to the lab's log), SIGKILLs it by its pid and
+restarts it as after a crash (same back-off; it resumes from its state file). It never does so to a
+stopped process (state T: a SIGSTOP is left to `down`, as before; the clock starts again when it
+continues), nor after the control process said the lab is stopping, nor before it said the lab is
+up (a build, or a resume, is not timed). The control process sends a heartbeat only when the
+supervisor has read the last one, so a stopped supervisor never finds its link filled with them.
+
 The link with the control process is a SOCK_SEQPACKET socketpair of JSON messages:
 
-    control -> supervisor   {"ready": true}                  the lab is up (built, or resumed)
+    control -> supervisor   {"ready": true}                  the lab is up (built, or resumed): the
+                                                             liveness check starts
+                            {"alive": true}                  heartbeat from the event loop, every
+                                                             second once the lab is up
                             {"launcher": PID} + its socket   a launcher was started: keep its socket,
                                                              so that it outlives a control process
                             {"stopping": true}               `down` started: no restart from now on
@@ -49,6 +64,35 @@ FIRST_DELAY = 0.2
 MAX_DELAY = 30.0
 STABLE_SECONDS = 60.0  # a control process that ran this long after it was ready resets the back-off
 MAX_BUFFERED_EXITS = 20_000
+HEARTBEAT_SECONDS = 1.0  # how often the control process's loop says it is alive, once the lab is up
+STACK_DUMP_WAIT = 0.5  # how long a wedged control process is given to write its stacks before SIGKILL
+STACK_SIGNAL = signal.SIGUSR2  # faulthandler in the control process writes its Python stacks on it
+
+
+def _liveness_seconds(default: float = 30.0) -> float:
+    """NETEMU_LIVENESS_SECONDS: how long the control process may send no heartbeat before it counts as
+    wedged; 0 (or less) turns the check off, anything else is at least a few heartbeats."""
+    try:
+        value = float(os.environ.get("NETEMU_LIVENESS_SECONDS", default))
+    except ValueError:
+        return default
+    return 0.0 if value <= 0 else max(3 * HEARTBEAT_SECONDS, value)
+
+
+LIVENESS_SECONDS = _liveness_seconds()
+
+
+def wedged(last_heard: Optional[float], now: float, state: str, stopping: bool,
+           limit: float = LIVENESS_SECONDS) -> bool:
+    """Is the control process wedged: to be killed and restarted? Only when its liveness check runs
+    (limit > 0, and it said the lab is up: last_heard is when its last heartbeat came), it has said
+    nothing for `limit` seconds, it is running (state from /proc/PID/stat: not stopped, T/t, which is
+    left to `down`; not gone, "" or Z, which the reaping sees) and the lab is not stopping."""
+    if limit <= 0 or last_heard is None or stopping:
+        return False
+    if state in ("", "Z", "X", "x", "T", "t"):
+        return False
+    return now - last_heard >= limit
 
 
 def pid_file(lab: str) -> str:
@@ -70,6 +114,14 @@ def read_pid(lab: str) -> Optional[int]:
     except OSError:
         return None
     return pid if b"netemu.daemon.supervisor" in argv and lab.encode() in argv else None
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _send(sock: socket.socket, msg: dict, fds: list[int] = ()) -> None:
@@ -119,6 +171,9 @@ class Supervisor:
         self.launcher_sock: Optional[socket.socket] = None
         self.exits: collections.deque = collections.deque(maxlen=MAX_BUFFERED_EXITS)
         self.term = False
+        # when the current control process's last heartbeat (or its "ready") came; None until the lab is up
+        self.last_heard: Optional[float] = None
+        self.liveness = LIVENESS_SECONDS
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -135,7 +190,10 @@ class Supervisor:
         log.info("supervising the control process (pid %s)", self.child)
         while True:
             now = time.monotonic()
-            timeout = 2.0 if self.restart_at is None else max(0.0, min(2.0, self.restart_at - now))
+            timeout = 2.0
+            for at in (self.restart_at, self._liveness_deadline()):
+                if at is not None:
+                    timeout = max(0.0, min(timeout, at - now))
             for key, _ in self.sel.select(timeout):
                 if key.data == "sig":
                     try:
@@ -154,6 +212,7 @@ class Supervisor:
                 log.info("the lab's directory is gone: nothing left to supervise")
                 return 0
             self._send_exits()
+            self._check_liveness(time.monotonic())
             if self.child is None and self.restart_at is not None and time.monotonic() >= self.restart_at:
                 self._start_child()
 
@@ -181,6 +240,8 @@ class Supervisor:
                 self.ready = self.ever_ready = True
                 self.ready_at = time.monotonic()
                 log.info("the control process (pid %s) has the lab up", self.child)
+            if msg.get("ready") or msg.get("alive"):
+                self.last_heard = time.monotonic()
             if msg.get("stopping"):
                 self.stopping = True
             if "launcher" in msg:
@@ -214,6 +275,39 @@ class Supervisor:
             except OSError:
                 return  # the control process is going: the next one gets them
             self.exits.popleft()
+
+    # ------------------------------------------------------------------ liveness
+    def _liveness_deadline(self) -> Optional[float]:
+        if self.child is None or self.last_heard is None or self.liveness <= 0 or self.stopping:
+            return None
+        return self.last_heard + self.liveness
+
+    def _check_liveness(self, now: float) -> None:
+        """Kill a wedged control process (see wedged()); its exit is then a crash like any other, so
+        it is restarted with the usual back-off."""
+        if self._liveness_deadline() is None or now - self.last_heard < 2 * HEARTBEAT_SECONDS:
+            return  # not timed, or heard from lately
+        pid = self.child
+        state = procutil.stat_field(pid, 0)
+        if state in ("T", "t"):
+            # stopped: `down`'s business. Looked at every pass (two seconds at most) while it says
+            # nothing, so that its silence counts from when it continues, not from when it stopped
+            self.last_heard = now
+            return
+        if not wedged(self.last_heard, now, state, self.stopping, self.liveness):
+            return
+        wchan = _read_text(f"/proc/{pid}/wchan")
+        log.error("the control process (pid %s) sent no heartbeat for %.1fs although it is running "
+                  "(state %s%s): its event loop is blocked; killing it (SIGKILL) to restart it "
+                  "(its Python stacks follow in this log)", pid, now - self.last_heard, state,
+                  f", waiting in {wchan}" if wchan and wchan != "0" else "")
+        self.last_heard = None  # one kill per process
+        try:
+            os.kill(pid, STACK_SIGNAL)  # faulthandler (set up by the control process) writes its stacks
+            time.sleep(STACK_DUMP_WAIT)
+            os.kill(pid, signal.SIGKILL)  # our child, not reaped yet: the pid is still this process's
+        except ProcessLookupError:
+            pass
 
     # ------------------------------------------------------------------ children
     def _reap(self) -> Optional[int]:
@@ -279,6 +373,7 @@ class Supervisor:
         theirs.close()
         self.child = pid
         self.chan = ours
+        self.last_heard = None  # timed again once it has resumed the lab (its "ready")
         launcher = self._launcher_alive()
         if not launcher and self.launcher_sock is not None:
             self._set_launcher(None, None)
@@ -300,6 +395,8 @@ class Link:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(True)
         self.on_exit = None
+        self._beating = None  # the heartbeat task, once the lab is up
+        self._stopping = False
 
     def hello(self, timeout: float = 10.0) -> tuple[dict, Optional[socket.socket]]:
         """The supervisor's greeting to a restarted control process: its launcher (pid, socket), if alive."""
@@ -347,23 +444,71 @@ class Link:
             if "exit" in msg and self.on_exit is not None:
                 self.on_exit(int(msg["exit"]), int(msg["status"]))
 
-    def _tell(self, msg: dict, fds: list[int] = ()) -> None:
+    def _tell(self, msg: dict, fds: list[int] = (), quiet: bool = False) -> None:
         try:
             if not fds:
                 self.sock.send(json.dumps(msg).encode())
             else:
                 socket.send_fds(self.sock, [json.dumps(msg).encode()], list(fds))
         except OSError as e:  # never a reason for the lab to fail
-            log.warning("cannot tell the supervisor %s: %s", list(msg), e)
+            if not quiet:
+                log.warning("cannot tell the supervisor %s: %s", list(msg), e)
 
     def ready(self) -> None:
         self._tell({"ready": True})
 
+    def start_heartbeat(self) -> None:
+        """The lab is up (built or resumed): from now on this event loop says it is alive every
+        HEARTBEAT_SECONDS; a loop blocked for the supervisor's LIVENESS_SECONDS gets this process
+        killed and restarted. Call it in the running loop."""
+        import asyncio
+
+        if (self._beating is None or self._beating.done()) and not self._stopping:
+            self._beating = asyncio.get_running_loop().create_task(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        import asyncio
+
+        while not self._stopping:
+            _test_wedge()
+            if self._unread() == 0:  # not one more while the supervisor has not read the last (stopped?)
+                self._tell({"alive": True}, quiet=True)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def _unread(self) -> int:
+        """What this end sent that the supervisor has not read yet, in bytes (0 if unknown)."""
+        import fcntl
+        import struct
+        import termios
+
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        except (OSError, ValueError):
+            return 0
+
     def stopping(self) -> None:
+        self._stopping = True  # no heartbeat from now on: the supervisor does not time a lab going down
         self._tell({"stopping": True})
 
     def launcher(self, pid: int, sock: socket.socket) -> None:
         self._tell({"launcher": pid}, [sock.fileno()])
+
+
+# Tests only: NETEMU_TEST_WEDGE_FILE names a file; while it exists and holds this control process's pid,
+# its heartbeat blocks the event loop (time.sleep), as a blocking call in the loop would: what the
+# supervisor's liveness check is for (tests/e2e/test_recovery.py). Read once, at start.
+WEDGE_FILE = os.environ.get("NETEMU_TEST_WEDGE_FILE") or None
+
+
+def _test_wedge() -> None:
+    if WEDGE_FILE is None:
+        return
+    me = str(os.getpid())
+    if _read_text(WEDGE_FILE) == me:
+        log.warning("test hook (NETEMU_TEST_WEDGE_FILE): blocking the event loop while %s names this process",
+                    WEDGE_FILE)
+    while _read_text(WEDGE_FILE) == me:
+        time.sleep(0.2)
 
 
 def main(argv: list[str]) -> int:

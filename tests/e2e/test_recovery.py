@@ -4,7 +4,8 @@ Regression tests with real labs: a pod environment too big for one socket messag
 Services), a pod launcher that is killed or stopped (restarted; the containers it ran keep running
 and are adopted), a control process that is killed or stopped at several moments (its supervisor
 restarts it; the lab resumes from its state file with the objects it had, the same API port and CA,
-its pods adopted rather than made anew), and `down` after any of it leaving nothing behind.
+its pods adopted rather than made anew), one that is wedged (its event loop blocked: the supervisor's
+liveness check kills and restarts it), and `down` after any of it leaving nothing behind.
 Only addresses inside the tests' own labs are sent to, after checking the route.
 """
 from __future__ import annotations
@@ -302,13 +303,8 @@ def test_a_killed_control_process_is_restarted_with_the_objects_it_had(lab, tmp_
     pid = _control_pid(lab)
     if moment == "while-scaling":
         want = 9
+        # killed the moment the answer came: the state file may not have it yet, the journal has
         lab.run("scale", "deployment", "np-pods", f"--replicas={want}")
-
-        def accepted():  # written down (the state file lags the API by up to half a second)
-            with open(f"/run/netemu/{lab.name}/state.json") as f:
-                objs = json.load(f)["objects"]
-            return any(o["kind"] == "Deployment" and o["spec"].get("replicas") == want for o in objs)
-        lab.wait_for(accepted, timeout=10, interval=0.02, what="the scale persisted")
     if moment == "with-its-launcher":
         os.kill(_launcher_pid(lab), signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
@@ -428,5 +424,52 @@ def test_up_waits_through_a_restart(lab, tmp_path):
         if proc.poll() is None:
             proc.kill()
         subprocess.run(["rm", "-f", ready])
+    lab.down()
+    _assert_gone(lab)
+
+
+# --------------------------------------------------------------------------- 4d. a wedged control process
+def test_a_wedged_control_process_is_killed_and_the_lab_resumes(lab, tmp_path, monkeypatch):
+    """A control process that is alive and running but whose event loop is blocked (the test hook
+    NETEMU_TEST_WEDGE_FILE makes its heartbeat sleep in the loop) sends no heartbeat: its supervisor's
+    liveness check logs why, SIGKILLs it and restarts it, and the lab resumes from its state file, its
+    pods adopted. A healthy loop, and the resumed one, live on past the limit."""
+    limit = 3.0
+    wedge = tmp_path / "wedge"
+    monkeypatch.setenv("NETEMU_LIVENESS_SECONDS", str(limit))
+    monkeypatch.setenv("NETEMU_TEST_WEDGE_FILE", str(wedge))
+    lab.up(NP_PODS.format(replicas=2) + NP_SVC, tmp_path=tmp_path)
+    up_at = time.monotonic()
+    pid, sup = _control_pid(lab), _supervisor_pid(lab)
+    lab.run("scale", "deployment", "np-pods", "--replicas=3")  # in the state file, not in the lab file
+    before = _wait_running(lab, 3)
+    _persisted(lab, 3)
+    time.sleep(max(0.0, up_at + limit + 1.5 - time.monotonic()))
+    assert _control_pid(lab) == pid  # its heartbeats keep a healthy control process alive past the limit
+    wedge.write_text(str(pid))
+    seen: list[str] = []
+
+    def resumed():
+        seen.append(_labs_status(lab))
+        new = _control_pid(lab)
+        return new if new and new != pid and seen[-1] == "Running" else None
+    new = lab.wait_for(resumed, timeout=45, interval=0.1, what="the wedged control process replaced")
+    resumed_at = time.monotonic()
+    # `labs` said what happened all along: never Unreachable or Crashed in between
+    assert set(seen) <= {"Running", "NotResponding", "Restarting"} and {"NotResponding", "Restarting"} & set(seen), seen
+    assert not _alive(pid) and _supervisor_pid(lab) == sup  # the same supervisor killed it and started another
+    with open(f"/run/netemu/{lab.name}/daemon.log") as f:
+        log = f.read()
+    assert f"the control process (pid {pid}) sent no heartbeat for" in log
+    assert "in _test_wedge" in log  # its Python stacks, written before the kill, say where it hung
+    pods = _wait_running(lab, 3)
+    assert json.loads(lab.run("get", "deployment", "np-pods", "-o", "json").stdout)["spec"]["replicas"] == 3
+    assert set(pods) == set(before)  # the same pods, adopted, not made anew
+    assert _container_ids(pods) == _container_ids(before)
+    assert _serves(lab, set(pods)) == set(pods)
+    time.sleep(max(0.0, resumed_at + limit + 1.5 - time.monotonic()))
+    assert _control_pid(lab) == new  # the resumed process heartbeats too
+    with open(f"/run/netemu/{lab.name}/daemon.log") as f:
+        assert f"(pid {new}) sent no heartbeat" not in f.read()
     lab.down()
     _assert_gone(lab)

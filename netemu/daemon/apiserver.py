@@ -113,7 +113,10 @@ class ApiServer:
             if path not in ("/livez", "/readyz", "/healthz", "/version") and user is None:
                 raise errors.unauthorized()
             request["user"] = user or "system:anonymous"
-            return await handler(request)
+            try:
+                return await handler(request)
+            finally:
+                self.d.flush_journal()  # what the answer reports survives a crash from now on
         except ApiError as e:
             return web.json_response(e.status(), status=e.code)
         except web.HTTPException:

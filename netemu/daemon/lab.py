@@ -48,6 +48,12 @@ class LabDaemon:
 
         # the API's view of the store (watch window, cached dumps): attached before anything is stored
         self.storage = Storage(self.cluster, self._api_write)
+        from netemu.daemon.journal import Journal
+
+        # every change, appended before the API answers (after the Storage's listener: its dump is cached)
+        self.journal: Optional[Journal] = Journal(paths.lab_dir(self.name)) if os.path.isdir(
+            paths.lab_dir(self.name)) else None
+        self.cluster.store.listeners.append(self._journal_change)
         self.lab_ops = None  # netemu.daemon.api.Api, set by main
         self.api_pki = None  # the lab's CA and certificates (netemu.daemon.listeners)
         self.initial_objects = objects
@@ -90,7 +96,7 @@ class LabDaemon:
         self._stopping = False
         self._persisted_gen = -1
         self._persisting: Optional[asyncio.Future] = None
-        self._write_pending = False  # an API write not yet in the state file
+        self._write_pending = False  # a forced write of the state file waits for the one under way
         self._last_persist = 0.0
         self.started = time.time()
         self.sync_count = 0
@@ -510,10 +516,20 @@ class LabDaemon:
         self._kick.set()
 
     def _api_write(self) -> None:
-        """A write through the API: the next pass writes the state file at once (what a restarted control
-        process resumes from), not after the half-second that batches the lab's own changes."""
-        self._write_pending = True
+        """A write through the API: a pass acts on it now (the journal already holds it)."""
         self._kick.set()
+
+    def _journal_change(self, kind: str, event: str, obj) -> None:
+        if self.journal is not None:
+            from netemu.control.store import key_of
+
+            self.journal.record(int(obj.metadata.resource_version), event, key_of(obj),
+                                None if event == "DELETED" else self.storage.dump(obj))
+
+    def flush_journal(self) -> None:
+        """Before an answer leaves: what the client is told about is in the journal."""
+        if self.journal is not None:
+            self.journal.flush()
 
     def sa_files(self, pod) -> Optional[dict[str, bytes]]:
         """The pod's ServiceAccount volume (token, ca.crt, namespace), once the lab has its API PKI."""
@@ -654,12 +670,11 @@ class LabDaemon:
                 self._persisting._netemu_kick = True
                 self._persisting.add_done_callback(lambda f: self.kick())
             return
-        data = self._state_data()
+        data, covered = self._state_data(), self._rotate_journal()
         self._persisted_gen, self._last_persist = gen, now
         # the cached dumps are never changed in place, so a worker thread can encode them while the
         # loop serves the API (encoding a big lab's objects takes tens of milliseconds)
-        self._persisting = asyncio.get_running_loop().run_in_executor(None, _write_state,
-                                                                      paths.state_file(self.name), data)
+        self._persisting = asyncio.get_running_loop().run_in_executor(None, self._write_snapshot, data, covered)
 
     def _state_data(self) -> dict:
         return {"lab": self.lab.dump(), "daemon_pid": os.getpid(), "launcher_pid": self.launcher.pid,
@@ -669,7 +684,15 @@ class LabDaemon:
     def persist_now(self) -> None:
         """Write the state file at once (what a restarted control process resumes from)."""
         self._persisted_gen, self._last_persist = self.cluster.store.generation["*"], time.time()
-        _write_state(paths.state_file(self.name), self._state_data())
+        self._write_snapshot(self._state_data(), self._rotate_journal())
+
+    def _rotate_journal(self) -> Optional[int]:
+        return self.journal.rotate() if self.journal is not None else None
+
+    def _write_snapshot(self, data: dict, covered: Optional[int]) -> None:
+        """The state file, then the journal segments it holds removed (any thread)."""
+        if _write_state(paths.state_file(self.name), data) and covered is not None:
+            self.journal.drop_through(covered)
 
     # ------------------------------------------------------------------ teardown
     async def teardown(self) -> None:
@@ -700,14 +723,15 @@ class LabDaemon:
                 log.exception("stopping kube-proxy")
 
 
-def _write_state(path: str, data: dict) -> None:
+def _write_state(path: str, data: dict) -> bool:
     tmp = path + ".tmp"
     try:
         with open(tmp, "w") as f:
             json.dump(data, f)
         os.replace(tmp, path)
+        return True
     except FileNotFoundError:  # the lab is being removed
-        pass
+        return False
 
 
 def _node_order(lab: Lab, name: str) -> int:

@@ -52,10 +52,14 @@ def read_state(lab: str):
     from netemu.spec.convert import MODELS
     from netemu.spec.models import Lab, StoredObject
 
+    from netemu.daemon.journal import replay
+
     with open(paths.state_file(lab)) as f:
         data = json.load(f)
+    # the changes after the snapshot, from the journal: writes answered just before the crash included
+    dumps, last_rv = replay(paths.lab_dir(lab), data.get("objects") or [], int(data.get("last_rv") or 0))
     objects = []
-    for d in data.get("objects") or []:
+    for d in dumps:
         model = MODELS.get(d.get("kind"), StoredObject)
         if model is Lab:
             continue
@@ -65,7 +69,7 @@ def read_state(lab: str):
             log.error("state file: %s/%s does not load (%s); kept as stored", d.get("kind"),
                       (d.get("metadata") or {}).get("name"), e)
             objects.append(StoredObject.model_validate(d))
-    return Lab.model_validate(data["lab"]), objects, {"last_rv": int(data.get("last_rv") or 0)}
+    return Lab.model_validate(data["lab"]), objects, {"last_rv": last_rv}
 
 
 def restore_store(d, objects, extra: dict) -> None:

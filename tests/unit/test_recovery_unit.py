@@ -228,6 +228,58 @@ def test_the_state_file_reads_back_as_typed_objects_with_their_identity(tmp_path
     assert d.cluster.store.new_uid() not in {o.metadata.uid for o in objs}  # not the first run's sequence again
 
 
+def test_writes_after_the_snapshot_come_back_from_the_journal(tmp_path, monkeypatch):
+    """A write answered after the last state file (a scale, a new Service, a deletion) survives a crash:
+    the journal's newer changes are replayed over the snapshot; a torn last line is dropped; a
+    snapshot removes the segments it holds."""
+    from netemu import paths
+    from netemu.api.storage import Storage
+    from netemu.control.cluster import Cluster
+    from netemu.control.store import key_of
+    from netemu.daemon.journal import Journal
+
+    monkeypatch.setattr(paths, "RUN_DIR", str(tmp_path))
+    lab = Lab()
+    lab.metadata.name = "jr"
+    lab.spec.nodes = [LabNode(name="m-k8s", ip="192.168.1.10", role="control-plane")]
+    c = Cluster(lab)
+    storage = Storage(c)
+    os.makedirs(paths.lab_dir("jr"))
+    journal = Journal(paths.lab_dir("jr"))
+    c.store.listeners.append(lambda kind, event, obj: journal.record(
+        int(obj.metadata.resource_version), event, key_of(obj), None if event == "DELETED" else storage.dump(obj)))
+    c.bootstrap()
+    c.apply([Deployment.model_validate({"metadata": {"name": "web"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}},
+                     "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}),
+        Service.model_validate({"metadata": {"name": "old"}, "spec": {"selector": {"app": "web"},
+                                                                     "ports": [{"port": 80}]}})])
+    # the snapshot, as LabDaemon._persist takes it: its objects, then a new segment
+    snap = {"lab": lab.dump(), "last_rv": c.store.last_rv, "objects": [storage.dump(o) for o in c.store]}
+    covered = journal.rotate()
+    with open(paths.state_file("jr"), "w") as f:
+        json.dump(snap, f)
+    journal.drop_through(covered)
+    assert os.listdir(paths.lab_dir("jr")).count("journal.1") == 0  # held by the snapshot: gone
+    # after the snapshot: a scale, a new Service, a deletion; then the crash
+    dep = c.store.get("Deployment", "default", "web")
+    dep.spec.replicas = 5
+    c.store.update(dep)
+    c.apply([Service.model_validate({"metadata": {"name": "new"}, "spec": {"ports": [{"port": 81}]}})])
+    c.store.delete("Service", "default", "old")
+    journal.flush()
+    with open(os.path.join(paths.lab_dir("jr"), f"journal.{journal.seq}"), "ab") as f:
+        f.write(b'{"rv": 99999, "key": ["Service", "defa')  # killed while writing its last line
+    _, objs, extra = recovery.read_state("jr")
+    by = {(o.kind, o.metadata.name): o for o in objs}
+    assert by[("Deployment", "web")].spec.replicas == 5
+    assert ("Service", "new") in by and ("Service", "old") not in by
+    assert extra["last_rv"] == c.store.last_rv
+    # a resumed process's journal goes on after the crashed one's segments
+    assert Journal(paths.lab_dir("jr")).seq == journal.seq + 1
+
+
 def test_strays_are_processes_no_tracked_container_accounts_for(monkeypatch):
     parents = {10: 1, 11: 10, 12: 11, 20: 1, 21: 20, 31: 30}
     monkeypatch.setattr(recovery, "_ppid", lambda p: parents.get(p, 0))

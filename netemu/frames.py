@@ -3,6 +3,7 @@ configuration) to the pods that follow them over the lab's Unix socket. Both end
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import struct
 from typing import Iterator
@@ -12,6 +13,11 @@ _HEAD = struct.Struct("!I")
 
 def pack(body: bytes) -> bytes:
     return _HEAD.pack(len(body)) + body
+
+
+def digest(body: bytes) -> str:
+    """A frame's identity, as both ends compute it from its body: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(body).hexdigest()[:16]
 
 
 def read_frames(sock: socket.socket) -> Iterator[bytes]:

@@ -60,7 +60,7 @@ def fetch(client: Client, namespace=None) -> dict:
 
 
 def _event_view(e: dict) -> dict:
-    """An API Event in the flat form netemu.control.graph reads."""
+    """An API Event in the flat form netemu.cli.graph reads."""
     from netemu.cli.tables import parse_ts
 
     inv = e.get("involvedObject") or {}
@@ -70,14 +70,14 @@ def _event_view(e: dict) -> dict:
 
 
 def picture(data: dict):
-    from netemu.control import graph
+    from netemu.cli import graph
 
     return graph.build(data["objects"], announcers=data.get("announcers"), events=data.get("events") or (),
                        lab=data.get("lab"), namespace=data.get("namespace"))
 
 
 def render(pic, fmt: str) -> bytes:
-    from netemu.control import graph
+    from netemu.cli import graph
 
     if fmt == "mermaid":
         return graph.to_mermaid(pic).encode()

@@ -22,10 +22,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from netemu import paths
-from netemu.control.ingress import (
-    CONTROLLER_CLASS, DEFAULT_CLASS_ANNOTATION, INGRESS_CLASS, ControllerConfig, handles,
-)
 from netemu.control.pods import is_ready, is_terminating
+from netemu.images import parse_image
+from netemu.ingress.model import handles
+from netemu.ingress.settings import (
+    CONTROLLER_CLASS, CONTROLLER_NAMESPACE, DEFAULT_CLASS_ANNOTATION, INGRESS_CLASS, ControllerConfig,
+)
 from netemu.spec.defaults import apply_defaults
 from netemu.spec.ingress import IngressClass, IngressLoadBalancerIngress
 from netemu.spec.models import ConfigMap, Deployment, K8sModel, Lab, Namespace
@@ -33,7 +35,7 @@ from netemu.spec.models import ConfigMap, Deployment, K8sModel, Lab, Namespace
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
 
-NAMESPACE = "ingress-nginx"
+NAMESPACE = CONTROLLER_NAMESPACE
 NAME = "ingress-nginx-controller"
 IMAGE = "registry.k8s.io/ingress-nginx/controller:v1.11.3"
 # repository paths of controller images (any registry or tag): the stand-in plays them all
@@ -124,8 +126,6 @@ def ingress_addon(lab: Lab, api_socket: Optional[str] = None) -> list[K8sModel]:
 
 # --------------------------------------------------------------------------- when
 def is_controller_image(image: Optional[str]) -> bool:
-    from netemu.workloads.registry import parse_image
-
     return parse_image(image).repository in CONTROLLER_IMAGES
 
 

@@ -168,12 +168,12 @@ class Api:
 
     # ------------------------------------------------------------------ waiting
     async def op_dns_watch(self, req, writer):
-        """A DNS pod subscribes to the cluster zone (see daemon/dnsfeed.py)."""
+        """A DNS pod subscribes to the cluster zone (see daemon/feeds.py)."""
         await self.d.dns.serve(writer)
     op_dns_watch.raw = True
 
     async def op_ingress_watch(self, req, writer):
-        """An ingress controller pod subscribes to its objects (see control/ingress_feed.py)."""
+        """An ingress controller pod subscribes to its objects (see daemon/feeds.py)."""
         await self.d.ingress.serve(writer, req.get("pod"))
     op_ingress_watch.raw = True
 

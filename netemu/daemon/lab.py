@@ -64,12 +64,10 @@ class LabDaemon:
         self.kubelet: Optional[Kubelet] = None
         self.proxy = None  # the kube-proxy syncer, per node (set up in build)
         self.speakers = None  # MetalLB-style ARP speakers, one per node
-        from netemu.daemon.dnsfeed import ZonePublisher
+        from netemu.daemon.feeds import IngressPublisher, ZonePublisher
 
         self.dns = ZonePublisher(lab)
-        from netemu.control.ingress_feed import IngressFeed
-
-        self.ingress = IngressFeed()
+        self.ingress = IngressPublisher()
         from netemu.control.hpa import HorizontalController, HpaSettings
         from netemu.dataplane.metrics import MetricsCollector
 

@@ -1,14 +1,14 @@
 """registry.k8s.io/ingress-nginx/controller: the NGINX Ingress controller, with real nginx.
 
 As the image's /nginx-ingress-controller does, this stand-in watches the cluster, renders an
-nginx.conf from the Ingresses (netemu.control.ingress, the same rules as ingress-nginx), runs
+nginx.conf from the Ingresses (netemu.ingress, the same rules as ingress-nginx), runs
 nginx (the host's /usr/sbin/nginx, Debian package nginx-light or nginx) as its child, and reloads
 it when the configuration changes. nginx carries the traffic; this process only configures it.
 
 - The cluster: the stand-in subscribes to the lab's control process (its Unix socket,
   NETEMU_API_SOCKET) with the API op ``ingress_watch`` and receives a snapshot of the Ingresses,
   IngressClasses, Services, EndpointSlices, TLS Secrets and ConfigMaps each time they change
-  (netemu.control.ingress_feed).
+  (netemu.ingress.watch, netemu.daemon.feeds).
 - Files: /etc/nginx in the pod's own root (its writes stay in the pod; /tmp/nginx when the
   container's user cannot write /etc/nginx), so ``netemu exec -n ingress-nginx <pod> -- cat
   /etc/nginx/nginx.conf`` shows what runs, as in the real image. A stand-in run in a privileged pod
@@ -49,8 +49,8 @@ import threading
 import time
 from typing import Optional
 
-from netemu.control.ingress import ControllerConfig, Rendered, render
-from netemu.frames import read_frames
+from netemu.frames import digest, read_frames
+from netemu.ingress import ControllerConfig, Rendered, render
 from netemu.workloads.httpbase import TEXT, Site, StandInHandler, serve_http
 from netemu.workloads.listeners import Loop, StartError, write_log
 from netemu.workloads.model import WorkloadContext
@@ -325,7 +325,7 @@ class Controller:
             except ValueError:
                 continue
             with self.lock:
-                self.latest = (snap, hashlib.sha256(frame).hexdigest()[:16])
+                self.latest = (snap, digest(frame))
             self.first.set()
             self.changed.set()
         if self.stopping:

@@ -1,15 +1,15 @@
 """Which program plays a container: its `command`, or a built-in stand-in for its image.
 
 Images are matched on their repository path, whatever the registry host, tag or digest
-(`nginx`, `nginx:1.25`, `docker.io/library/nginx:latest@sha256:...` are all nginx); the tag
-still chooses a variant where the image has them (`nginxdemos/hello:plain-text`).
+(`nginx`, `nginx:1.25`, `docker.io/library/nginx:latest@sha256:...` are all nginx: netemu.images); the
+tag still chooses a variant where the image has them (`nginxdemos/hello:plain-text`).
 """
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
+from netemu.images import parse_image
 from netemu.workloads.model import PortSpec, Program
 
 # repository path -> (builtin, its own port)
@@ -50,31 +50,6 @@ BUILTIN_NAMES = frozenset(DEFAULT_PORTS)
 REDIS_SERVER = "redis-server"
 REDIS_FLAGS = ("--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no",
                "--daemonize", "no")
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    registry: Optional[str]
-    repository: str  # lower-case, without "library/": "nginx", "kuar-demo/kuard-amd64"
-    tag: Optional[str]
-    digest: Optional[str]
-
-
-def parse_image(image: Optional[str]) -> ImageRef:
-    ref = (image or "").strip()
-    ref, _, digest = ref.partition("@")
-    tag = None
-    slash = ref.rfind("/")
-    if ":" in ref[slash + 1:]:
-        ref, tag = ref.rsplit(":", 1)
-    parts = ref.split("/")
-    registry = None
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        registry = parts.pop(0)
-    repository = "/".join(parts).lower()
-    if repository.startswith("library/"):
-        repository = repository[len("library/"):]
-    return ImageRef(registry, repository, tag or None, digest or None)
 
 
 def resolve(image: Optional[str], command: Optional[list[str]], args: Optional[list[str]],

@@ -1,4 +1,4 @@
-"""The lab's picture (control/graph.py): every pod and service named, pods grouped by deployment,
+"""The lab's picture (cli/graph.py): every pod and service named, pods grouped by deployment,
 endpoints and LB announcers drawn; valid DOT (checked by graphviz when installed) and Mermaid."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from netemu.control import graph
+from netemu.cli import graph
 
 
 def node(name, ip, cidr, control=False, ready=True):

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from netemu.control.ingress import (
+from netemu.ingress import (
     DEFAULT_UPSTREAM, ControllerConfig, build_model, handles, location_match, parse_annotations, render, tls_pem,
 )
 
@@ -527,7 +527,8 @@ def test_seed_service_alone_brings_the_controller():
 
 
 def test_feed_sends_what_the_controller_needs_and_only_changes():
-    from netemu.control.ingress_feed import IngressFeed, snapshot
+    from netemu.daemon.feeds import IngressPublisher
+    from netemu.ingress.watch import snapshot
 
     c = _cluster(APP + ING)
     c.reconcile()
@@ -537,7 +538,7 @@ def test_feed_sends_what_the_controller_needs_and_only_changes():
     assert all(x["metadata"]["labels"]["kubernetes.io/service-name"] == "web" for x in s["endpointSlices"])
     assert [x["metadata"]["name"] for x in s["configMaps"]] == ["ingress-nginx-controller"]
     assert "status" not in s["ingresses"][0]
-    feed = IngressFeed()
+    feed = IngressPublisher()
     assert feed.update(c.store) and feed.frame
     assert not feed.update(c.store)  # nothing changed
     other = c.store.get("Service", "default", "unrelated")
@@ -560,11 +561,12 @@ def test_wildcard_host_certificate_file_name():
 def test_feed_knows_which_controller_serves_the_current_snapshot():
     import asyncio
 
-    from netemu.control.ingress_feed import IngressFeed, digest
+    from netemu.daemon.feeds import IngressPublisher
+    from netemu.frames import digest
 
     c = _cluster(APP + ING)
     c.reconcile()
-    feed = IngressFeed()
+    feed = IngressPublisher()
     feed.update(c.store)
     assert feed.digest == digest(feed.frame[4:]) and feed.settled(c.store)  # nobody subscribed yet
 

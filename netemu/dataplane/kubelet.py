@@ -2,7 +2,8 @@
 
 For each bound pod with an address it creates the network namespace and veth (in batches),
 writes resolv.conf/hosts, forks the sandbox and the containers from the launcher, restarts
-containers that exit (crash-loop back-off), runs probes, and reports status back into the
+containers that exit (crash-loop back-off), makes a pod's sandbox again when its pause process dies
+(SandboxChanged, in the pod's own network namespace), runs probes, and reports status back into the
 store. A node that is down has a dead kubelet: nothing there is restarted, probed or reported.
 """
 from __future__ import annotations
@@ -17,13 +18,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from netemu import paths
+from netemu import paths, procutil
 from netemu.control import podenv
 from netemu.control.kubeadm import is_control_process_pod
 from netemu.control.pods import is_terminating, set_condition
 from netemu.control.store import rfc3339
-from netemu.dataplane import nsutil, podfiles, probes, resources, security
+from netemu.dataplane import nsutil, podfiles, probes, resources, rootfs, security
 from netemu.dataplane.cgroups import LabCgroups, kill_all
+from netemu.dataplane.launcher import SANDBOX_GONE
 from netemu.dataplane.labnet import LabNet, PodNet
 from netemu.dataplane.stdio import ContainerStdio
 from netemu.spec.models import (
@@ -77,7 +79,12 @@ class PodRt:
     node: str
     netns: str
     cgroup_id: str
-    sandbox: Optional[dict] = None  # the launcher's descriptors on the pod's UTS and mount namespaces
+    # the launcher's descriptors on the pod's UTS and mount namespaces, and its pause process ("pause",
+    # "pause_started") unless the pod is privileged
+    sandbox: Optional[dict] = None
+    pause: int = 0  # the pause process whose exit is watched (Kubelet.by_pause)
+    sandbox_dead: bool = False  # its pause process died: nothing starts until a new sandbox is made
+    sandbox_retry: float = 0.0  # when a new sandbox that failed is tried again
     containers: dict[str, ContainerRt] = field(default_factory=dict)
     stopping: bool = False
     started_at: float = 0.0
@@ -109,6 +116,9 @@ class Kubelet:
         self._due = float("inf")
         self.pods: dict[PodKey, PodRt] = {}
         self.by_pid: dict[int, tuple[PodRt, Optional[ContainerRt]]] = {}
+        self.by_pause: dict[int, PodRt] = {}  # the sandboxes' pause processes: their exit is the sandbox's end
+        self._resandboxing: dict[PodKey, asyncio.Task] = {}  # pods getting a new sandbox
+        self._closing = False  # the lab goes down: no sandbox is made again
         self.node_up: dict[str, bool] = {}
         self.failed_create: dict[PodKey, float] = {}
         self._stops: dict[PodKey, asyncio.Task] = {}
@@ -133,7 +143,8 @@ class Kubelet:
         await self._sync_all()
         self._synced, self._synced_at = stamp, now
         self._due = min([*self.failed_create.values(), *(c.next_start for rt in self.pods.values()
-                                                           for c in rt.containers.values() if c.pid is None)],
+                                                           for c in rt.containers.values() if c.pid is None),
+                         *(rt.sandbox_retry for rt in self.pods.values() if rt.sandbox_dead)],
                         default=float("inf"))
 
     async def _sync_all(self) -> None:
@@ -165,6 +176,15 @@ class Kubelet:
                     continue  # kube-system's mirror and kube-proxy pods: the control process is their program
                 if pod.status.pod_ip and now >= self.failed_create.get(key, 0) and key not in self._stops:
                     to_create.append(pod)
+                continue
+            if rt.stopping or pod.metadata.uid != rt.uid:
+                continue
+            self._watch_pause(rt)
+            if rt.sandbox_dead or rt.sandbox is None:
+                # the pause process died (a user's kill -9, the OOM killer): kubelet's SandboxChanged
+                if (rt.sandbox is not None or sandbox_wanted(pod, rt)) and now >= rt.sandbox_retry \
+                        and rt.key not in self._resandboxing and not self._closing:
+                    self._resandboxing[rt.key] = asyncio.create_task(self._remake_sandbox(rt))
                 continue
             for c in rt.containers.values():
                 if c.pid is None and c.next_start <= now and not rt.stopping and _startable(rt, c):
@@ -295,6 +315,7 @@ class Kubelet:
             return
         self.failed_create.pop(rt.key, None)
         self.pods[rt.key] = rt
+        self._watch_pause(rt)
         os.makedirs(paths.logs_dir(self.lab), exist_ok=True)
         for c in pod.spec.containers:
             rt.containers[c.name] = ContainerRt(spec=c)
@@ -308,6 +329,9 @@ class Kubelet:
             await self._start_container(rt, pod, c)
 
     async def _start_container(self, rt: PodRt, pod: Pod, c: ContainerRt) -> None:
+        if rt.sandbox_dead or rt.sandbox is None or not self._sandbox_alive(rt):
+            self._sandbox_died(rt)
+            return
         spec = c.spec
         store = self.cluster.store
         services = [s for s in store.list("Service", rt.namespace)]
@@ -355,6 +379,9 @@ class Kubelet:
         try:
             pid = (await self.launch("container", **msg))["pid"]
         except Exception as e:
+            if SANDBOX_GONE in str(e):  # its pause process died meanwhile (one the launcher did not report)
+                self._sandbox_died(rt)
+                return
             c.last_terminated = ContainerStateTerminated(exit_code=128, reason="StartError", message=str(e),
                                                          finished_at=rfc3339(time.time()))
             c.waiting_reason, c.waiting_message = "RunContainerError", str(e)
@@ -396,6 +423,12 @@ class Kubelet:
 
     # ------------------------------------------------------------------ exits
     def on_exit(self, pid: int, status: int) -> None:
+        owner = self.by_pause.get(pid)
+        if owner is not None:  # a sandbox's pause process: the kernel killed the pod's processes with it
+            del self.by_pause[pid]
+            if owner.pause == pid:
+                self._sandbox_died(owner)
+            return
         entry = self.by_pid.pop(pid, None)
         if entry is None:
             if len(self._early_exits) > 1024:  # never claimed (not a container of ours): forget the oldest
@@ -423,6 +456,10 @@ class Kubelet:
         c.probe_tasks.clear()
         if rt.stopping or not self.node_up.get(rt.node):
             return
+        if not rt.sandbox_dead and rt.pause and not self._sandbox_alive(rt):
+            # killed with its PID namespace: the pause process is ending (its own exit comes once the kernel
+            # has reaped the pod's processes). Restarted as restartPolicy says, in the new sandbox.
+            self._sandbox_died(rt)
         pod = self.cluster.store.find("Pod", rt.namespace, rt.name)
         policy = (pod.spec.restart_policy if pod else None) or "Always"
         if c.init and not c.sidecar:  # an init container: done when it exits 0, retried (or not) when it fails
@@ -440,11 +477,147 @@ class Kubelet:
             c.restart_count += 1
             c.waiting_reason = None
             self._schedule_restart(c, failed=False)
-            if pod is not None and c.kill_reason is None:
+            if pod is not None and c.kill_reason is None and not rt.sandbox_dead:
                 self.cluster.event(pod, "BackOff" if c.next_start > time.time() else "Restarting",
                                    f"container {c.spec.name} exited with code {exit_code}; restarting",
                                    type_="Warning", source="kubelet")
         self.on_change()
+
+    # ------------------------------------------------------------------ a sandbox that died
+    def _sandbox_alive(self, rt: PodRt) -> bool:
+        """False once the pod's pause process is gone or ending (True when it is not known: a privileged
+        pod, or a sandbox the launcher listed after a restart of the control process)."""
+        sb = rt.sandbox
+        if sb is None or not sb.get("pause"):
+            return sb is not None
+        return rootfs.pause_alive(sb["pause"], sb.get("pause_started") or "")
+
+    def _watch_pause(self, rt: PodRt) -> None:
+        """Know the pod's pause process by its pid (a new sandbox's, or one re-opened after a restart of
+        the launcher), so that its exit says the sandbox died."""
+        sb = rt.sandbox
+        if sb is not None and "pause" not in sb:
+            # a sandbox the launcher listed to a restarted control process does not name it: found once,
+            # from a running container, as PID 1 of its PID namespace (none: a privileged pod)
+            running = next((c.pid for c in rt.containers.values() if c.pid), None)
+            if running is None:
+                return
+            pid = rootfs.sandbox_process(running)
+            started = procutil.stat_field(pid, 19) if pid != running else ""
+            sb.update(pause=pid if started else 0, pause_started=started)
+        pid = (sb or {}).get("pause") or 0
+        if pid == rt.pause:
+            return
+        if rt.pause and self.by_pause.get(rt.pause) is rt:
+            del self.by_pause[rt.pause]
+        rt.pause = pid
+        if pid:
+            self.by_pause[pid] = rt
+            self._early_exits.pop(pid, None)  # reported before it was known: the check below says
+            if not rt.sandbox_dead and not self._sandbox_alive(rt):
+                self._sandbox_died(rt)
+
+    def _unwatch_pause(self, rt: PodRt) -> None:
+        if rt.pause and self.by_pause.get(rt.pause) is rt:
+            del self.by_pause[rt.pause]
+        rt.pause = 0
+
+    def _sandbox_died(self, rt: PodRt) -> None:
+        """The pod's sandbox is gone: the next pass makes a new one (_remake_sandbox)."""
+        if rt.sandbox_dead or rt.stopping:
+            return
+        log.warning("pod %s/%s: its sandbox died (pause process %s)", rt.namespace, rt.name,
+                    (rt.sandbox or {}).get("pause"))
+        rt.sandbox_dead = True
+        rt.sandbox_retry = 0.0
+        self.on_change()
+
+    async def _remake_sandbox(self, rt: PodRt) -> None:
+        """As kubelet does when a pod's sandbox is not ready (computePodActions, then SyncPod): the event
+        SandboxChanged, what is left of the pod's containers killed, the old sandbox released, a new one
+        made, and the containers started in it as restartPolicy says (RESTARTS counted when they exited).
+        When restartPolicy says nothing is to run again (Never after a container ran, OnFailure when every
+        container succeeded), the sandbox is only released, without an event: the pod ends as its
+        containers did (a container killed with the sandbox: terminated, exit code 137, reason Error).
+
+        kubelet gives the new sandbox a new network namespace and so a new IP; here the network namespace is
+        the pod's own (made with its veth when the pod was created; Endpoints, kube-proxy's rules and the
+        node's routes point at it): the new sandbox is made in the same network namespace, and the pod keeps
+        its IP. Its cgroup stays the pod's: the new pause process joins it."""
+        try:
+            pod = self._current(rt)
+            wanted = pod is not None and not is_terminating(pod) and sandbox_wanted(pod, rt)
+            if wanted:
+                self.cluster.event(pod, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.",
+                                   source="kubelet")
+            # what is left of the pod's containers (killed already with its PID namespace, as a rule)
+            for c in rt.containers.values():
+                for t in c.probe_tasks:
+                    t.cancel()
+                c.probe_tasks.clear()
+            running = [c for c in rt.containers.values() if c.pid is not None]
+            for c in running:
+                _signal(c.pid, signal.SIGKILL)
+            if running:
+                try:
+                    await asyncio.wait_for(asyncio.gather(*(c.exited.wait() for c in running)), timeout=5.0)
+                except asyncio.TimeoutError:
+                    pass
+            cg = self.cgroups.pod(rt.cgroup_id)
+            if cg is not None:  # processes the PID namespace did not hold (none, as a rule)
+                await asyncio.to_thread(kill_all, cg.procs_dir)
+            # the old sandbox: its descriptors (which hold its mount, UTS and IPC namespaces) and pause
+            old, rt.sandbox = rt.sandbox, None
+            self._unwatch_pause(rt)
+            if old is not None:
+                try:
+                    await self.launch("release", fds=[old["uts"], old["mnt"]])
+                except Exception as e:
+                    log.warning("pod %s/%s: releasing its dead sandbox: %s", rt.namespace, rt.name, e)
+            self.on_change()  # PodReadyToStartContainers: False
+            pod = self._current(rt)
+            if not wanted or pod is None or rt.stopping or self._closing or is_terminating(pod) \
+                    or not self.node_up.get(rt.node):
+                return  # stays without a sandbox (a deleted pod's stop needs none)
+            prepare_new_sandbox(rt)
+            try:
+                binds = await asyncio.to_thread(
+                    podfiles.write, paths.netns_etc(rt.netns), pod, self.cluster.lab,
+                    sa_files=self._service_account_files(pod), sa_dir=self._sa_dir(rt.uid))
+                sb = (await self.launch("sandbox", netns=nsutil.netns_path(rt.netns),
+                                        hostname=podenv.pod_hostname(pod),
+                                        binds=binds + security.lab_binds(pod, self.lab),
+                                        privileged=security.pod_privileged(pod),
+                                        cgroups=list(cg.dirs) if cg else [], tag={"uid": rt.uid}))["sandbox"]
+            except Exception as e:
+                rt.sandbox_retry = time.time() + 2.0
+                self.cluster.event(pod, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}",
+                                   type_="Warning", source="kubelet")
+                self.cluster.wake_at(rt.sandbox_retry)
+                return
+            rt.sandbox, rt.sandbox_dead, rt.sandbox_retry = sb, False, 0.0  # a stop that waits releases it
+            self._watch_pause(rt)
+            if rt.stopping or self._closing or rt.sandbox_dead:
+                return
+            pod = self._current(rt)
+            now = time.time()
+            for c in [c for c in rt.containers.values() if c.pid is None and c.next_start <= now and _startable(rt, c)]:
+                if pod is None or rt.stopping or rt.sandbox_dead:
+                    break
+                await self._start_container(rt, pod, c)
+        except Exception:
+            log.exception("pod %s/%s: making its sandbox again", rt.namespace, rt.name)
+            rt.sandbox_retry = time.time() + 2.0
+            self.cluster.wake_at(rt.sandbox_retry)
+        finally:
+            if self._resandboxing.get(rt.key) is asyncio.current_task():
+                del self._resandboxing[rt.key]
+            self.on_change()
+
+    def _current(self, rt: PodRt) -> Optional[Pod]:
+        """The pod's API object, if it is still this runtime's pod."""
+        pod = self.cluster.store.find("Pod", rt.namespace, rt.name)
+        return pod if pod is not None and pod.metadata.uid == rt.uid else None
 
     # ------------------------------------------------------------------ probes
     async def _probe_loop(self, rt: PodRt, c: ContainerRt, kind: str) -> None:
@@ -512,6 +685,9 @@ class Kubelet:
 
     async def _stop_pod(self, rt: PodRt, grace: float, finalize: Optional[Pod]) -> None:
         try:
+            remaking = self._resandboxing.get(rt.key)
+            if remaking is not None:  # a new sandbox being made: it sees rt.stopping, and this releases it
+                await asyncio.gather(remaking, return_exceptions=True)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + max(grace, 0.0)
             for c in rt.containers.values():
@@ -542,6 +718,7 @@ class Kubelet:
                 if c.stdio is not None:
                     c.stdio.close()
                     c.stdio = None
+            self._unwatch_pause(rt)
             if rt.sandbox is not None:
                 await self.launch("release", fds=[rt.sandbox["uts"], rt.sandbox["mnt"]])
                 rt.sandbox = None
@@ -613,6 +790,7 @@ class Kubelet:
         self._build_status(current, rt)
 
     async def stop_all(self) -> None:
+        self._closing = True
         for rt in list(self.pods.values()):
             if not rt.stopping:
                 self._stop(rt, grace=0, finalize=None)
@@ -729,6 +907,33 @@ def _startable(rt: PodRt, c: ContainerRt) -> bool:
         if not (i.done or (i.sidecar and i.started_at is not None and (i.pid is not None or i.restart_count))):
             return False
     return True
+
+
+def sandbox_wanted(pod: Pod, rt: PodRt) -> bool:
+    """Is a pod whose sandbox died given a new one? kubelet's computePodActions: not with restartPolicy
+    Never once a container was started (the pod ends as its containers did), nor when no app container
+    is left to run (OnFailure: every one succeeded)."""
+    policy = pod.spec.restart_policy or "Always"
+    if policy == "Never" and any(c.started_at is not None or c.last_terminated is not None
+                                 for c in rt.containers.values()):
+        return False
+    return any(c.pid is not None or c.next_start != float("inf") for c in rt.containers.values() if not c.init)
+
+
+def prepare_new_sandbox(rt: PodRt) -> None:
+    """The containers' state for a new sandbox: as kubelet does, the init containers run again from the
+    first (one that had completed counts one more restart); the app containers start once they are done."""
+    inits = [c for c in rt.containers.values() if c.init]
+    for c in inits:
+        if c.done:
+            c.done, c.restart_count, c.next_start = False, c.restart_count + 1, 0.0
+        c.started_at = None if c.sidecar else c.started_at
+        if c.pid is None:
+            c.waiting_reason = "PodInitializing"
+    if inits:
+        for c in rt.containers.values():
+            if not c.init and c.pid is None and c.next_start != float("inf"):
+                c.waiting_reason = "PodInitializing"
 
 
 def _initialized(rt: PodRt) -> bool:

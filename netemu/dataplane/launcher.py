@@ -13,7 +13,8 @@ parent's memory.
               descriptor on each and steps back. Those descriptors hold the namespaces. A pod that
               is not privileged is a container (netemu.dataplane.rootfs): IPC and PID namespaces
               of its own, whose PID 1 is a pause process (spawned, not forked: `sleep infinity`),
-              and a root of its own, the host's files under a per-pod overlay.
+              and a root of its own, the host's files under a per-pod overlay. The answer names the
+              pause process: its exit, reported as any child's, is the sandbox's end.
     container a fork (into the pod's PID namespace) that enters the pod's network namespace, the
               sandbox's UTS, IPC and mount namespaces and the pod's cgroup, drops to the
               container's user and capabilities (netemu.dataplane.security), then execs a command
@@ -33,6 +34,7 @@ subreaper: orphans of pod processes are reaped here rather than by the host's in
 """
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -46,6 +48,7 @@ from typing import Any, Optional
 from netemu import procutil
 from netemu.dataplane import nsutil, podexec, rootfs
 
+SANDBOX_GONE = "the pod's sandbox is gone"  # how a container's start fails when its pause process died
 INLINE_MAX = 32 * 1024  # bigger messages travel in a memfd (the socket's limit is ~200 KiB)
 MAX_MESSAGE = 64 << 20  # what the launcher accepts at all (an environment past ARG_MAX fails at exec)
 
@@ -219,7 +222,8 @@ class Launcher:
             try:
                 uts, mnt = make_sandbox(msg)
                 self.sandboxes[(uts, mnt)] = msg.get("tag")
-                self._send({"id": msg.get("id"), "sandbox": {"uts": uts, "mnt": mnt}})
+                # the pause process too: its exit (reported as any child's) is the sandbox's end
+                self._send({"id": msg.get("id"), "sandbox": {"uts": uts, "mnt": mnt, **rootfs.pause_of(mnt)}})
             except Exception as e:
                 self._send({"id": msg.get("id"), "error": f"{type(e).__name__}: {e}"})
             return
@@ -248,7 +252,10 @@ class Launcher:
                     os.close(uts)
                     raise
                 self.sandboxes[(uts, mnt)] = msg.get("tag")
-                self._send({"id": msg.get("id"), "sandbox": {"uts": uts, "mnt": mnt}})
+                sb = {"uts": uts, "mnt": mnt}
+                if rootfs.ns_init(pid):  # not remembered for release: this launcher did not make it
+                    sb.update(pause=pid, pause_started=procutil.stat_field(pid, 19))
+                self._send({"id": msg.get("id"), "sandbox": sb})
             except Exception as e:
                 self._send({"id": msg.get("id"), "error": f"{type(e).__name__}: {e}"})
             return
@@ -268,11 +275,20 @@ class Launcher:
         try:  # a container is forked into its pod's PID namespace (none for a privileged pod)
             entered = rootfs.enter_pod_pid_namespace((msg.get("sandbox") or {}).get("mnt"))
         except (OSError, TypeError) as e:
-            self._send({"id": msg.get("id"), "error": f"the pod's sandbox is gone: {e}"})
+            self._send({"id": msg.get("id"), "error": f"{SANDBOX_GONE}: {e}"})
             return
+        r = w = -1
         try:
             r, w = os.pipe()
             pid = os.fork()
+        except OSError as e:
+            # ENOMEM: the pod's PID namespace is ending (its pause process died since it was entered)
+            for fd in (r, w):
+                if fd >= 0:
+                    os.close(fd)
+            gone = entered and e.errno == errno.ENOMEM
+            self._send({"id": msg.get("id"), "error": f"{SANDBOX_GONE}: {e}" if gone else f"fork: {e}"})
+            return
         finally:
             if entered and os.getpid() == self.pid:
                 rootfs.leave_pid_namespace()

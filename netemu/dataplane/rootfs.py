@@ -27,6 +27,11 @@ processes, devices or run-time state. The launcher builds each (non-privileged) 
 
 The sandbox's mount namespace is then pivoted onto that root and the host's tree is detached from
 it: processes entering the namespace (containers, `netemu exec`) find the pod's root as theirs.
+
+When the pause process dies (SIGKILL, the OOM killer), the kernel kills every process of its PID
+namespace and no process can be born there again: the sandbox is dead. The launcher reports the pause's
+exit as any child's (the sandbox answer names the pause), refuses to start a container in it, and the
+kubelet makes the pod a new sandbox (SandboxChanged).
 """
 from __future__ import annotations
 
@@ -195,6 +200,41 @@ def remember_pause(mnt_fd: int, pid: int) -> None:
     _PAUSES[mnt_fd] = (pid, _start_time(pid))
 
 
+PF_EXITING = 0x4  # /proc/PID/stat flags: the process is in do_exit
+
+
+def pause_alive(pid: int, started: str = "", proc: str = "/proc") -> bool:
+    """Is the pause process pid (started at `started`, if known) still the PID 1 of a live namespace? Not
+    gone, not a zombie, and not exiting: a PID 1 that ends waits in do_exit (PF_EXITING) until the kernel
+    has killed and reaped every other process of its namespace, and no process can be born there."""
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        state, flags, start = fields[0], int(fields[6]), fields[19]
+    except (OSError, IndexError, ValueError):
+        return False
+    if started and start != started:
+        return False  # another process now has that number
+    return state not in ("Z", "X", "x") and not flags & PF_EXITING
+
+
+def pause_of(mnt_fd: int) -> dict:
+    """What the control process is told of a sandbox's pause process (made here): {"pause": pid,
+    "pause_started": its start time}; {} for a privileged pod's sandbox."""
+    pid, started = _PAUSES.get(mnt_fd, (0, ""))
+    return {"pause": pid, "pause_started": started} if pid else {}
+
+
+def ns_init(pid: int) -> bool:
+    """PID 1 of a PID namespace other than the launcher's: a pod's pause process."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+        return len(nspid) > 1 and nspid[-1] == "1" and os.stat(f"/proc/{pid}/ns/pid").st_ino != _HOME_PID_INO
+    except OSError:
+        return False
+
+
 def release(fds) -> None:
     """A sandbox's descriptors are released: its pause process (and with it, what is left of the
     pod's processes) goes too. The kubelet has usually emptied the pod's cgroup already."""
@@ -219,7 +259,7 @@ def pod_pid_namespace(mnt_fd: int) -> Optional[int]:
     pid, started = _PAUSES.get(mnt_fd, (0, ""))
     if pid:
         fd = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY)
-        if _start_time(pid) != started:
+        if not pause_alive(pid, started):  # gone, or ending: a fork into its namespace would fail
             os.close(fd)
             raise ProcessLookupError("the pod's pause process is gone")
         return fd
@@ -229,6 +269,8 @@ def pod_pid_namespace(mnt_fd: int) -> Optional[int]:
         try:
             if os.path.exists("/proc/self"):  # the host's /proc: a privileged pod
                 return None
+            if not pause_alive(1):  # the pod's /proc: its PID 1
+                raise ProcessLookupError("the pod's pause process is gone")
             return os.open("/proc/1/ns/pid", os.O_RDONLY)
         finally:
             nsutil.setns(home, nsutil.CLONE_NEWNS)

@@ -322,3 +322,90 @@ def test_kubectl_exec_is_contained_too(clab, tmp_path):
     res = kubectl("get", "pod", "user", "-o", "json")
     sc = json.loads(res.stdout)["spec"]["securityContext"]
     assert sc == {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000, "supplementalGroups": [4000]}
+
+
+# ---------------------------------------------------------------------- the sandbox
+def _pause_of(pid: int) -> int:
+    """PID 1 of the PID namespace of process pid (the pod's pause process), found among the host's processes."""
+    ns = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}/ns/pid").st_ino != ns:
+                continue
+            with open(f"/proc/{name}/status") as f:
+                nspid = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+        except (OSError, StopIteration):
+            continue
+        if len(nspid) > 1 and nspid[-1] == "1":
+            return int(name)
+    raise AssertionError(f"no pause process in the PID namespace of {pid}")
+
+
+def _cgroup_procs(pid: int) -> str:
+    """The cgroup.procs file of process pid's cgroup (v2, or v1's pids controller, as netemu.dataplane.cgroups)."""
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    path = next(p for _, ctrl, p in lines if ctrl == ("" if v2 else "pids"))
+    procs = f"/sys/fs/cgroup{'' if v2 else '/pids'}{path}/cgroup.procs"
+    assert "/netemu/" in procs, procs  # the pod's own cgroup
+    return procs
+
+
+def _ns_inits(cgroup_procs: str) -> list[int]:
+    """The processes of a pod's cgroup that are PID 1 of a namespace: its pause processes."""
+    out = []
+    with open(cgroup_procs) as f:
+        pids = [int(x) for x in f.read().split()]
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                nspid = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+        except (OSError, StopIteration):
+            continue
+        if len(nspid) > 1 and nspid[-1] == "1":
+            out.append(p)
+    return out
+
+
+def test_a_killed_sandbox_is_made_again(clab):
+    """kubelet's SandboxChanged: the pause process is SIGKILLed (the kernel takes the pod's processes with
+    it); the pod gets a new sandbox in its network namespace (same IP), its container restarts (one more
+    RESTARTS) and serves again; the old sandbox's descriptors and pause are gone."""
+    clab.wait_for(lambda: _running(clab, "echo"), timeout=30, what="echo Running")
+    before = clab.get("pod", "echo")[0]
+    ip, node = before["status"]["podIP"], before["spec"]["nodeName"]
+    restarts = before["status"]["containerStatuses"][0]["restartCount"]
+    pid = container_pid(clab, "echo", "echo")
+    launcher = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])  # the container's parent
+    assert "netemu.dataplane.launcher" in open(f"/proc/{launcher}/cmdline").read()
+    launcher_fds = len(os.listdir(f"/proc/{launcher}/fd"))
+    procs = _cgroup_procs(pid)
+    pause = _pause_of(pid)
+    assert pause != pid and _ns_inits(procs) == [pause]
+    os.kill(pause, 9)  # this lab's own pause process
+
+    def recovered():
+        p = clab.get("pod", "echo")[0]
+        st = p["status"]["containerStatuses"][0]
+        return (_running(clab, "echo") and st["restartCount"] == restarts + 1 and "running" in st["state"]
+                and st.get("containerID") != f"netemu://{pid}" and p)
+
+    after = clab.wait_for(recovered, timeout=15, what="echo restarted in a new sandbox")
+    assert after["status"]["podIP"] == ip and after["metadata"]["uid"] == before["metadata"]["uid"]
+    events = [e for e in clab.get("events") if e["involvedObject"]["name"] == "echo"
+              and e["reason"] == "SandboxChanged"]
+    assert events and events[0]["type"] == "Normal", events
+    assert events[0]["message"] == "Pod sandbox changed, it will be killed and re-created."
+    new = container_pid(clab, "echo", "echo")
+    new_pause = _pause_of(new)
+    assert new_pause != pause and os.path.exists(f"/proc/{new_pause}")
+    assert _ns_inits(procs) == [new_pause]  # the same cgroup, one pause in it
+    # it serves again, from the node, at the same address
+    out = clab.node_exec(node, "curl", "-s", "-m", "3", f"http://{ip}:80/", check=False).stdout
+    assert "echo" in out, out
+    # the old sandbox's descriptors were released: the launcher holds as many as before
+    clab.wait_for(lambda: len(os.listdir(f"/proc/{launcher}/fd")) == launcher_fds, timeout=5,
+                  what=f"the launcher's descriptors back to {launcher_fds}")

@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any, Callable, Optional
 
 from netemu.api import registry
+from netemu.wellknown import NODE_ROLE_PREFIX
 
 TABLE_API_VERSION = "meta.k8s.io/v1"
 
@@ -595,8 +596,8 @@ def node_cells(node: dict, now: float) -> list:
         status.append("SchedulingDisabled")
     roles = set()
     for k, v in (_meta(node).get("labels") or {}).items():
-        if k.startswith("node-role.kubernetes.io/") and k[len("node-role.kubernetes.io/"):]:
-            roles.add(k[len("node-role.kubernetes.io/"):])
+        if k.startswith(NODE_ROLE_PREFIX) and k[len(NODE_ROLE_PREFIX):]:
+            roles.add(k[len(NODE_ROLE_PREFIX):])
         elif k == "kubernetes.io/role" and v:
             roles.add(v)
     info = st.get("nodeInfo") or {}

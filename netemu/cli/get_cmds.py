@@ -11,6 +11,7 @@ from netemu.cli.client import ApiCallError, CliError, Client, pick_lab
 from netemu.cli.kinds import (TABLE, by_kind, find_object, get_object, list_objects, namespace_for, path,
                               split_ref)
 from netemu.cli.output import print_objects, to_yaml
+from netemu.wellknown import NODE_ROLE_PREFIX
 
 ALL = ["pods", "services", "deployments", "replicasets"]  # `get all`
 FORMATS = ("", "wide", "json", "yaml", "name")
@@ -379,7 +380,7 @@ def _describe_service(svc: dict, client: Client) -> str:
 def _describe_node(node: dict, client: Client) -> str:
     meta, spec, st = node["metadata"], node.get("spec", {}), node.get("status", {})
     lines: list[str] = []
-    roles = sorted(k.split("/", 1)[1] for k in meta.get("labels") or {} if k.startswith("node-role.kubernetes.io/"))
+    roles = sorted(k.split("/", 1)[1] for k in meta.get("labels") or {} if k.startswith(NODE_ROLE_PREFIX))
     _kv(lines, "Name", meta["name"])
     _kv(lines, "Roles", ",".join(roles) or "<none>")
     _kv(lines, "Labels", _map(meta.get("labels")))

@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--cluster-cidr 172.16.0.0/16")
     p.add_argument("mode", choices=["iptables", "nftables", "ipvs"])
     p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
-                   help="Services plus EndpointSlices (or Pods with status.podIP)")
+                   help="Services plus EndpointSlices (or Pods with status.podIP), from any cluster: "
+                   "`kubectl get svc,endpointslices -A -o yaml` prints a kind: List that works as it is")
     p.add_argument("--node-name", required=True)
     p.add_argument("--node-ip", action="append", metavar="IP")
     p.add_argument("--cluster-cidr")
@@ -185,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masquerade-all", action="store_true")
     p.add_argument("--jumps", action="store_true", help="also print the jumps from built-in chains")
     p.add_argument("--service-cidr", action="append", metavar="CIDR", help="nftables: kube-proxy's service CIDRs")
+    p.add_argument("--nodeport-addresses", action="append", metavar="CIDRS",
+                   help="kube-proxy's --nodeport-addresses: the node addresses that accept NodePorts, CIDRs "
+                   "(or primary) comma separated (default: every address; nftables: the primary node IP)")
+    p.add_argument("--fake-proxier", action="store_true",
+                   help="the settings kube-proxy's unit tests run with (NewFakeProxier: mark 0x4000, no "
+                   "--random-fully, nfacct counters), so that its tests' expected outputs come out as they are")
     p.add_argument("--ipvs-scheduler", choices=["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"],
                    help="ipvs: kube-proxy's --ipvs-scheduler (default: the file's spec.ipvsScheduler, rr)")
     p.add_argument("--fast", action="store_true",

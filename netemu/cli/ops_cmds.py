@@ -13,6 +13,7 @@ from netemu.cli.client import ApiCallError, CliError, Client, pick_lab
 from netemu.cli.kinds import (MERGE_PATCH, by_kind, find_object, get_object, learn_crds, list_objects,
                               namespace_for, path, split_ref)
 from netemu.cli.output import Progress, warn
+from netemu.wellknown import MIRROR_ANNOTATION
 
 
 def _client(args) -> Client:
@@ -224,9 +225,6 @@ def _cordon(client: Client, node: str, value: bool) -> str:
 def cmd_cordon(args, value: bool) -> int:
     print(_cordon(_client(args), args.node, value))
     return 0
-
-
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
 
 def _controller(pod: dict) -> Optional[dict]:

@@ -10,6 +10,7 @@ import ipaddress
 
 from netemu.spec.defaults import apply_defaults
 from netemu.spec.models import ConfigMap, Deployment, EndpointSlice, K8sModel, Lab, Service
+from netemu.wellknown import CONTROL_PLANE_TAINT, ENDPOINTSLICE_CONTROLLER, MANAGED_BY_LABEL, OS_LABEL, SERVICE_NAME_LABEL
 
 COREDNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.11.3"
 API_SERVER_PORT = 6443
@@ -46,8 +47,8 @@ def kubernetes_service(lab: Lab, control_plane_ip: str) -> list[K8sModel]:
     })
     eps = EndpointSlice.model_validate({
         "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "kubernetes",
-                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io/apiserver"}},
+                     "labels": {SERVICE_NAME_LABEL: "kubernetes",
+                                MANAGED_BY_LABEL: f"{ENDPOINTSLICE_CONTROLLER}/apiserver"}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": [control_plane_ip], "conditions": {"ready": True, "serving": True,
                                                                         "terminating": False}}],
@@ -75,9 +76,9 @@ def coredns(lab: Lab, api_socket: str) -> list[K8sModel]:
                     "priorityClassName": "system-cluster-critical",
                     "serviceAccountName": "coredns",
                     "dnsPolicy": "Default",
-                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "nodeSelector": {OS_LABEL: "linux"},
                     "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
-                                    {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
+                                    {"key": CONTROL_PLANE_TAINT, "effect": "NoSchedule"}],
                     "containers": [{
                         "name": "coredns",
                         "image": COREDNS_IMAGE,

@@ -15,16 +15,15 @@ import math
 from typing import TYPE_CHECKING, Optional
 
 from netemu.spec.models import LabelSelector, Pod, Toleration
+from netemu.wellknown import JOB_NAME_LABEL, JOB_UID_LABEL
+from netemu.wellknown import NOT_READY_TAINT as NOT_READY
+from netemu.wellknown import UNREACHABLE_TAINT as UNREACHABLE
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
 
-NOT_READY = "node.kubernetes.io/not-ready"
-UNREACHABLE = "node.kubernetes.io/unreachable"
 # scheduling.k8s.io's built-in classes (they exist in every cluster)
 SYSTEM_PRIORITY_CLASSES = {"system-node-critical": 2000001000, "system-cluster-critical": 2000000000}
-JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
 class Forbidden(ValueError):

@@ -22,13 +22,12 @@ from netemu.spec.models import (
     Pod,
     Service,
 )
-from netemu.wellknown import SERVICE_NAME_LABEL
+from netemu.wellknown import ENDPOINTSLICE_CONTROLLER as MANAGED_BY
+from netemu.wellknown import MANAGED_BY_LABEL, SERVICE_NAME_LABEL
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
 
-MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
-MANAGED_BY = "endpointslice-controller.k8s.io"
 MAX_ENDPOINTS_PER_SLICE = 100
 
 

@@ -27,11 +27,6 @@ def node_pod_cidrs(pod_cidr: str, prefix: int, count: int) -> list[str]:
     return out
 
 
-def gateway_of(subnet: str) -> str:
-    """The node's bridge (cni0) address: the first host of its pod subnet."""
-    return str(next(ipaddress.ip_network(subnet).hosts()))
-
-
 def next_pod_ip(subnet: str, used: Iterable[str], last: Optional[str]) -> str:
     """host-local IPAM: the next free address after the last one handed out, wrapping around, so
     that a replaced pod gets a new address (as on a real node). The first host is the bridge."""

@@ -16,12 +16,12 @@ from netemu.control.nodes import internal_ip, is_control_plane
 from netemu.control.pods import is_terminating
 from netemu.spec.defaults import apply_defaults
 from netemu.spec.models import Node, Pod, StoredObject
+from netemu.wellknown import CONTROLLER_REVISION_HASH_LABEL, MIRROR_ANNOTATION, OS_LABEL
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
 
 ANNOTATION = "netemu.dev/run-by"  # "control-process": the lab's control process is this pod's program
-MIRROR = "kubernetes.io/config.mirror"
 K8S_VERSION = "v1.32.0"
 
 STATIC_PODS = {  # component -> (image, command, requests as kubeadm's manifests ask)
@@ -59,7 +59,7 @@ def kube_proxy_daemonset(mode: str):
 
 def _proxy_spec(mode: str) -> dict:
     return {"hostNetwork": True, "priorityClassName": "system-node-critical", "serviceAccountName": "kube-proxy",
-            "nodeSelector": {"kubernetes.io/os": "linux"}, "tolerations": [{"operator": "Exists"}],
+            "nodeSelector": {OS_LABEL: "linux"}, "tolerations": [{"operator": "Exists"}],
             "containers": [{"name": "kube-proxy", "image": f"registry.k8s.io/kube-proxy:{K8S_VERSION}",
                             "command": ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf",
                                         f"--proxy-mode={mode}", "--hostname-override=$(NODE_NAME)"],
@@ -95,13 +95,13 @@ def reconcile(c: "Cluster") -> None:
                         "containers": [{"name": comp, "image": image, "command": [a.format(ip=ip) for a in cmd],
                                         "resources": {"requests": requests}}]}
                 c.store.create(_pod(name, node, {"component": comp, "tier": "control-plane"}, spec,
-                                    {MIRROR: h, "kubernetes.io/config.hash": h, "kubernetes.io/config.source": "file"},
+                                    {MIRROR_ANNOTATION: h, "kubernetes.io/config.hash": h, "kubernetes.io/config.source": "file"},
                                     {"apiVersion": "v1", "kind": "Node", "name": node.metadata.name,
                                      "uid": node.metadata.uid, "controller": True}))
         if ds is not None and node.metadata.name not in proxies:
             name = f"kube-proxy-{_suffix(c, node.metadata.name)}"
             spec = dict(_proxy_spec(c.lab.spec.proxy_mode))
-            c.store.create(_pod(name, node, {"k8s-app": "kube-proxy", "controller-revision-hash": "netemu",
+            c.store.create(_pod(name, node, {"k8s-app": "kube-proxy", CONTROLLER_REVISION_HASH_LABEL: "netemu",
                                              "pod-template-generation": "1"}, spec, {},
                                 {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "kube-proxy",
                                  "uid": ds.metadata.uid, "controller": True, "blockOwnerDeletion": True}))

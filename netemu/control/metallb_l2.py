@@ -30,7 +30,7 @@ from netemu.control.metallb import (
     ALLOW_SHARED_IP, DEPRECATED_PREFIX, ANNOTATION_PREFIX, Config, L2Ad, ingress_ips, is_metallb_service, load_config,
 )
 from netemu.spec.models import Endpoint, EndpointSlice, Node, Service
-from netemu.wellknown import SERVICE_NAME_LABEL
+from netemu.wellknown import EXCLUDE_FROM_LB_LABEL, SERVICE_NAME_LABEL
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 SPEAKER = "metallb-speaker"
 PROTOCOL = "layer2"
 LAB_INTERFACE = "eth0"  # a node's interface on the lab segment
-EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def usable_speakers(nodes: Iterable[Node], alive: Optional[Mapping[str, bool]] =
             continue
         if _condition(n, "NetworkUnavailable") == "True":
             continue
-        if EXCLUDE_LABEL in (n.metadata.labels or {}):
+        if EXCLUDE_FROM_LB_LABEL in (n.metadata.labels or {}):
             continue
         out.add(name)
     return out

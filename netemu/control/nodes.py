@@ -19,14 +19,14 @@ from netemu.control.ipam import node_pod_cidrs
 from netemu.control.pods import is_terminal, is_terminating, set_condition
 from netemu.control.store import parse_rfc3339
 from netemu.spec.models import Condition, Lab, Node, NodeAddress, NodeSpec, NodeStatus, ObjectMeta, Taint
+from netemu.wellknown import (
+    CONTROL_PLANE_LABEL, CONTROL_PLANE_TAINT, EXCLUDE_FROM_LB_LABEL, HOSTNAME_LABEL, NOT_READY_TAINT, OS_LABEL,
+    UNREACHABLE_TAINT, UNSCHEDULABLE_TAINT,
+)
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
 
-CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
-UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
-NOT_READY_TAINT = "node.kubernetes.io/not-ready"
-UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 KUBELET_VERSION = "v1.32.0-netemu"
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION = 40  # kubelet's nodeLeaseDurationSeconds; it renews every quarter of it
@@ -84,8 +84,8 @@ def nodes_from_lab(lab: Lab, now: str) -> list[Node]:
     out = []
     for ln, cidr in zip(spec.nodes or [], cidrs):
         labels = {
-            "kubernetes.io/hostname": ln.name,
-            "kubernetes.io/os": "linux",
+            HOSTNAME_LABEL: ln.name,
+            OS_LABEL: "linux",
             "kubernetes.io/arch": _arch(),
             "beta.kubernetes.io/os": "linux",
             "beta.kubernetes.io/arch": _arch(),
@@ -94,9 +94,9 @@ def nodes_from_lab(lab: Lab, now: str) -> list[Node]:
         # kubelet registers its node not-ready (the node lifecycle controller lifts it once Ready)
         taints = [Taint(key=NOT_READY_TAINT, effect="NoSchedule")]
         if ln.role == "control-plane":
-            labels[CONTROL_PLANE_TAINT] = ""
+            labels[CONTROL_PLANE_LABEL] = ""
             # as kubeadm labels it: load balancers (MetalLB) do not announce from here
-            labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
+            labels[EXCLUDE_FROM_LB_LABEL] = ""
             taints.insert(0, Taint(key=CONTROL_PLANE_TAINT, effect="NoSchedule"))
         for t in ln.taints or []:
             taints.insert(len(taints) - 1, t.model_copy())
@@ -147,7 +147,7 @@ def internal_ip(node: Node) -> str:
 
 
 def is_control_plane(node: Node) -> bool:
-    return CONTROL_PLANE_TAINT in (node.metadata.labels or {})
+    return CONTROL_PLANE_LABEL in (node.metadata.labels or {})
 
 
 def set_ready(c: "Cluster", node: Node, ready: bool, reason: str, message: str) -> None:

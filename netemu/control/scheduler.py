@@ -28,6 +28,8 @@ from netemu.control.nodes import UNSCHEDULABLE_TAINT
 from netemu.control.pods import controller_of, is_terminal, is_terminating, set_condition
 from netemu.spec.models import LabelSelector, Node, Pod, Taint, Toleration
 from netemu.spec.podresources import CPU, EPHEMERAL, MEMORY, PODS, amount, pod_requests
+from netemu.wellknown import HOSTNAME_LABEL as HOSTNAME
+from netemu.wellknown import ZONE_LABEL as ZONE
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
@@ -37,8 +39,6 @@ MAX_NODE_SCORE = 100
 HARD_POD_AFFINITY_WEIGHT = 1
 UNSCHEDULABLE = "Unschedulable"
 UNRESOLVABLE = "UnschedulableAndUnresolvable"
-HOSTNAME = "kubernetes.io/hostname"
-ZONE = "topology.kubernetes.io/zone"
 RESCHEDULE_EVENT_EVERY = 300.0  # podMaxInUnschedulablePodsDuration: an unschedulable pod is tried (and told) again
 # the kinds whose changes may change a verdict: pods and nodes, Namespaces (their labels, for namespaceSelector),
 # Services and ReplicaSets (the default spreading); the cluster runs the scheduler when one of them changed

@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from netemu.control import labels, naming
-from netemu.control.pods import controller_of, is_active, is_ready, is_terminating
+from netemu.control import naming
+from netemu.control.pods import controller_of, is_active, is_ready
 from netemu.spec.models import (
     Condition,
     Deployment,
-    LabelSelector,
     ObjectMeta,
     OwnerReference,
     Pod,
@@ -22,11 +21,11 @@ from netemu.spec.models import (
     ReplicaSet,
     ReplicaSetSpec,
 )
+from netemu.wellknown import DEPLOYMENT_REVISION_ANNOTATION as REVISION_ANNOTATION
+from netemu.wellknown import POD_TEMPLATE_HASH_LABEL as HASH_LABEL
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
-
-HASH_LABEL = "pod-template-hash"
 
 
 def template_hash(dep: Deployment) -> str:
@@ -141,7 +140,7 @@ def _new_replicaset(c: "Cluster", dep: Deployment, name: str, h: str, replicas: 
     rs = ReplicaSet(
         metadata=ObjectMeta(name=name, namespace=dep.metadata.namespace, labels=dict(tmpl.metadata.labels),
                             owner_references=[_owner_ref(dep)],
-                            annotations={"deployment.kubernetes.io/revision": str(_next_revision(c, dep))}),
+                            annotations={REVISION_ANNOTATION: str(_next_revision(c, dep))}),
         spec=ReplicaSetSpec(replicas=replicas, selector=sel, template=tmpl),
     )
     c.store.create(rs)
@@ -153,7 +152,7 @@ def _set_revision(c: "Cluster", dep: Deployment, new_rs: ReplicaSet, old: list[R
     """The current ReplicaSet carries the highest revision (a rollback to an old template makes its
     ReplicaSet the newest revision again, as `kubectl rollout undo` expects), and the Deployment shows
     it in the same annotation, as the Deployment controller keeps them."""
-    key = "deployment.kubernetes.io/revision"
+    key = REVISION_ANNOTATION
     rev = int((new_rs.metadata.annotations or {}).get(key, "0"))
     top = max((int((rs.metadata.annotations or {}).get(key, "0")) for rs in old), default=0)
     if rev <= top:
@@ -166,7 +165,7 @@ def _set_revision(c: "Cluster", dep: Deployment, new_rs: ReplicaSet, old: list[R
 
 
 def _next_revision(c: "Cluster", dep: Deployment) -> int:
-    revs = [int((rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision", "0"))
+    revs = [int((rs.metadata.annotations or {}).get(REVISION_ANNOTATION, "0"))
             for rs in c.store.owned("ReplicaSet", dep.metadata.uid)]
     return max(revs, default=0) + 1
 
@@ -295,11 +294,3 @@ def prepare_pod(c: "Cluster", pod: Pod) -> None:
         admit_pod(c, pod)
     except Forbidden:
         pod.spec.priority = pod.spec.priority or 0  # the class went away since the template was admitted
-
-
-def selector_matches_pod(sel: LabelSelector, pod: Pod) -> bool:
-    return labels.matches(sel, pod.metadata.labels)
-
-
-def is_terminating_pod(pod: Pod) -> bool:  # re-exported for the CLI's STATUS column
-    return is_terminating(pod)

@@ -320,10 +320,7 @@ class ApiServer:
             self.storage.get(res, namespace, name)  # 404 for a ServiceAccount that does not exist
             return self._json(token_request(self.pki, namespace, name, await self._lenient_body(request)), 201)
         elif sub in ("exec", "attach", "portforward"):
-            streams = getattr(self.d, "streams", None)
-            if streams is None:
-                raise ApiError(400, "BadRequest", f"pods/{sub} is not served by this lab yet: use `netemu exec`")
-            return await streams.handle(request, sub, namespace, name)
+            return await self.d.streams.handle(request, sub, namespace, name)
         raise errors.method_not_allowed()
 
     async def _body(self, request: web.Request):

@@ -8,13 +8,11 @@ output file itself (no privilege-drop or AppArmor surprises). Its status lines (
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from typing import IO, Iterable, Optional
 
@@ -183,7 +181,7 @@ def conntrack_entries(netns: str, dst: Optional[str] = None, dport: Optional[int
 
 # --------------------------------------------------------------------------- iptables-save as a ruleset
 class SavedRuleset:
-    """`iptables-save` output, with the one method proxy/trace.py needs: chain(table, chain) -> rules
+    """`iptables-save` output, with the one method proxy/iptables/trace.py needs: chain(table, chain) -> rules
     as "-A CHAIN ..." lines, in order."""
 
     def __init__(self, tables: dict[str, dict[str, list[str]]]):
@@ -236,26 +234,3 @@ def indent_matches(matches: list[str], roots: Iterable[str] = ()) -> list[tuple[
         if target and target.startswith("KUBE-"):
             depth[target] = d + 1
     return out
-
-
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
-
-
-def wait_for_line(stream, needle: str, timeout: float = 10.0) -> str:
-    """Read a text stream until a line contains needle (for tests and scripts: tcpdump's
-    'listening on')."""
-    deadline = time.time() + timeout
-    seen = []
-    while time.time() < deadline:
-        line = stream.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return line
-    raise CaptureError(f"did not see {needle!r}: {''.join(seen)!r}")

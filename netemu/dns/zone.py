@@ -21,15 +21,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Iterable, Literal, Mapping, NamedTuple, Optional, Sequence, Union
 
 from netemu.dns.names import canonical_ip, dashed
-from netemu.wellknown import SERVICE_NAME_LABEL
+from netemu.wellknown import ENDPOINTSLICE_CONTROLLER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL
 
 if TYPE_CHECKING:  # the DNS pod's process unpickles zones without pydantic
     from netemu.spec.models import EndpointSlice, Namespace, Pod, Service
 
 PodsMode = Literal["disabled", "insecure", "verified"]
 
-MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
-ENDPOINTSLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 # namespaces a cluster always has, even before any object lives in them
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 REVERSE_ZONES = ("in-addr.arpa", "ip6.arpa")
@@ -124,9 +122,12 @@ class ClusterZone:
     @cached_property
     def endpoint_ptr(self) -> Mapping[str, Sequence[NameLabels]]:
         """Endpoint IP -> ('hostname', 'service', 'namespace', 'svc'), ...: every serving
-        address, whether its Service exists or not (as CoreDNS indexes them)."""
+        address, whether its Service exists or not (as CoreDNS indexes them), in the namespaces
+        the zone shows (as service_ptr: CoreDNS skips the others)."""
         out: dict[str, list[NameLabels]] = {}
         for ns, name, group in self._all_groups():
+            if ns.lower() not in self.namespaces:
+                continue
             for ip, hostname in group.addresses:
                 names = out.setdefault(canonical_ip(ip), [])
                 ptr = (hostname, name, ns, "svc")

@@ -104,10 +104,14 @@ class Report:
     # (field path, text) of each error and warning: the API server answers with them as Status causes
     fields: list[tuple[str, str]] = field(default_factory=list)
     warn_fields: list[tuple[str, str]] = field(default_factory=list)
+    # the objects are only rendered (netemu render: any cluster's objects, as its kube-proxy reads
+    # them): what the lab refuses but kube-proxy renders is a warning (see lab_refuses)
+    rendering: bool = False
 
     def muting(self, paths: tuple[str, ...]) -> "Report":
         """The same report, ignoring errors at (or around) ``paths``."""
-        return Report(self.errors, self.warnings, tuple(paths), self._where, self.fields, self.warn_fields)
+        return Report(self.errors, self.warnings, tuple(paths), self._where, self.fields, self.warn_fields,
+                      self.rendering)
 
     def error(self, loc: Location, path: str, text: str) -> None:
         if any(_related(path, m) for m in self.muted):
@@ -115,6 +119,15 @@ class Report:
         self.errors.append(loc.message(path, text))
         self._where.append((loc.file, loc.document or 0))
         self.fields.append((join_path(loc.prefix, path), text))
+
+    def lab_refuses(self, loc: Location, path: str, text: str) -> None:
+        """A value the lab refuses that a cluster's kube-proxy still renders (a ClusterIP outside the
+        lab's serviceCIDR, a nodePort outside its range, an IP spelt the legacy way): an error, a
+        warning when the objects are only rendered."""
+        if self.rendering:
+            self.warn(loc, path, f"{text} (rendered as written, as kube-proxy would)")
+        else:
+            self.error(loc, path, text)
 
     def fail(self, text: str) -> None:
         """An error about no document in particular (a file that cannot be read, a bad option)."""

@@ -53,8 +53,6 @@ INGRESS_VERSIONS = (V1, V1BETA1, EXTENSIONS)
 INGRESS_CLASS_VERSIONS = (V1, V1BETA1)
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
-DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
-CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 
 
 # --------------------------------------------------------------------------- models (v1)

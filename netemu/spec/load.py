@@ -109,9 +109,13 @@ def _stem(path: str) -> str:
     return "lab" if path == STDIN else os.path.splitext(os.path.basename(path))[0]
 
 
-def load_files(paths: list[str], *, lab_name: str | None = None, require_lab: bool = False) -> LoadedSpec:
-    """Load lab files (``-`` is stdin). Raises SpecError with every problem found."""
-    report = Report()
+def load_files(paths: list[str], *, lab_name: str | None = None, require_lab: bool = False,
+               rendering: bool = False) -> LoadedSpec:
+    """Load lab files (``-`` is stdin). Raises SpecError with every problem found.
+
+    rendering: the objects are only rendered (`netemu render`, any cluster's objects): what the lab
+    refuses but kube-proxy renders (Report.lab_refuses) is a warning."""
+    report = Report(rendering=rendering)
     sources = [_read(p, report) for p in paths]
     if not paths:
         report.fail("no lab file given")

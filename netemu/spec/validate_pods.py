@@ -10,6 +10,7 @@ from netemu.spec.models import (
     Container, Deployment, Lab, LabelSelector, Pod, PodSpec, PodTemplateSpec, Probe, ReplicaSet,
 )
 from netemu.spec.rules import check_dns_label, check_label_key, check_label_value, check_port, check_port_name
+from netemu.wellknown import JOB_UID_LABEL
 
 IntOrString = Union[int, str]
 _PERCENT = re.compile(r"^\d+%$")
@@ -82,7 +83,7 @@ def check_selector(selector: LabelSelector, path: str, loc: Location, report: Re
 def check_pod_spec(spec: PodSpec, path: str, loc: Location, report: Report, *, node_names: list[str],
                    host_network_ok: bool = False) -> None:
     if spec.host_network and not host_network_ok:
-        report.error(loc, join_path(path, "hostNetwork"), HOST_NETWORK_UNSUPPORTED)
+        report.lab_refuses(loc, join_path(path, "hostNetwork"), HOST_NETWORK_UNSUPPORTED)
     for field, value in (("hostname", spec.hostname), ("subdomain", spec.subdomain)):
         if value and (why := check_dns_label(value)) is not None:
             report.error(loc, join_path(path, field), why)
@@ -216,8 +217,8 @@ def check_workload(obj: Union[Deployment, ReplicaSet], loc: Location, report: Re
     if spec.replicas is not None and spec.replicas < 0:
         report.error(loc, "spec.replicas", f"must be >= 0, got {spec.replicas}")
     elif spec.replicas is not None and capacity is not None and spec.replicas > capacity[0]:
-        report.error(loc, "spec.replicas", f"{spec.replicas} pods can never run here: {capacity[1]} "
-                     "(give the Lab a larger podCIDR or a smaller nodePodPrefix, or more nodes)")
+        report.lab_refuses(loc, "spec.replicas", f"{spec.replicas} pods can never run here: {capacity[1]} "
+                           "(give the Lab a larger podCIDR or a smaller nodePodPrefix, or more nodes)")
     if spec.min_ready_seconds is not None and spec.min_ready_seconds < 0:
         report.error(loc, "spec.minReadySeconds", f"must be >= 0, got {spec.min_ready_seconds}")
     _check_template(spec.template, spec.selector, loc, report, node_names)
@@ -305,7 +306,7 @@ def check_job(job, loc: Location, report: Report, node_names: list[str]) -> None
     if spec.completion_mode == "Indexed" and spec.completions is None:
         report.error(loc, "spec.completions", "Required value: when completion mode is Indexed")
     if spec.selector is not None and not spec.manual_selector and not (spec.selector.match_labels or {}).get(
-            "batch.kubernetes.io/controller-uid"):
+            JOB_UID_LABEL):
         report.error(loc, "spec.selector", "`selector` not auto-generated (set spec.manualSelector: true to give "
                      "one, or leave it out)")
     selector = spec.selector if spec.selector is not None else LabelSelector(

@@ -37,13 +37,13 @@ def check_service(svc: Service, lab: LabSpec, loc: Location, report: Report) -> 
             try:
                 ipaddress.ip_network(cidr.strip(), strict=False)
             except ValueError:
-                report.error(loc, f"spec.loadBalancerSourceRanges[{i}]",
-                             f"must be a CIDR like 10.0.0.0/8, got {cidr!r}")
+                report.lab_refuses(loc, f"spec.loadBalancerSourceRanges[{i}]",
+                                   f"must be a CIDR like 10.0.0.0/8, got {cidr!r}")
     if spec.load_balancer_ip and (why := parse_ip(spec.load_balancer_ip)[1]) is not None:
-        report.error(loc, "spec.loadBalancerIP", why)
+        report.lab_refuses(loc, "spec.loadBalancerIP", why)
     for i, ip in enumerate(spec.external_ips or []):
         if (why := parse_ip(ip)[1]) is not None:
-            report.error(loc, f"spec.externalIPs[{i}]", why)
+            report.lab_refuses(loc, f"spec.externalIPs[{i}]", why)
 
 
 def _check_ports(svc: Service, stype: str, headless: bool, lab: LabSpec, loc: Location, report: Report) -> None:
@@ -81,8 +81,8 @@ def _check_ports(svc: Service, stype: str, headless: bool, lab: LabSpec, loc: Lo
                 report.error(loc, join_path(path, "nodePort"),
                              f"may only be set for type NodePort or LoadBalancer, not {stype}")
             elif node_port_range and not node_port_range[0] <= p.node_port <= node_port_range[1]:
-                report.error(loc, join_path(path, "nodePort"),
-                             f"{p.node_port} is outside the lab's nodePortRange {lab.node_port_range}")
+                report.lab_refuses(loc, join_path(path, "nodePort"),
+                                   f"{p.node_port} is outside the lab's nodePortRange {lab.node_port_range}")
 
 
 def _check_cluster_ip(svc: Service, stype: str, headless: bool, lab: LabSpec, loc: Location,
@@ -97,15 +97,15 @@ def _check_cluster_ip(svc: Service, stype: str, headless: bool, lab: LabSpec, lo
         return
     ip, why = parse_ip(ip_text)
     if ip is None:
-        report.error(loc, "spec.clusterIP", f'{why} (or "None" for a headless Service, or empty)')
+        report.lab_refuses(loc, "spec.clusterIP", f'{why} (or "None" for a headless Service, or empty)')
         return
     net, _ = parse_cidr(lab.service_cidr)
     if net is None:
         return  # the lab's own error says why
     if ip not in net or ip in (net.network_address, net.broadcast_address):
-        report.error(loc, "spec.clusterIP", f"{ip} is not in the lab's serviceCIDR {lab.service_cidr}")
+        report.lab_refuses(loc, "spec.clusterIP", f"{ip} is not in the lab's serviceCIDR {lab.service_cidr}")
     elif str(ip) == lab.cluster_dns:
-        report.error(loc, "spec.clusterIP", f"{ip} is the cluster DNS address (clusterDNS)")
+        report.lab_refuses(loc, "spec.clusterIP", f"{ip} is the cluster DNS address (clusterDNS)")
 
 
 def _check_affinity(svc: Service, loc: Location, report: Report) -> None:
@@ -127,7 +127,7 @@ def check_endpoint_slice(es: EndpointSlice, loc: Location, report: Report) -> No
         if es.address_type == "IPv4":
             for j, address in enumerate(ep.addresses):
                 if (why := parse_ip(address)[1]) is not None:
-                    report.error(loc, f"endpoints[{i}].addresses[{j}]", why)
+                    report.lab_refuses(loc, f"endpoints[{i}].addresses[{j}]", why)
     for i, p in enumerate(es.ports or []):
         if p.port is not None and (why := check_port(p.port)) is not None:
             report.error(loc, f"ports[{i}].port", why)

@@ -572,6 +572,24 @@ def test_unknown_reverse_names_fall_through_to_servfail(lab_zone):
         assert RCODE[reply.header.rcode] == "SERVFAIL" and reply.header.aa == 0 and not reply.auth
 
 
+def test_ptr_of_an_endpoint_in_a_namespace_the_zone_leaves_out_is_not_answered():
+    """CoreDNS's serviceRecordForIP skips endpoints (as Services) of namespaces it does not expose:
+    a PTR may only name what a forward query finds."""
+    services = [_service("db", "shown", clusterIP="None", ports=HTTP),
+                _service("db", "hidden", clusterIP="None", ports=HTTP),
+                _service("web", "hidden", clusterIP="10.96.0.40", ports=HTTP)]
+    slices = [_slice("db", [{"addresses": ["172.16.1.4"]}], HTTP, ns="shown"),
+              _slice("db", [{"addresses": ["172.16.1.5"]}], HTTP, ns="hidden"),
+              _slice("gone", [{"addresses": ["172.16.1.6"]}], HTTP, ns="hidden")]  # its Service does not exist
+    zone = ClusterZone.build(services, slices, [], serial=SERIAL, namespaces=["shown"])
+    check(ask(zone, "4.1.16.172.in-addr.arpa.", "PTR"),
+          Case("", "", "NOERROR", ["4.1.16.172.in-addr.arpa. 30 IN PTR 172-16-1-4.db.shown.svc.cluster.local."]))
+    check(ask(zone, "172-16-1-5.db.hidden.svc.cluster.local."), Case("", "", "NXDOMAIN", ns=[LAB_SOA]))
+    for qname in ("5.1.16.172.in-addr.arpa.", "6.1.16.172.in-addr.arpa.", "40.0.96.10.in-addr.arpa."):
+        reply = ask(zone, qname, "PTR")  # unknown there: kubeadm's fallthrough, to nothing
+        assert RCODE[reply.header.rcode] == "SERVFAIL" and not reply.rr, f"{qname}\n{reply}"
+
+
 @pytest.mark.parametrize("qname", ["example.com.", "kubernetes.io.", "local.", "cluster.local.example.", "."])
 def test_names_outside_the_zones_are_servfail(lab_zone, qname):
     """No forward plugin: the kubernetes plugin passes them on to nothing, CoreDNS says SERVFAIL."""

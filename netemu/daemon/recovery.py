@@ -38,7 +38,6 @@ from typing import Optional
 
 from netemu import paths, procutil
 from netemu.dataplane import names
-from netemu.dataplane.nsutil import netns_path
 
 log = logging.getLogger("netemu.recovery")
 
@@ -270,16 +269,9 @@ def _container_env(d, pod, spec) -> dict:
 
 
 async def _new_sandbox(d, pod, netns: str) -> dict:
-    """A fresh sandbox for a pod whose namespace is kept (its files written again)."""
-    from netemu.control import podenv
-    from netemu.dataplane import podfiles
-
-    kub = d.kubelet
-    binds = await asyncio.to_thread(
-        podfiles.write, paths.netns_etc(netns), pod, d.lab, sa_files=kub._service_account_files(pod),
-        sa_dir=kub._sa_dir(pod.metadata.uid))
-    return (await d.launch("sandbox", netns=netns_path(netns), hostname=podenv.pod_hostname(pod), binds=binds,
-                           tag={"uid": pod.metadata.uid}, _now=True))["sandbox"]
+    """A fresh sandbox for a pod whose namespace is kept (its files written again), made as the kubelet
+    makes one (its cgroup, privileged or not), without waiting for the runtime to be declared ready."""
+    return await d.kubelet.new_sandbox(pod, netns, await d.kubelet.write_files(pod, netns), _now=True)
 
 
 async def adopt_pods(d, listing: Optional[dict]) -> None:

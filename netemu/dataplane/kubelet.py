@@ -298,17 +298,28 @@ class Kubelet:
         self.cgroups.remove(pod.metadata.uid)
         self._remove_sa_dir(pod.metadata.uid)
 
+    async def write_files(self, pod: Pod, netns: str) -> list:
+        """The pod's files under /etc/netns/<netns> (hosts, resolv.conf, token volume): its sandbox's binds."""
+        return await asyncio.to_thread(podfiles.write, paths.netns_etc(netns), pod, self.cluster.lab,
+                                       sa_files=self._service_account_files(pod), sa_dir=self._sa_dir(pod.metadata.uid))
+
+    async def new_sandbox(self, pod: Pod, netns: str, binds: list, **launch) -> dict:
+        """A pod sandbox in the pod's network namespace: its pause in the pod's cgroup, the lab's binds the
+        pod may have, privileged or contained as the pod asks (the kubelet's pods, a sandbox made again,
+        and one made after a restart of the control process alike)."""
+        cg = self.cgroups.pod(pod.metadata.uid)
+        return (await self.launch("sandbox", netns=nsutil.netns_path(netns), hostname=podenv.pod_hostname(pod),
+                                  binds=binds + security.lab_binds(pod, self.lab),
+                                  privileged=security.pod_privileged(pod),  # else a container's sandbox
+                                  cgroups=list(cg.dirs) if cg else [], tag={"uid": pod.metadata.uid},
+                                  **launch))["sandbox"]
+
     async def _start_pod(self, pod: Pod, binds: list) -> None:
         ns, name = pod.metadata.namespace, pod.metadata.name
         netns = self.net.pod_netns(ns, name)
-        cg = self.cgroups.pod(pod.metadata.uid)
         rt = PodRt(ns, name, pod.metadata.uid, pod.spec.node_name, netns, pod.metadata.uid, started_at=time.time())
         try:
-            rt.sandbox = (await self.launch("sandbox", netns=nsutil.netns_path(netns),
-                                            hostname=podenv.pod_hostname(pod),
-                                            binds=binds + security.lab_binds(pod, self.lab),
-                                            privileged=security.pod_privileged(pod),  # else a container's sandbox
-                                            cgroups=list(cg.dirs) if cg else [], tag={"uid": rt.uid}))["sandbox"]
+            rt.sandbox = await self.new_sandbox(pod, netns, binds)
         except Exception as e:
             self._create_failed(pod, f"Failed to create pod sandbox: {e}")
             await asyncio.to_thread(self.net.remove_pods, [(ns, name)])
@@ -581,14 +592,7 @@ class Kubelet:
                 return  # stays without a sandbox (a deleted pod's stop needs none)
             prepare_new_sandbox(rt)
             try:
-                binds = await asyncio.to_thread(
-                    podfiles.write, paths.netns_etc(rt.netns), pod, self.cluster.lab,
-                    sa_files=self._service_account_files(pod), sa_dir=self._sa_dir(rt.uid))
-                sb = (await self.launch("sandbox", netns=nsutil.netns_path(rt.netns),
-                                        hostname=podenv.pod_hostname(pod),
-                                        binds=binds + security.lab_binds(pod, self.lab),
-                                        privileged=security.pod_privileged(pod),
-                                        cgroups=list(cg.dirs) if cg else [], tag={"uid": rt.uid}))["sandbox"]
+                sb = await self.new_sandbox(pod, rt.netns, await self.write_files(pod, rt.netns))
             except Exception as e:
                 rt.sandbox_retry = time.time() + 2.0
                 self.cluster.event(pod, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}",

@@ -29,8 +29,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from netemu.dataplane.kubeproxy import base_payload  # noqa: E402
-from netemu.dataplane.proxy.iptables_sync import IptablesSyncer  # noqa: E402
+from netemu.dataplane.proxy.iptables.render import base_payload  # noqa: E402
+from netemu.dataplane.proxy.iptables.sync import IptablesSyncer  # noqa: E402
+from netemu.dataplane.proxy.runner import NetnsRunner, RunError  # noqa: E402
 from netemu.dataplane.proxy.view import build_view, refresh_view  # noqa: E402
 from bench_common import netns, services_and_slices  # noqa: E402
 
@@ -41,12 +42,11 @@ CLUSTER_CIDR = "10.244.0.0/16"
 
 def restore(ns: str, tool: str, payload: str) -> float:
     t0 = time.perf_counter()
-    res = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "--", tool, "--noflush", "-w"], input=payload,
-                         capture_output=True, text=True)
-    dt = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise SystemExit(f"{tool} failed in {ns}: {res.stderr[:500]}")
-    return dt
+    try:
+        NetnsRunner(timeout=None).run(ns, [tool, "--noflush", "-w"], payload)
+    except RunError as e:
+        raise SystemExit(str(e)[:600]) from None
+    return time.perf_counter() - t0
 
 
 def cleanup() -> None:

@@ -29,14 +29,14 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from netemu.dataplane.kubeproxy import IptablesBackend, NftablesBackend  # noqa: E402
+from netemu.dataplane.proxy.iptables.apply import IptablesBackend  # noqa: E402
+from netemu.dataplane.proxy.nftables.apply import NftablesBackend  # noqa: E402
 from netemu.dataplane.proxy.view import build_view  # noqa: E402
 from netemu.spec.models import EndpointSlice, Lab, Service  # noqa: E402
 

@@ -35,21 +35,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_common, also when loaded by path
 
 from bench_common import netns, services_and_slices  # noqa: E402
-from netemu.dataplane.proxy.iptables_sync import IptablesSyncer  # noqa: E402
-from netemu.dataplane.proxy.nftables import (
+from netemu.dataplane.proxy.iptables.sync import IptablesSyncer  # noqa: E402
+from netemu.dataplane.proxy.nftables.render import (
     KUBE_PROXY,
-    OP_CHAIN,
-    OP_ELEM,
-    OP_RULE,
-    OP_SET,
     NftRenderer,
     NftSettings,
     Tx,
     render,
-    set_decl,
     setup_ops,
+    write_ops,
 )
-from netemu.dataplane.proxy.nftables_sync import NftSyncer
+from netemu.dataplane.proxy.nftables.sync import NftSyncer
+from netemu.dataplane.proxy.runner import NetnsRunner
 from netemu.dataplane.proxy.view import build_view, refresh_view
 
 PREFIX = "ne-tnft-bench"
@@ -76,12 +73,8 @@ def cleanup() -> None:
 def run(ns: str, argv: list[str], stdin: str, timeout: float) -> float:
     """Run a tool in a namespace, return its wall-clock time (raise on failure)."""
     t0 = time.perf_counter()
-    res = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "--", *argv], input=stdin, capture_output=True,
-                         text=True, timeout=timeout)
-    dt = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} in {ns}: {res.stderr[:800]}")
-    return dt
+    NetnsRunner(timeout).run(ns, argv, stdin)
+    return time.perf_counter() - t0
 
 
 def nft(ns: str, text: str, timeout: float) -> float:
@@ -121,23 +114,14 @@ def batched(view, batch: int) -> list[str]:
     keys = r.service_keys()
     for i in range(0, len(keys), batch):
         tx = Tx(ctx.family)
-        for key in keys[i:i + batch]:
-            for p in r.ports(key):
-                for op in p.ops:
-                    if op[0] == OP_CHAIN:
-                        tx.chain(op[1], flush=False)
-                    elif op[0] == OP_ELEM:
-                        tx.element(op[1])
-                    elif op[0] == OP_SET:
-                        tx.add(set_decl(ctx, op[1], op[2]))
-                    elif op[0] == OP_RULE:
-                        tx.rule(op[1], op[2])
+        write_ops(tx, ctx, (p for key in keys[i:i + batch] for p in r.ports(key)), set(), flush=False,
+                  on_elem=tx.element)
         out.append(tx.text())
     return out
 
 
 def iptables_payload(view) -> str:
-    from netemu.dataplane.kubeproxy import base_payload   # the lab's first sync: base chains + payload
+    from netemu.dataplane.proxy.iptables.render import base_payload   # the lab's first sync: base chains + payload
     return base_payload() + IptablesSyncer().sync(view).payload
 
 

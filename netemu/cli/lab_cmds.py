@@ -281,7 +281,7 @@ def _check_proxy_mode(mode: str) -> None:
     if mode in ("iptables", "nftables"):
         return
     if mode == "ipvs":
-        from netemu.dataplane.ipvsapply import unavailable_message
+        from netemu.dataplane.proxy.ipvs.kernel import unavailable_message
 
         problem = unavailable_message()
         if problem:

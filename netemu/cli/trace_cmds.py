@@ -1,10 +1,10 @@
 """`netemu trace`: which rules a connection to a service hits on a node, and, when a connection is
 live, its conntrack entry (where the kernel sent it).
 
-The rules are the node's live `iptables-save`, followed by proxy/trace.py (kube-proxy's own
+The rules are the node's live `iptables-save`, followed by proxy/iptables/trace.py (kube-proxy's own
 tracePacket model): nat KUBE-SERVICES, then, with the destination rewritten, the filter chains.
 In nftables mode the control process follows the `kube-proxy` table it renders for the node
-(proxy/nftables_trace.py, kube-proxy's nftablesTracer model). IPVS mode has no rule walk to show:
+(proxy/nftables/trace.py, kube-proxy's nftablesTracer model). IPVS mode has no rule walk to show:
 only the conntrack entries (which real server the kernel picked).
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ def destinations(svc: dict, node_ip: Optional[str], port_filter: Optional[str]) 
 def trace_one(rules, dest: dict, src: str, local_ips: set[str]) -> dict:
     """The rules a new connection hits, table by table."""
     from netemu.dataplane.capture import indent_matches
-    from netemu.dataplane.proxy.trace import trace_packet
+    from netemu.dataplane.proxy.iptables.trace import trace_packet
 
     kw = dict(src=src, dst=dest["ip"], dport=int(dest["port"]), proto=dest["proto"], local_ips=local_ips)
     nat = trace_packet(rules.only("nat"), **kw)

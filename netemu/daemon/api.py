@@ -124,8 +124,8 @@ class Api:
             raise ApiError(f"kube-proxy on {node} has not synced yet")
 
         def run():
-            from netemu.dataplane.proxy.nftables import render
-            from netemu.dataplane.proxy.nftables_trace import trace_packet
+            from netemu.dataplane.proxy.nftables.render import render
+            from netemu.dataplane.proxy.nftables.trace import trace_packet
 
             state = render(n.view, n.backend.syncer.renderer.settings).state()
             out = []

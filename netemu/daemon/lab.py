@@ -498,11 +498,11 @@ class LabDaemon:
     def _build_proxy(self) -> None:
         """kube-proxy for every node (iptables today; the mode comes from the Lab document)."""
         try:
-            from netemu.dataplane.kubeproxy import KubeProxy
+            from netemu.dataplane.proxy.kubeproxy import KubeProxy
         except ImportError:  # not built yet
             return
         if self.lab.spec.proxy_mode == "ipvs":
-            from netemu.dataplane.ipvsapply import unavailable_message
+            from netemu.dataplane.proxy.ipvs.kernel import unavailable_message
 
             problem = unavailable_message()
             if problem:

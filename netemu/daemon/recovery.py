@@ -148,7 +148,7 @@ async def resume(d, hello: dict, extra: dict) -> None:
     d.kubelet = d._make_kubelet()
     d._build_proxy()
     if d.proxy is not None and not missing:
-        await asyncio.to_thread(adopt_proxy, d.proxy)
+        await asyncio.to_thread(d.proxy.adopt)
     from netemu.control import metallb_l2
     from netemu.dataplane.speaker import Speakers
 
@@ -176,32 +176,6 @@ def _rebuild_network(d) -> None:
     sweep(d.name, [x for x in paths.running_labs() if x != d.name])
     d.net.create_namespaces()
     d.net.build()
-
-
-def adopt_proxy(proxy) -> None:
-    """kube-proxy after a restart: the rules are loaded already; the first sync is a full one over them
-    (stale service chains deleted), without adding the base jumps a second time."""
-    from netemu.dataplane.kubeproxy import ApplyError, run_in_netns
-
-    for n in proxy.nodes.values():
-        b = n.backend
-        try:
-            if b.mode == "iptables":
-                existing: dict[str, set] = {"filter": set(), "nat": set()}
-                for table in existing:
-                    out = run_in_netns(n.netns, [b.save_cmd, "-t", table])
-                    existing[table] = {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
-                if "KUBE-SERVICES" in existing["nat"]:
-                    b.syncer.reset(existing)
-                    b.initialized = True
-            elif b.mode == "nftables":
-                out = run_in_netns(n.netns, ["nft", "-j", "list", "table", "ip", "kube-proxy"])
-                items = json.loads(out).get("nftables", [])
-                chains = [i["chain"]["name"] for i in items if "chain" in i]
-                sets = [i["set"]["name"] for i in items if "set" in i]
-                b.syncer.reset(chains, sets, fresh=False)
-        except (ApplyError, ValueError, KeyError, OSError) as e:  # a fresh start then: nothing loaded
-            log.info("kube-proxy on %s: nothing to adopt (%s)", n.name, e)
 
 
 def _pid_of(status) -> Optional[int]:

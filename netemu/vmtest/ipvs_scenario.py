@@ -10,7 +10,7 @@ serving their names with busybox httpd, a client namespace on the node's segment
 inside the node namespace; curls to the ClusterIP and the NodePort from the client, from a pod (to
 itself too: hairpin), from the node; a host port through a VIP (KUBE-IPVS-FILTER must reject it);
 ClientIP affinity; after the update, new connections only reach pod a and pod b is weighted 0. Then
-netemu's applier itself (ipvsapply.IpvsBackend, one Python process, views pickled on the host)
+netemu's applier itself (proxy.ipvs.apply.IpvsBackend, one Python process, views pickled on the host)
 observes that kernel state and syncs two more views (pod b back; a new Service losing pod b, whose
 real server its reaping deletes). The guest dumps what the kernel ended up with (ipvsadm-save, ipset
 save, iptables-save, kube-ipvs0) so the host can compare it with what was rendered.
@@ -25,8 +25,8 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from netemu.dataplane.proxy.ipvs import IpvsRuleset, IpvsSettings
-from netemu.dataplane.proxy.ipvs_sync import IpvsSyncer, SyncPlan
+from netemu.dataplane.proxy.ipvs.render import IpvsRuleset, IpvsSettings
+from netemu.dataplane.proxy.ipvs.sync import IpvsSyncer, SyncPlan
 from netemu.dataplane.proxy.view import NodeProxyView, build_view
 from netemu.spec.models import EndpointSlice, Service
 
@@ -94,7 +94,7 @@ def backend_views() -> list[NodeProxyView]:
 BACKEND_SCRIPT = """# Runs INSIDE the VM: netemu's IPVS applier (IpvsBackend, as KubeProxy drives it) on the node.
 import json, pickle, sys, time, types
 t0 = time.monotonic()
-from netemu.dataplane.ipvsapply import IpvsBackend
+from netemu.dataplane.proxy.ipvs.apply import IpvsBackend
 out = {"import_seconds": time.monotonic() - t0, "applies": []}
 views = pickle.load(open("backend-views.pkl", "rb"))
 lab = types.SimpleNamespace(spec=types.SimpleNamespace(iptables_backend="nft", ipvs_scheduler="rr"))

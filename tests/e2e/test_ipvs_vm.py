@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from netemu.dataplane.proxy.ipvs_sync import IpvsState, parse_ipvsadm_list
+from netemu.dataplane.proxy.ipvs.sync import IpvsState, parse_ipvsadm_list
 from netemu.vmtest import ipvs_scenario as scn
 from netemu.vmtest.kit import run_script
 

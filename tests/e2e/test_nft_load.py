@@ -27,8 +27,8 @@ import uuid
 
 import pytest
 
-from netemu.dataplane.proxy.nftables import FAST, KUBE_PROXY, NftSettings, render
-from netemu.dataplane.proxy.nftables_sync import NftSyncer
+from netemu.dataplane.proxy.nftables.render import FAST, KUBE_PROXY, NftSettings, render
+from netemu.dataplane.proxy.nftables.sync import NftSyncer
 from netemu.dataplane.proxy.view import build_view, refresh_view
 from netemu.spec.models import EndpointSlice, Service
 
@@ -325,7 +325,7 @@ def test_random_partial_syncs_load_in_the_kernel_as_modelled(node, form):
     rules and elements NftModel predicts."""
     import random
 
-    from netemu.dataplane.proxy.nftables_model import NftModel
+    from netemu.dataplane.proxy.nftables.model import NftModel
 
     node.clear()
     rng = random.Random(5)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from netemu.dataplane.proxy.iptables import render
-from netemu.dataplane.proxy.trace import trace_packet
+from netemu.dataplane.proxy.iptables.render import render
+from netemu.dataplane.proxy.iptables.trace import trace_packet
 from netemu.dataplane.proxy.view import KUBE_PROXY_TEST_OPTIONS, build_view
 from netemu.spec.models import EndpointSlice, Service
 

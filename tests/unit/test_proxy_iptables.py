@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from netemu.dataplane.proxy.chains import endpoint_chain, probability, service_chain
-from netemu.dataplane.proxy.iptables import base_jump_rules, canary_chains, render
-from netemu.dataplane.proxy.iptables_sync import IptablesSyncer
+from netemu.dataplane.proxy.iptables.chains import endpoint_chain, probability, service_chain
+from netemu.dataplane.proxy.iptables.render import base_jump_rules, canary_chains, render
+from netemu.dataplane.proxy.iptables.sync import IptablesSyncer
 from netemu.dataplane.proxy.view import KUBE_PROXY_TEST_OPTIONS, build_view, go_hex_mark
 from kube_objects import NODE, ep, port, slice_, svc, overall_inputs
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from netemu.dataplane.proxy.ipvs import (
+from netemu.dataplane.proxy.ipvs.render import (
     FLAG_PERSISTENT,
     IpvsRenderer,
     IpvsSettings,
@@ -22,7 +22,7 @@ from netemu.dataplane.proxy.ipvs import (
     set_name,
     sysctls,
 )
-from netemu.dataplane.proxy.ipvs_sync import (
+from netemu.dataplane.proxy.ipvs.sync import (
     IpvsState,
     IpvsSyncer,
     parse_ipvsadm_list,

@@ -12,7 +12,7 @@ kube-proxy's tests compare the table a sync leaves behind (knftables' Fake.Dump(
 sortNFTablesTransaction: comments and blank lines dropped, lines ordered by object type and
 name, the rules of a chain kept in order. These tests do the same: the transaction render()
 writes is applied to NftModel (a model of the kernel's tables that refuses what nft refuses),
-dumped, and normalised the same way (nftables_model.normalize). Expected texts live in
+dumped, and normalised the same way (nftables.model.normalize). Expected texts live in
 fixtures/kubeproxy_nft/. Inputs follow kube-proxy's test conventions: node "test-node",
 192.168.0.2, pod CIDR 10.0.0.0/8, Service CIDR 172.30.0.0/16, mark 0x4000,
 --nodeport-addresses 192.168.0.2/32 and 2001:db8::1/128.
@@ -28,7 +28,7 @@ from fractions import Fraction
 import pytest
 
 from netemu.dataplane.proxy.addresses import IPV6
-from netemu.dataplane.proxy.nftables import (
+from netemu.dataplane.proxy.nftables.render import (
     FAST,
     KUBE_PROXY,
     NftSettings,
@@ -37,9 +37,9 @@ from netemu.dataplane.proxy.nftables import (
     render,
     service_chain_base,
 )
-from netemu.dataplane.proxy.nftables_model import NftModel, NftModelError, normalize
-from netemu.dataplane.proxy.nftables_sync import NftSyncer
-from netemu.dataplane.proxy.nftables_trace import endpoint_probabilities, trace_packet
+from netemu.dataplane.proxy.nftables.model import NftModel, NftModelError, normalize
+from netemu.dataplane.proxy.nftables.sync import NftSyncer
+from netemu.dataplane.proxy.nftables.trace import endpoint_probabilities, trace_packet
 from netemu.dataplane.proxy.view import KUBE_PROXY_TEST_OPTIONS, build_view, refresh_view
 from kube_objects import NODE, ep, port, slice_, svc, overall_inputs
 

@@ -172,6 +172,20 @@ class NodeProxyView:
         return NodeProxyView(replace(self.options, **changes), self.services, self.total_endpoints)
 
 
+def nodeport_cidrs(view: NodeProxyView) -> list:
+    """--nodeport-addresses of the node's family; empty means every address ("primary" means the
+    primary node IP)."""
+    o = view.options
+    out = []
+    for text in o.node_port_addresses:
+        if text == "primary":
+            text = f"{o.primary_ip}/{32 if o.ip_family == IPV4 else 128}" if o.primary_ip else ""
+        net = parse_cidr(text.strip())
+        if net is not None and (net.version == 4) == (o.ip_family == IPV4):
+            out.append(net)
+    return out
+
+
 # --------------------------------------------------------------------------- endpoints
 EndpointsMap = dict[tuple[str, str, str, str], tuple[EndpointView, ...]]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional
 
 from netemu.dataplane.proxy.addresses import IPV4, parse_ip
-from netemu.dataplane.proxy.chains import (
+from netemu.dataplane.proxy.iptables.chains import (
     CT_STATE_INVALID_COUNTER,
     KUBE_EXTERNAL_SERVICES,
     KUBE_FIREWALL,
@@ -33,16 +33,15 @@ from netemu.dataplane.proxy.chains import (
     KUBE_SERVICES,
     chain_line,
 )
-from netemu.dataplane.proxy.iptables_port import (
+from netemu.dataplane.proxy.iptables.port import (
     FILTER,
     NAT,
     PortRules,
     RenderContext,
     localhost_nodeports_enabled,
-    nodeport_cidrs,
     render_port,
 )
-from netemu.dataplane.proxy.view import NodeProxyView, ServicePortView
+from netemu.dataplane.proxy.view import NodeProxyView, ServicePortView, nodeport_cidrs
 
 TABLES = (FILTER, NAT)
 NODEPORTS_LAST_COMMENT = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
@@ -413,3 +412,31 @@ def canary_chains() -> tuple[tuple[str, str], ...]:
     """Empty chains kube-proxy creates and watches; if one vanishes (someone flushed iptables),
     it forces a full sync."""
     return (("mangle", KUBE_PROXY_CANARY), (NAT, KUBE_PROXY_CANARY), (FILTER, KUBE_PROXY_CANARY))
+
+
+def base_payload() -> str:
+    """What a fresh node needs before kube-proxy's first sync: the KUBE-* chains its built-in
+    chains jump to, the jumps themselves, and the canary chains. kube-proxy prepends each jump
+    with `iptables -I`, so the last one it ensures ends up first; on an empty chain that is the
+    same as appending them in reverse."""
+    tables: dict[str, dict] = {}
+    for table, chain in canary_chains():
+        tables.setdefault(table, {"chains": [], "rules": []})["chains"].append(chain)
+    for rule in reversed(base_jump_rules()):
+        t = tables.setdefault(rule.table, {"chains": [], "rules": []})
+        if rule.target not in t["chains"]:
+            t["chains"].append(rule.target)
+        t["rules"].append("-A " + rule.chain + " " + " ".join(_quote(a) for a in rule.args))
+    out = []
+    for table in ("mangle", FILTER, NAT):
+        if table not in tables:
+            continue
+        out.append(f"*{table}")
+        out += [chain_line(c) for c in tables[table]["chains"]]
+        out += tables[table]["rules"]
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def _quote(arg: str) -> str:
+    return f'"{arg}"' if (" " in arg or not arg) else arg

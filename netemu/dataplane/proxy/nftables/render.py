@@ -38,7 +38,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 from netemu.dataplane.proxy.addresses import IPV4, parse_cidr, parse_ip
 from netemu.dataplane.proxy.topology import categorize_endpoints
@@ -717,7 +717,7 @@ class NftRuleset:
 
     def state(self):
         """The table this transaction leaves behind (a knftables.Fake-like model)."""
-        from netemu.dataplane.proxy.nftables_model import NftModel
+        from netemu.dataplane.proxy.nftables.model import NftModel
         m = NftModel()
         m.apply(self.text())
         return m
@@ -728,37 +728,54 @@ class NftRuleset:
 
     def normalized(self) -> str:
         """dump() in the order kube-proxy's tests compare (sortNFTablesTransaction)."""
-        from netemu.dataplane.proxy.nftables_model import normalize
+        from netemu.dataplane.proxy.nftables.model import normalize
         return normalize(self.dump())
+
+
+def write_ops(tx: Tx, ctx: NftContext, ports: Iterable[NftPort], created: set[str], *, flush: bool = True,
+              on_chain: Optional[Callable[[str], None]] = None, on_elem: Optional[Callable[[Element], None]] = None,
+              on_set: Optional[Callable[[str], None]] = None) -> None:
+    """The one walk over ports' operations, in their order: each chain not in `created` yet is
+    added (and flushed, unless flush is False) and put in `created`, affinity sets declared, rules
+    added. Elements only go to on_elem (left out without it: a fast full sync writes them merged);
+    on_chain and on_set hear of each chain added and each set declared."""
+    for p in ports:
+        for op in p.ops:
+            kind = op[0]
+            if kind == OP_RULE:
+                tx.rule(op[1], op[2])
+            elif kind == OP_ELEM:
+                if on_elem is not None:
+                    on_elem(op[1])
+            elif kind == OP_CHAIN:
+                if op[1] not in created:
+                    created.add(op[1])
+                    tx.chain(op[1], flush)
+                    if on_chain is not None:
+                        on_chain(op[1])
+            else:
+                tx.add(set_decl(ctx, op[1], op[2]))
+                if on_set is not None:
+                    on_set(op[1])
 
 
 def full_sync_ops(tx: Tx, ctx: NftContext, ports: Iterable[NftPort], *, first_sync: bool = True) -> set[str]:
     """kube-proxy's full sync, statement for statement; returns the service chains created."""
     setup_ops(tx, ctx, first_sync=first_sync)
-    created: set[str] = set()
     seen: dict[str, dict[str, str]] = {c: {} for c in CONTAINERS}   # the element storage, reset
-    for p in ports:
-        for op in p.ops:
-            kind = op[0]
-            if kind == OP_CHAIN:
-                if op[1] not in created:
-                    created.add(op[1])
-                    tx.chain(op[1])
-            elif kind == OP_ELEM:
-                e = op[1]
-                known = seen[e.container]
-                if e.key in known:
-                    if known[e.key] != (e.value or ""):
-                        tx.element(e, "delete")
-                        tx.element(e)
-                        known[e.key] = e.value or ""
-                else:
-                    tx.element(e)
-                    known[e.key] = e.value or ""
-            elif kind == OP_SET:
-                tx.add(set_decl(ctx, op[1], op[2]))
-            else:
-                tx.rule(op[1], op[2])
+
+    def element(e: Element) -> None:
+        known = seen[e.container]
+        value = e.value or ""
+        if e.key in known:
+            if known[e.key] == value:
+                return
+            tx.element(e, "delete")
+        tx.element(e)
+        known[e.key] = value
+
+    created: set[str] = set()
+    write_ops(tx, ctx, ports, created, on_elem=element)
     return created
 
 
@@ -768,17 +785,7 @@ def fast_full_ops(tx: Tx, ctx: NftContext, ports: Sequence[NftPort], *, fresh: b
     the elements of each container in one command (a later element of the same key wins)."""
     setup_ops(tx, ctx, first_sync=first_sync, fresh=fresh)
     created: set[str] = set()
-    for p in ports:
-        for op in p.ops:
-            kind = op[0]
-            if kind == OP_CHAIN:
-                if op[1] not in created:
-                    created.add(op[1])
-                    tx.chain(op[1], flush=not fresh)
-            elif kind == OP_SET:
-                tx.add(set_decl(ctx, op[1], op[2]))
-            elif kind == OP_RULE:
-                tx.rule(op[1], op[2])
+    write_ops(tx, ctx, ports, created, flush=not fresh)
     for container, elems in merged_elements(ports).items():
         tx.elements(container, elems)
     return created

@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Optional
 
-from netemu.dataplane.proxy.chains import is_service_chain
-from netemu.dataplane.proxy.iptables import (
+from netemu.dataplane.proxy.iptables.chains import is_service_chain
+from netemu.dataplane.proxy.iptables.render import (
     TABLES,
     IptablesRenderer,
     IptablesRuleset,
@@ -39,7 +39,7 @@ from netemu.dataplane.proxy.iptables import (
     merged_top,
     sorted_chains,
 )
-from netemu.dataplane.proxy.iptables_port import FILTER, NAT, RenderContext
+from netemu.dataplane.proxy.iptables.port import FILTER, NAT, RenderContext
 from netemu.dataplane.proxy.view import NodeProxyView
 
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from netemu.dataplane.proxy.iptables import IptablesRuleset
+from netemu.dataplane.proxy.iptables.render import IptablesRuleset
 
 _WORD = re.compile(r'(?:^|\s)("[^"]*"|[^"]\S*)')
 _PARAMS = {"-p", "-s", "--src-type", "--sport", "-d", "--dst-type", "--dport", "-j", "--probability",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from netemu.dataplane.proxy.addresses import IPV4, parse_cidr, parse_ip
-from netemu.dataplane.proxy.chains import (
+from netemu.dataplane.proxy.iptables.chains import (
     EXT_PREFIX,
     FW_PREFIX,
     KUBE_EXTERNAL_SERVICES,
@@ -29,7 +29,7 @@ from netemu.dataplane.proxy.chains import (
     probability,
 )
 from netemu.dataplane.proxy.topology import categorize_endpoints
-from netemu.dataplane.proxy.view import NodeProxyView, ServicePortView
+from netemu.dataplane.proxy.view import NodeProxyView, ServicePortView, nodeport_cidrs
 
 FILTER = "filter"
 NAT = "nat"
@@ -77,20 +77,6 @@ def localhost_nodeports_enabled(view: NodeProxyView) -> bool:
     cidrs = nodeport_cidrs(view)
     loopback = ipaddress.IPv4Address("127.0.0.1")
     return not cidrs or any(c.prefixlen == 0 or loopback in c for c in cidrs)
-
-
-def nodeport_cidrs(view: NodeProxyView) -> list:
-    """--nodeport-addresses of the node's family; empty means every address ("primary" means the
-    primary node IP)."""
-    o = view.options
-    out = []
-    for text in o.node_port_addresses:
-        if text == "primary":
-            text = f"{o.primary_ip}/{32 if o.ip_family == IPV4 else 128}" if o.primary_ip else ""
-        net = parse_cidr(text.strip())
-        if net is not None and (net.version == 4) == (o.ip_family == IPV4):
-            out.append(net)
-    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ chain. NftSyncer keeps the same shadow state, without asking the kernel.
 
 form="kube-proxy": exactly kube-proxy's transactions (its operation counts are the ones
 TestSyncProxyRulesRepeated pins down, stale chains are re-flushed at every sync).
-form="fast" (default): the same objects in the fast rule form of nftables.py; full syncs send
+form="fast" (default): the same objects in the fast rule form of render.py; full syncs send
 all elements of a map in one command, and stale chains are flushed once.
 
 Each sync returns `cleanup` (stale chain deletions: run it first, as its own transaction; if it
@@ -25,14 +25,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from netemu.dataplane.proxy.nftables import (
+from netemu.dataplane.proxy.nftables.render import (
     CONTAINERS,
     FAST,
     KUBE_PROXY,
-    OP_CHAIN,
-    OP_ELEM,
-    OP_RULE,
-    OP_SET,
     TABLE,
     Element,
     NftDelta,
@@ -42,8 +38,8 @@ from netemu.dataplane.proxy.nftables import (
     Tx,
     is_service_chain,
     merged_elements,
-    set_decl,
     setup_ops,
+    write_ops,
 )
 from netemu.dataplane.proxy.view import NodeProxyView
 
@@ -156,6 +152,15 @@ class NftSyncer:
             self._journal.append(("set", name, was))
             (self._sets.add if present else self._sets.discard)(name)
 
+    def _chain_written(self, name: str) -> None:
+        """A transaction (re)creates the chain: it exists, and is no longer stale."""
+        self._chain_exists(name, True)
+        if name in self._stale:
+            self._mark_stale(name, None)
+
+    def _set_declared(self, name: str) -> None:
+        self._set_exists(name, True)
+
     def _mark_stale(self, name: str, when: Optional[float]) -> None:
         was = self._stale.get(name, _MISSING)
         self._journal.append(("stale", name, was))
@@ -247,24 +252,9 @@ class NftSyncer:
         self._elems = {c: {} for c in CONTAINERS}
         created: set[str] = set()
         ports = list(r.ports())
-        for p in ports:
-            for op in p.ops:
-                kind = op[0]
-                if kind == OP_CHAIN:
-                    if op[1] not in created:
-                        created.add(op[1])
-                        tx.chain(op[1], flush=not fresh)
-                        self._chain_exists(op[1], True)
-                        if op[1] in self._stale:
-                            self._mark_stale(op[1], None)
-                elif kind == OP_ELEM:
-                    if self.form == KUBE_PROXY:
-                        self._ensure_elem(tx, op[1])
-                elif kind == OP_SET:
-                    tx.add(set_decl(ctx, op[1], op[2]))
-                    self._set_exists(op[1], True)
-                else:
-                    tx.rule(op[1], op[2])
+        write_ops(tx, ctx, ports, created, flush=not fresh, on_chain=self._chain_written,
+                  on_elem=(lambda e: self._ensure_elem(tx, e)) if self.form == KUBE_PROXY else None,
+                  on_set=self._set_declared)
         if self.form == FAST:
             # one command per map; a key shared by Services goes to the last one in name order
             for container, elems in merged_elements(ports).items():
@@ -311,10 +301,10 @@ class NftSyncer:
         assert ctx is not None
         tx = Tx(ctx.family)
         keys = sorted(delta.inputs_changed)
-        ensured: set[str] = set()
         touched: dict[str, set[str]] = {c: set() for c in CONTAINERS}
         unused_chains: list[str] = []
         unused_sets: list[str] = []
+        new_ports: list[NftPort] = []
         for key in keys:
             old, new = delta.services[key]
             for p in old:
@@ -322,8 +312,13 @@ class NftSyncer:
                     touched[e.container].add(e.key)
                 unused_chains.extend(c for c in p.chains if not self._active[c])
                 unused_sets.extend(s for s, _ in p.sets if not self._active_sets[s])
-            for p in new:
-                self._write_port(tx, p, ensured, touched)
+            new_ports.extend(new)
+
+        def element(e: Element) -> None:
+            touched[e.container].add(e.key)
+            self._ensure_elem(tx, e)
+
+        write_ops(tx, ctx, new_ports, set(), on_chain=self._chain_written, on_elem=element, on_set=self._set_declared)
         if self.form == KUBE_PROXY:
             # kube-proxy flushes every stale chain it finds, at every sync
             candidates = sorted(set(self._stale) | set(unused_chains))
@@ -345,24 +340,3 @@ class NftSyncer:
                     self._elem(container, k, None)
         self._last_full = False
         return tx, stale
-
-    def _write_port(self, tx: Tx, p: NftPort, ensured: set[str], touched: dict[str, set[str]]) -> None:
-        ctx = self.renderer.context
-        for op in p.ops:
-            kind = op[0]
-            if kind == OP_CHAIN:
-                name = op[1]
-                if name not in ensured:
-                    ensured.add(name)
-                    tx.chain(name)
-                    self._chain_exists(name, True)
-                    if name in self._stale:
-                        self._mark_stale(name, None)
-            elif kind == OP_ELEM:
-                touched[op[1].container].add(op[1].key)
-                self._ensure_elem(tx, op[1])
-            elif kind == OP_SET:
-                tx.add(set_decl(ctx, op[1], op[2]))
-                self._set_exists(op[1], True)
-            elif kind == OP_RULE:
-                tx.rule(op[1], op[2])

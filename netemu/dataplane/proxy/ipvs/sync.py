@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Optional
 
 from netemu.dataplane.proxy.addresses import IPV4, parse_ip
-from netemu.dataplane.proxy.ipvs import (
+from netemu.dataplane.proxy.ipvs.render import (
     DUMMY_DEVICE,
     FILTER_CHAINS,
     IPSETS,

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
 from netemu.dataplane.proxy.addresses import IPV4, join_host_port, parse_cidr, parse_ip
-from netemu.dataplane.proxy.iptables_port import nodeport_cidrs
 from netemu.dataplane.proxy.topology import categorize_endpoints
-from netemu.dataplane.proxy.view import NodeProxyView, ServicePortView
+from netemu.dataplane.proxy.view import NodeProxyView, ServicePortView, nodeport_cidrs
 
 DUMMY_DEVICE = "kube-ipvs0"
 DEFAULT_SCHEDULER = "rr"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterable, Optional, Union
 
-from netemu.dataplane.proxy.nftables_model import NftModel, Table
+from netemu.dataplane.proxy.nftables.model import NftModel, Table
 
 _COMMENT = re.compile(r' comment "[^"]*"$')
 _PATTERNS = [

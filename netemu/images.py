@@ -32,3 +32,13 @@ def parse_image(image: Optional[str]) -> ImageRef:
     if repository.startswith("library/"):
         repository = repository[len("library/"):]
     return ImageRef(registry, repository, tag or None, digest or None)
+
+
+# cluster add-ons whose work the lab does itself (netemu.workloads.addon stands in for their pods):
+# image repository -> what the lab does instead (for the pod's StandIn event)
+ADDONS = {
+    "metallb/controller": "MetalLB's controller: the lab allocates LoadBalancer IPs itself",
+    "metallb/speaker": "MetalLB's speaker: the lab's own speakers answer ARP for LoadBalancer IPs",
+    "metrics-server/metrics-server": "metrics-server: the lab serves metrics.k8s.io from the pods' cgroups",
+    "k8s-staging-metrics-server/metrics-server": "metrics-server: the lab serves metrics.k8s.io from the pods' cgroups",
+}

@@ -3,8 +3,8 @@ aggregated form (apidiscovery.k8s.io/v2) kubectl asks for first, so that one req
 everything."""
 from __future__ import annotations
 
-from netemu.api import registry
-from netemu.api.registry import Resource
+from netemu.spec import registry
+from netemu.spec.registry import Resource
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGGREGATED_BETA = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"

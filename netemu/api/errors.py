@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from netemu.api.registry import Resource
+from netemu.spec.registry import Resource
 
 
 class ApiError(Exception):

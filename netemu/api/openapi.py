@@ -1,7 +1,7 @@
 """The OpenAPI documents the API server publishes: /openapi/v3 (an index), /openapi/v3/<api|apis/g>/<v>
 (one document per group/version) and /openapi/v2 (swagger 2.0, every group in one document).
 
-They are generated from the table of kinds (:mod:`netemu.api.registry`) and the typed models
+They are generated from the table of kinds (:mod:`netemu.spec.registry`) and the typed models
 (:mod:`netemu.spec.models` and the modules that register kinds there). What clients do with them:
 
 - kubectl (``--validate=strict``, the default) looks in the group/version document for the PATCH
@@ -40,8 +40,8 @@ import types
 import typing
 from typing import Any, Iterable, Literal, Optional, Union
 
-from netemu.api import registry
-from netemu.api.registry import Resource
+from netemu.spec import registry
+from netemu.spec.registry import Resource
 
 REF = "#/components/schemas/"
 REF_V2 = "#/definitions/"

@@ -5,7 +5,7 @@ kubectl's typed clients (``kubectl create deployment``, ``create service``, ``au
 evictions, their DeleteOptions ...) send protobuf. The body is the 4-byte magic ``k8s\\x00`` and a
 ``runtime.Unknown``: typeMeta {apiVersion 1, kind 2} = 1, raw = 2 (the object's own message),
 contentEncoding = 3, contentType = 4. The object's message is read with the field tables of
-:mod:`netemu.api.protobuf_schema` and comes out as the JSON API serializes it: camelCase names,
+:mod:`netemu.spec.protobuf_schema` and comes out as the JSON API serializes it: camelCase names,
 inlined embedded structs, Time as RFC 3339, Quantity as its string, IntOrString as int or string,
 ``[]byte`` as base64; unset and (for omitempty fields that are not Go pointers) zero fields left out,
 while a present pointer field (``replicas: 0``) is kept.
@@ -20,7 +20,8 @@ import struct
 from datetime import datetime, timezone
 from typing import Iterator, Union
 
-from netemu.api.protobuf_schema import MESSAGES, VERSIONS
+from netemu.spec.fields import INTSTR, MICROTIME, QUANTITY, RAWEXT, SPECIAL, TIME
+from netemu.spec.protobuf_schema import MESSAGES, VERSIONS
 
 MAGIC = b"k8s\x00"
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
@@ -30,10 +31,6 @@ _ZERO_TIME = -62135596800  # Go's time.Time{}.Unix()
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 _WIRE = {"s": _BYTES, "y": _BYTES, "b": _VARINT, "i": _VARINT, "u": _VARINT, "d": _FIXED64, "f": _FIXED32}
 
-TIME, MICROTIME, QUANTITY, INTSTR, RAWEXT, FIELDSV1 = (
-    "meta.v1.Time", "meta.v1.MicroTime", "resource.Quantity", "intstr.IntOrString", "runtime.RawExtension",
-    "meta.v1.FieldsV1")
-SPECIAL = {TIME, MICROTIME, QUANTITY, INTSTR, RAWEXT, FIELDSV1}  # messages with a JSON form of their own
 
 
 class ProtobufError(ValueError):

@@ -7,7 +7,7 @@ import time
 from typing import Optional
 
 from netemu.api import errors
-from netemu.api.registry import Resource
+from netemu.spec.registry import Resource
 
 REVIEWS = {"SelfSubjectAccessReview", "SelfSubjectRulesReview", "SubjectAccessReview", "SelfSubjectReview",
            "TokenReview"}

@@ -12,9 +12,10 @@ import copy
 import json
 from typing import Any, Callable, Optional
 
-from netemu.api import errors, registry
+from netemu.api import errors
+from netemu.spec import registry
 from netemu.api.errors import ApiError
-from netemu.api.registry import Resource
+from netemu.spec.registry import Resource
 from netemu.api.selectors import field_selector, label_selector
 from netemu.api.versions import at_version
 from netemu.api.watchlog import Change, WatchLog
@@ -253,7 +254,7 @@ class Storage:
             merged = copy.deepcopy(self.dump(current))
             merged["status"] = body.get("status")
             body = merged
-        from netemu.api.fields import unknown_fields
+        from netemu.spec.fields import unknown_fields
 
         # strictness is about what this request adds: fields stored before (under Warn) do not count
         before = frozenset(unknown_fields(self.dump(current)) or ())

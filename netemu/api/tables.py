@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Optional
 
-from netemu.api import registry
+from netemu.spec import registry
 from netemu.wellknown import NODE_ROLE_PREFIX
 
 TABLE_API_VERSION = "meta.k8s.io/v1"

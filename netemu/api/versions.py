@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from netemu.api.registry import Resource
+from netemu.spec.registry import Resource
 
 
 def at_version(res: Resource, version: str, obj: dict) -> dict:

@@ -1,5 +1,5 @@
 """Resource names as kubectl accepts them (plural, singular, short names, `plural.group`, `kind/name`),
-from the API's own table of kinds (netemu.api.registry), and the REST paths they live at.
+from the API's own table of kinds (netemu.spec.registry), and the REST paths they live at.
 
     core:           /api/v1/namespaces/{ns}/{plural}[/{name}[/{sub}]]
     groups:         /apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/{sub}]]
@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Optional
 from urllib.parse import quote, urlencode
 
-from netemu.api import registry
-from netemu.api.registry import Resource
+from netemu.spec import registry
+from netemu.spec.registry import Resource
 from netemu.cli.client import ApiCallError, CliError, Client
 
 JSON = "application/json"

@@ -79,7 +79,7 @@ def print_objects(items: list[dict], fmt: str, single: bool) -> None:
         else:
             sys.stdout.write(to_yaml(doc))
     elif fmt == "name":
-        from netemu.api import registry
+        from netemu.spec import registry
 
         for o in items:
             res = registry.by_api_version(o.get("apiVersion") or "", o.get("kind") or "") or \

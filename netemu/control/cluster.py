@@ -84,7 +84,7 @@ class ApplyResult:
 
 def resource_name(kind: str) -> str:
     """kubectl's `<resource>.<group>` prefix, as in `deployment.apps/np-pods created` (the table of kinds)."""
-    from netemu.api import registry
+    from netemu.spec import registry
 
     res = registry.by_kind(kind)
     return res.resource_name() if res is not None else kind.lower()

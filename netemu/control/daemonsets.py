@@ -118,8 +118,7 @@ def _host_network_addon(ds: DaemonSet) -> Optional[bool]:
     spec = ds.spec.template.spec
     if not spec.host_network:
         return None
-    from netemu.workloads.addon import ADDONS
-    from netemu.workloads.registry import parse_image
+    from netemu.images import ADDONS, parse_image
 
     return all(parse_image(ct.image).repository in ADDONS for ct in spec.containers)
 

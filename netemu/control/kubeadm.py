@@ -177,7 +177,7 @@ def _service_accounts(c: "Cluster") -> None:
 def _apiservices(c: "Cluster") -> None:
     """An installer's APIService for an API the lab serves itself (metrics.k8s.io) is Available, as the
     aggregator reports it once the backing server answers; others are not (nothing serves them)."""
-    from netemu.api import registry
+    from netemu.spec import registry
 
     for svc in c.store.list("APIService"):
         spec = (svc.model_extra or {}).get("spec") or {}

@@ -24,9 +24,10 @@ from urllib.parse import unquote
 import yaml
 from aiohttp import web
 
-from netemu.api import discovery, errors, registry
+from netemu.api import discovery, errors
+from netemu.spec import registry
 from netemu.api.errors import ApiError
-from netemu.api.registry import Resource
+from netemu.spec.registry import Resource
 from netemu.api.storage import Storage
 from netemu.api.watchlog import Change, TooOld
 

@@ -72,7 +72,7 @@ def read_state(lab: str):
 
 
 def restore_store(d, objects, extra: dict) -> None:
-    from netemu.api import registry
+    from netemu.spec import registry
 
     store = d.cluster.store
     store.load(objects)

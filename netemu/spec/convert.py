@@ -168,7 +168,7 @@ def convert(data: Any, loc: Location, report: Report) -> list[Converted]:
         if salvaged is None:
             return []
         obj, muted = salvaged
-    from netemu.api.fields import unknown_fields as unknown_to_kubernetes
+    from netemu.spec.fields import unknown_fields as unknown_to_kubernetes
 
     # the models hold what the lab acts on: a field they lack but Kubernetes knows is kept and served
     # as written; only what Kubernetes does not know either (a typo) is worth a warning
@@ -182,9 +182,9 @@ def convert(data: Any, loc: Location, report: Report) -> list[Converted]:
 
 
 def _stored(data: dict, kind: str, loc: Location, report: Report) -> list[Converted]:
-    """A kind the lab keeps and serves but does not act on (see netemu.api.registry): stored as written,
+    """A kind the lab keeps and serves but does not act on (see netemu.spec.registry): stored as written,
     with a warning, so that an upstream installer manifest applies whole."""
-    from netemu.api import registry
+    from netemu.spec import registry
     from netemu.spec.models import StoredObject
 
     api_version = data.get("apiVersion")

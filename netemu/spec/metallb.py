@@ -92,8 +92,7 @@ NAMESPACED = {"IPAddressPool", "L2Advertisement"}
 
 def register() -> None:
     """Make the loader, the store and the flattened-manifest recovery know the CRDs (idempotent):
-    the lead calls it once, e.g. from ``netemu/spec/__init__.py`` (which runs before any module of
-    the package, so no import cycle with :mod:`netemu.spec.models`)."""
+    run when this module is loaded, which netemu.spec.models' last lines make sure of."""
     import sys
 
     from netemu.spec import models
@@ -102,7 +101,7 @@ def register() -> None:
     models.API_VERSIONS.update(API_VERSIONS)
     models.NAMESPACED.update(NAMESPACED)
     convert = sys.modules.get("netemu.spec.convert")
-    if convert is not None:  # MODELS is a copy made when convert was imported
+    if getattr(convert, "MODELS", None) is not None:  # a copy made when convert was imported (if it is yet)
         convert.MODELS.update(KINDS)
 
 
@@ -589,3 +588,5 @@ __all__ = [
     "check_legacy_configmap", "check_pool", "check_l2_advertisement", "check_pools_across", "validate_metallb",
     "PoolSource", "MetalLBConfigError", "reindent_legacy",
 ]
+
+register()  # loaded with netemu.spec.models (its last lines), whichever of the two came first

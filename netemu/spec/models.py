@@ -856,7 +856,7 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
 
 class StoredObject(K8sModel):
     """An object the lab keeps and serves as written but does not act on (ServiceAccount, Role, Job,
-    a CustomResourceDefinition and its objects, ...): see :mod:`netemu.api.registry`."""
+    a CustomResourceDefinition and its objects, ...): see :mod:`netemu.spec.registry`."""
 
     api_version: str
     kind: str
@@ -870,7 +870,7 @@ class _NamespacedKinds(set):
     def __contains__(self, kind) -> bool:
         if set.__contains__(self, kind):
             return True
-        from netemu.api import registry
+        from netemu.spec import registry
 
         res = registry.by_kind(kind)
         return res is not None and res.namespaced
@@ -882,3 +882,4 @@ NAMESPACED = _NamespacedKinds({"Pod", "Deployment", "ReplicaSet", "Service", "En
 # kinds defined in their own modules register themselves here (they import this module first)
 from netemu.spec import autoscaling as _autoscaling  # noqa: E402,F401
 from netemu.spec import ingress as _ingress  # noqa: E402,F401
+from netemu.spec import metallb as _metallb  # noqa: E402,F401

@@ -13,15 +13,6 @@ from netemu.workloads.httpbase import TEXT, Site, StandInHandler, serve_http
 from netemu.workloads.listeners import Loop
 from netemu.workloads.model import WorkloadContext, tcp_ports
 
-# image repository -> what the lab does instead (for the pod's StandIn event)
-ADDONS = {
-    "metallb/controller": "MetalLB's controller: the lab allocates LoadBalancer IPs itself",
-    "metallb/speaker": "MetalLB's speaker: the lab's own speakers answer ARP for LoadBalancer IPs",
-    "metrics-server/metrics-server": "metrics-server: the lab serves metrics.k8s.io from the pods' cgroups",
-    "k8s-staging-metrics-server/metrics-server": "metrics-server: the lab serves metrics.k8s.io from the pods' cgroups",
-}
-
-
 class HealthHandler(StandInHandler):
     def route(self) -> None:
         if self.path_only == "/metrics":

@@ -72,7 +72,7 @@ def resolve(image: Optional[str], command: Optional[list[str]], args: Optional[l
         if name == "redis":
             return _redis(args, list(ports))
         if name == "addon":
-            from netemu.workloads.addon import ADDONS
+            from netemu.images import ADDONS
 
             return Program("builtin", name, default_ports=(port,), warning=(
                 f"{ADDONS[repo]}; this pod stands for it and answers its health checks"))

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from netemu.api import openapi, registry
+from netemu.api import openapi
+from netemu.spec import registry
 from netemu.api.openapi import (
     REF, REF_V2, gv_path, v2_document, v2_document_json, v3_document, v3_document_json, v3_index,
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from netemu.api import protobuf_schema
+from netemu.spec import protobuf_schema
 from netemu.api.errors import ApiError
 from netemu.api.protobuf import MAGIC, ProtobufError, decode
 

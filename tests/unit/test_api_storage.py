@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from netemu.api import registry
+from netemu.spec import registry
 from netemu.api.errors import ApiError
 from netemu.api.selectors import field_selector, label_selector
 from netemu.api.storage import Storage

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from netemu.api import registry
+from netemu.spec import registry
 from netemu.api import tables as T
 
 NOW = T.parse_time("2026-01-10T12:00:00Z")

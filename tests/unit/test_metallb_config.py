@@ -25,7 +25,7 @@ def configmap(text: str, name: str = "config", namespace: str = "metallb-system"
 
 @pytest.fixture
 def registered():
-    """metallb.register(), as the lead wires it (netemu/spec/__init__.py); undone afterwards."""
+    """metallb.register(), as loading netemu.spec.models runs it; undone afterwards."""
     saved = (dict(models.KINDS), dict(models.API_VERSIONS), set(models.NAMESPACED), dict(convert.MODELS))
     metallb.register()
     metallb.register()  # idempotent

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from netemu.api import registry
+from netemu.spec import registry
 from netemu.api.errors import ApiError
 from netemu.spec.documents import YamlLimitError, check_aliases, safe_load_limited
 from netemu.spec.errors import SpecError

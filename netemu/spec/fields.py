@@ -1,6 +1,6 @@
 """Which fields Kubernetes knows, for the kinds of its core groups: strict field validation as the API
 server does it (`fieldValidation=Strict|Warn|Ignore`), from the same field tables that decode protobuf
-bodies (netemu.api.protobuf_schema, derived from Kubernetes' generated.proto and json tags).
+bodies (netemu.spec.protobuf_schema, derived from Kubernetes' generated.proto and json tags).
 
 The lab's typed models hold only what the lab acts on; every other Kubernetes field is kept and
 served as written. So "unknown" here means unknown to Kubernetes (a typo such as `replcas` or the
@@ -11,9 +11,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Optional
 
-from netemu.api.protobuf import SPECIAL
-from netemu.api.protobuf_schema import MESSAGES, VERSIONS
+from netemu.spec.protobuf_schema import MESSAGES, VERSIONS
 
+TIME, MICROTIME, QUANTITY, INTSTR, RAWEXT, FIELDSV1 = (
+    "meta.v1.Time", "meta.v1.MicroTime", "resource.Quantity", "intstr.IntOrString", "runtime.RawExtension",
+    "meta.v1.FieldsV1")
+SPECIAL = {TIME, MICROTIME, QUANTITY, INTSTR, RAWEXT, FIELDSV1}  # messages with a JSON form of their own
 _ALWAYS = {"apiVersion", "kind"}
 
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
-from netemu.wellknown import SERVICE_NAME_LABEL
+from netemu.wellknown import CONTROL_PLANE_LABEL, POD_TEMPLATE_HASH_LABEL, SERVICE_NAME_LABEL
 
 ANNOUNCER_ANNOTATION = "netemu.dev/announcing-node"
 _ASSIGNED = re.compile(r'announcing from node "([^"]+)"')
@@ -162,7 +162,7 @@ def build(objects: Mapping[str, list[dict]], announcers: Optional[Mapping[str, s
                   gateway=spec.get("gateway", ""))
     for n in items("Node"):
         pic.nodes.append(GNode(name=_meta(n)["name"], ip=_node_ip(n),
-                               role="control-plane" if "node-role.kubernetes.io/control-plane" in
+                               role="control-plane" if CONTROL_PLANE_LABEL in
                                (_meta(n).get("labels") or {}) else "",
                                ready=_cond(n, "Ready"), unschedulable=bool((n.get("spec") or {}).get("unschedulable")),
                                pod_cidr=(n.get("spec") or {}).get("podCIDR", "")))
@@ -184,7 +184,7 @@ def build(objects: Mapping[str, list[dict]], announcers: Optional[Mapping[str, s
                 if (ns, gname) in rs_owner:
                     kind, gname = rs_owner[(ns, gname)]
                 else:  # its ReplicaSet was not listed: the pod-template-hash names the Deployment
-                    h = (_meta(p).get("labels") or {}).get("pod-template-hash")
+                    h = (_meta(p).get("labels") or {}).get(POD_TEMPLATE_HASH_LABEL)
                     if h and gname.endswith("-" + h) and (ns, gname[:-len(h) - 1]) in deployments:
                         kind, gname = "Deployment", gname[:-len(h) - 1]
         key = f"{ns}/{kind}/{gname}"

@@ -31,6 +31,7 @@ from netemu.ingress.settings import (
 from netemu.spec.defaults import apply_defaults
 from netemu.spec.ingress import IngressClass, IngressLoadBalancerIngress
 from netemu.spec.models import ConfigMap, Deployment, K8sModel, Lab, Namespace
+from netemu.wellknown import OS_LABEL
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
@@ -89,7 +90,7 @@ def ingress_addon(lab: Lab, api_socket: Optional[str] = None) -> list[K8sModel]:
                 "metadata": {"labels": common},
                 "spec": {
                     "dnsPolicy": "ClusterFirst",
-                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "nodeSelector": {OS_LABEL: "linux"},
                     "serviceAccountName": "ingress-nginx",
                     "terminationGracePeriodSeconds": 300,
                     "containers": [{

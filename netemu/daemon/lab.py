@@ -496,11 +496,9 @@ class LabDaemon:
             kube_proxy_daemonset(self.lab.spec.proxy_mode)]
 
     def _build_proxy(self) -> None:
-        """kube-proxy for every node (iptables today; the mode comes from the Lab document)."""
-        try:
-            from netemu.dataplane.proxy.kubeproxy import KubeProxy
-        except ImportError:  # not built yet
-            return
+        """kube-proxy for every node, in the Lab document's mode (IPVS only where the kernel has it)."""
+        from netemu.dataplane.proxy.kubeproxy import KubeProxy
+
         if self.lab.spec.proxy_mode == "ipvs":
             from netemu.dataplane.proxy.ipvs.kernel import unavailable_message
 
@@ -737,10 +735,6 @@ def _node_order(lab: Lab, name: str) -> int:
         if n.name == name:
             return i
     return 1 << 30
-
-
-def socket_path(lab: str) -> str:
-    return paths.api_socket(lab)
 
 
 def unix_server_socket(path: str) -> socket.socket:

@@ -29,6 +29,7 @@ from netemu.dataplane.proxy.ipvs.render import IpvsRuleset, IpvsSettings
 from netemu.dataplane.proxy.ipvs.sync import IpvsSyncer, SyncPlan
 from netemu.dataplane.proxy.view import NodeProxyView, build_view
 from netemu.spec.models import EndpointSlice, Service
+from netemu.wellknown import SERVICE_NAME_LABEL
 
 NODE_NS, CLIENT_NS = "vt-node", "vt-client"
 NODE_NAME = "w1-k8s"
@@ -63,7 +64,7 @@ def slices(b_terminating: bool = False) -> list[EndpointSlice]:
                         "targetRef": {"kind": "Pod", "namespace": "default", "name": pod}})
         return out
     return [EndpointSlice.model_validate({
-        "metadata": {"namespace": "default", "name": f"{name}-abcde", "labels": {"kubernetes.io/service-name": name}},
+        "metadata": {"namespace": "default", "name": f"{name}-abcde", "labels": {SERVICE_NAME_LABEL: name}},
         "addressType": "IPv4", "endpoints": endpoints(),
         "ports": [{"name": "http", "port": TARGET_PORT, "protocol": "TCP"}]}) for name in ("np-svc", "sticky")]
 
@@ -83,7 +84,7 @@ def backend_views() -> list[NodeProxyView]:
     def extra_slice(pods):
         return EndpointSlice.model_validate({
             "metadata": {"namespace": "default", "name": "extra-abcde",
-                         "labels": {"kubernetes.io/service-name": "extra"}},
+                         "labels": {SERVICE_NAME_LABEL: "extra"}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": TARGET_PORT, "protocol": "TCP"}],
             "endpoints": [{"addresses": [ip], "nodeName": NODE_NAME, "conditions": {"ready": True}}
                           for _, _, ip in pods]})

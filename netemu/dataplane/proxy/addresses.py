@@ -47,11 +47,6 @@ def parse_ip(text: str) -> Optional[IPAddress]:
     return addr.ipv4_mapped or addr
 
 
-def normalize_ip(text: str) -> Optional[str]:
-    addr = parse_ip(text)
-    return None if addr is None else str(addr)
-
-
 def parse_cidr(text: str) -> Optional[IPNetwork]:
     """The network of a CIDR (host bits cleared, like Go's ParseCIDR), or None."""
     addr_text, sep, bits_text = text.partition("/")

@@ -22,9 +22,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from netemu.dataplane.proxy.addresses import IPV4, family_of, join_host_port, parse_cidr, parse_ip
 from netemu.spec.models import EndpointSlice, Service
-from netemu.wellknown import SERVICE_NAME_LABEL
+from netemu.wellknown import SERVICE_NAME_LABEL, ZONE_LABEL
 
-ZONE_LABEL = "topology.kubernetes.io/zone"
 TOPOLOGY_MODE_ANNOTATION = "service.kubernetes.io/topology-mode"
 TOPOLOGY_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"  # deprecated, wins if set
 DEFAULT_STICKY_SECONDS = 10800

@@ -56,14 +56,6 @@ def local_chain(service_port_name: str, protocol: str) -> str:
     return SVL_PREFIX + port_proto_hash(service_port_name, protocol)
 
 
-def external_chain(service_port_name: str, protocol: str) -> str:
-    return EXT_PREFIX + port_proto_hash(service_port_name, protocol)
-
-
-def firewall_chain(service_port_name: str, protocol: str) -> str:
-    return FW_PREFIX + port_proto_hash(service_port_name, protocol)
-
-
 @lru_cache(maxsize=131072)
 def endpoint_chain(service_port_name: str, protocol: str, endpoint: str) -> str:
     """KUBE-SEP-... for one endpoint ("ip:port") of a service port."""

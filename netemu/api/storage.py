@@ -18,7 +18,7 @@ from netemu.api.errors import ApiError
 from netemu.spec.registry import Resource
 from netemu.api.selectors import field_selector, label_selector
 from netemu.api.versions import at_version
-from netemu.api.watchlog import Change, WatchLog
+from netemu.api.watchlog import Change, WatchLog, encode
 from netemu.wellknown import SERVICE_NAME_LABEL
 
 # kinds the store does not hold: served from elsewhere (the cluster's event list, the metrics
@@ -38,6 +38,7 @@ class Storage:
         self.watch = WatchLog()
         self.providers: dict[str, Callable[..., list[dict]]] = {}
         self._dumps: dict[tuple, tuple[str, dict]] = {}  # store key -> (resourceVersion, dict)
+        self.journal = None  # netemu.daemon.journal.Journal: every change, as the watch window has it
         self.store.listeners.append(self._on_change)
         cluster.event_listeners.append(self._on_event)
 
@@ -52,8 +53,10 @@ class Storage:
         else:
             self._dumps[key] = (obj.metadata.resource_version, d)
         res = registry.by_kind(kind)
-        self.watch.append(Change(int(obj.metadata.resource_version), event, kind, res.group if res else "",
-                                 key[1], d))
+        rv, raw = int(obj.metadata.resource_version), encode(d)
+        if self.journal is not None:
+            self.journal.record(rv, key, None if event == "DELETED" else raw)
+        self.watch.append(Change(rv, event, kind, res.group if res else "", key[1], d.get("apiVersion", ""), raw))
         if kind == "CustomResourceDefinition":
             (registry.unregister_crd(obj.metadata.name) if event == "DELETED" else registry.register_crd(d))
         if kind == "EndpointSlice":  # core Endpoints is a view of the slices: watchers of it learn too
@@ -62,12 +65,14 @@ class Storage:
             if s is not None:
                 ep = self._endpoints_of(s)
                 ep["metadata"]["resourceVersion"] = obj.metadata.resource_version
-                self.watch.append(Change(int(obj.metadata.resource_version), "MODIFIED", "Endpoints", "", key[1], ep))
+                self.watch.append(Change(int(obj.metadata.resource_version), "MODIFIED", "Endpoints", "", key[1],
+                                         "v1", encode(ep)))
 
     def _on_event(self, ev) -> None:
         ev.rv = self.store.next_rv()
         d = event_dict(ev)
-        self.watch.append(Change(ev.rv, "ADDED" if ev.count == 1 else "MODIFIED", "Event", "", ev.namespace, d))
+        self.watch.append(Change(ev.rv, "ADDED" if ev.count == 1 else "MODIFIED", "Event", "", ev.namespace, "v1",
+                                 encode(d)))
 
     def dump(self, obj) -> dict:
         from netemu.control.store import key_of

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 from dataclasses import dataclass
 from typing import Callable, Optional
+
+
+def encode(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -16,7 +21,13 @@ class Change:
     kind: str
     group: str
     namespace: str
-    obj: dict
+    api_version: str  # the object's, as stored
+    raw: bytes  # the object as JSON: a third of the memory of its dict, and what a watch sends as it is
+
+    @property
+    def obj(self) -> dict:
+        """The object decoded (a new dict each time: for selectors, conversions and Tables)."""
+        return json.loads(self.raw)
 
 
 class TooOld(Exception):
@@ -24,8 +35,8 @@ class TooOld(Exception):
 
 
 class WatchLog:
-    # a few thousand changes: the window a client that relists and rewatches needs, without holding
-    # tens of megabytes of old object copies (etcd's compaction plays this part upstream)
+    # a few thousand changes: the window a client that relists and rewatches needs, kept as JSON (a few
+    # megabytes, not tens of old object copies); etcd's compaction plays this part upstream
     def __init__(self, size: int = 4_000):
         self._log: collections.deque[Change] = collections.deque(maxlen=size)
         self._subs: set["Subscription"] = set()

@@ -409,12 +409,17 @@ class ApiServer:
         match_l, match_f = label_selector(q.get("labelSelector")), field_selector(res.kind, q.get("fieldSelector"))
         name_sel = None
 
+        selective = bool(q.get("labelSelector") or q.get("fieldSelector"))
+
         def match(c: Change) -> bool:
             if c.kind != res.kind or (c.group != res.group and c.kind != "Event"):
                 return False
             if namespace is not None and c.namespace != namespace:
                 return False
-            return match_l(c.obj) and match_f(c.obj) and (name_sel is None or c.obj["metadata"]["name"] == name_sel)
+            if not selective and name_sel is None:
+                return True
+            obj = c.obj
+            return match_l(obj) and match_f(obj) and (name_sel is None or obj["metadata"]["name"] == name_sel)
 
         table = _is_table(request)
         include = q.get("includeObject", "Metadata")
@@ -432,6 +437,13 @@ class ApiServer:
                 obj = tables.table_row_event(res.kind, res.group, obj, time.time(), include, self._table_extra(res))
             await resp.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
 
+        async def send_change(c: Change) -> None:
+            if not table and (c.api_version == res.group_version or c.kind == "Event"):
+                # as stored: the JSON the window holds, sent as it is
+                await resp.write(b'{"type":"' + c.type.encode() + b'","object":' + c.raw + b"}\n")
+            else:
+                await send(c.type, self.storage._as_version(res, c.obj))
+
         try:
             rv_text = q.get("resourceVersion") or ""
             last = int(self.storage.resource_version())
@@ -447,7 +459,7 @@ class ApiServer:
                     await send("ERROR", errors.gone(str(e)).status())
                     return resp
                 for c in backlog:
-                    await send(c.type, self.storage._as_version(res, c.obj))
+                    await send_change(c)
                     start = c.rv
             deadline = time.monotonic() + timeout
             while True:
@@ -462,7 +474,7 @@ class ApiServer:
                     continue
                 if c.rv <= start:
                     continue
-                await send(c.type, self.storage._as_version(res, c.obj))
+                await send_change(c)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -44,12 +44,11 @@ class Journal:
         return os.open(os.path.join(self.dir, f"journal.{seq}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND
                        | os.O_CLOEXEC, 0o600)
 
-    def record(self, rv: int, event: str, key: tuple, obj: dict | None) -> None:
-        """A change of the store (obj: the object as stored; None for a deletion), kept until flush()."""
-        entry = {"rv": rv, "key": list(key)}
-        if obj is not None:
-            entry["obj"] = obj
-        self._buf.append(json.dumps(entry, separators=(",", ":")).encode() + b"\n")
+    def record(self, rv: int, key: tuple, raw: bytes | None) -> None:
+        """A change of the store (raw: the object as stored, in JSON; None for a deletion), kept until
+        flush()."""
+        head = json.dumps({"rv": rv, "key": list(key)}, separators=(",", ":")).encode()
+        self._buf.append(head + b"\n" if raw is None else head[:-1] + b',"obj":' + raw + b"}\n")
 
     def flush(self) -> None:
         """Everything recorded, written to the file (a process crash no longer loses it)."""

@@ -50,10 +50,10 @@ class LabDaemon:
         self.storage = Storage(self.cluster, self._api_write)
         from netemu.daemon.journal import Journal
 
-        # every change, appended before the API answers (after the Storage's listener: its dump is cached)
+        # every change, appended (by the Storage, in the JSON the watch window keeps) before the API answers
         self.journal: Optional[Journal] = Journal(paths.lab_dir(self.name)) if os.path.isdir(
             paths.lab_dir(self.name)) else None
-        self.cluster.store.listeners.append(self._journal_change)
+        self.storage.journal = self.journal
         self.lab_ops = None  # netemu.daemon.api.Api, set by main
         self.api_pki = None  # the lab's CA and certificates (netemu.daemon.listeners)
         self.initial_objects = objects
@@ -514,13 +514,6 @@ class LabDaemon:
     def _api_write(self) -> None:
         """A write through the API: a pass acts on it now (the journal already holds it)."""
         self._kick.set()
-
-    def _journal_change(self, kind: str, event: str, obj) -> None:
-        if self.journal is not None:
-            from netemu.control.store import key_of
-
-            self.journal.record(int(obj.metadata.resource_version), event, key_of(obj),
-                                None if event == "DELETED" else self.storage.dump(obj))
 
     def flush_journal(self) -> None:
         """Before an answer leaves: what the client is told about is in the journal."""

@@ -10,7 +10,7 @@ from netemu.spec import registry
 from netemu.api.errors import ApiError
 from netemu.api.selectors import field_selector, label_selector
 from netemu.api.storage import Storage
-from netemu.api.watchlog import Change, TooOld, WatchLog
+from netemu.api.watchlog import Change, TooOld, WatchLog, encode
 from netemu.control import nodes
 from netemu.control.cluster import Cluster
 from netemu.spec.models import Lab, LabNode
@@ -209,7 +209,7 @@ def test_deleting_a_deployment_cascades_and_orphan_keeps_pods(st):
 def test_watch_log_from_a_resource_version_and_410_when_too_old():
     log = WatchLog(size=3)
     for rv in range(1, 6):
-        log.append(Change(rv, "MODIFIED", "ConfigMap", "", "default", {"metadata": {"name": f"c{rv}"}}))
+        log.append(Change(rv, "MODIFIED", "ConfigMap", "", "default", "v1", encode({"metadata": {"name": f"c{rv}"}})))
     assert [c.rv for c in log.since(3, lambda c: True)] == [4, 5]
     with pytest.raises(TooOld):
         log.since(1, lambda c: True)

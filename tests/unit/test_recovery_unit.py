@@ -235,7 +235,6 @@ def test_writes_after_the_snapshot_come_back_from_the_journal(tmp_path, monkeypa
     from netemu import paths
     from netemu.api.storage import Storage
     from netemu.control.cluster import Cluster
-    from netemu.control.store import key_of
     from netemu.daemon.journal import Journal
 
     monkeypatch.setattr(paths, "RUN_DIR", str(tmp_path))
@@ -245,9 +244,7 @@ def test_writes_after_the_snapshot_come_back_from_the_journal(tmp_path, monkeypa
     c = Cluster(lab)
     storage = Storage(c)
     os.makedirs(paths.lab_dir("jr"))
-    journal = Journal(paths.lab_dir("jr"))
-    c.store.listeners.append(lambda kind, event, obj: journal.record(
-        int(obj.metadata.resource_version), event, key_of(obj), None if event == "DELETED" else storage.dump(obj)))
+    journal = storage.journal = Journal(paths.lab_dir("jr"))  # as LabDaemon wires it
     c.bootstrap()
     c.apply([Deployment.model_validate({"metadata": {"name": "web"}, "spec": {
         "replicas": 2, "selector": {"matchLabels": {"app": "web"}},

@@ -1,9 +1,10 @@
 """Small chores of a lab's own processes (the supervisor, the control process, the launcher and its
-children): their standard streams, their pid files, a look at another process in /proc. Nothing heavy
-is imported here: the supervisor's lean interpreter loads this module."""
+children): their standard streams, their pid files, a look at another process in /proc (is it a lab's
+control process?). Nothing heavy is imported here: the supervisor's lean interpreter loads this module."""
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 
 def stdio_to_log(path: str, mode: int = 0o600) -> None:
@@ -48,3 +49,34 @@ def stat_field(pid: int, index: int) -> str:
 def alive(pid: int) -> bool:
     """Running (or stopped): not gone, and not a zombie waiting to be reaped."""
     return stat_field(pid, 0) not in ("", "Z")
+
+
+def cmdline_has(pid: int, word: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return word in f.read()
+    except OSError:
+        return False
+
+
+def is_lab_process(pid: int, lab: str) -> bool:
+    """Alive, and really this lab's control process (a pid may have been reused): it sits in
+    the lab's own cgroup."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            groups = f.read()
+    except OSError:
+        return False
+    return f"/netemu/{lab}/system" in groups or "/netemu/" not in groups and cmdline_has(pid, b"netemu")
+
+
+def daemon_pid(lab: str) -> Optional[int]:
+    """The lab's control process (its pid file), if it is alive and really the lab's."""
+    from netemu import paths
+
+    try:
+        with open(paths.pid_file(lab)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if is_lab_process(pid, lab) and alive(pid) else None

@@ -8,7 +8,6 @@ import sys
 from typing import Any, Callable, Iterator, Optional
 
 from netemu import paths
-from netemu.procutil import alive
 
 
 class CliError(Exception):
@@ -220,31 +219,3 @@ def warning_text(header: str) -> str:
         end = text.rfind('"')
         return text[1:end if end > 0 else None].replace('\\"', '"').replace("\\\\", "\\")
     return header.strip()
-
-
-def daemon_pid(lab: str) -> Optional[int]:
-    try:
-        with open(paths.pid_file(lab)) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _is_lab_process(pid, lab) and alive(pid) else None
-
-
-def _is_lab_process(pid: int, lab: str) -> bool:
-    """Alive, and really this lab's control process (a pid may have been reused): it sits in
-    the lab's own cgroup."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            groups = f.read()
-    except OSError:
-        return False
-    return f"/netemu/{lab}/system" in groups or "/netemu/" not in groups and cmdline_has(pid, b"netemu")
-
-
-def cmdline_has(pid: int, word: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return word in f.read()
-    except OSError:
-        return False

@@ -1,11 +1,11 @@
 """`netemu trace`: which rules a connection to a service hits on a node, and, when a connection is
 live, its conntrack entry (where the kernel sent it).
 
-The rules are the node's live `iptables-save`, followed by proxy/iptables/trace.py (kube-proxy's own
-tracePacket model): nat KUBE-SERVICES, then, with the destination rewritten, the filter chains.
-In nftables mode the control process follows the `kube-proxy` table it renders for the node
-(proxy/nftables/trace.py, kube-proxy's nftablesTracer model). IPVS mode has no rule walk to show:
-only the conntrack entries (which real server the kernel picked).
+The lab's control process traces, for every proxy mode (its `trace` op, netemu/dataplane/proxy/trace.py):
+iptables mode follows the node's live `iptables-save` (kube-proxy's own tracePacket model), nftables
+mode the `kube-proxy` table it renders for the node (kube-proxy's nftablesTracer model); IPVS mode has
+no rule walk to show: only the conntrack entries (which real server the kernel picked). Here: which
+node, from where, to which of the Service's addresses; and the printing.
 """
 from __future__ import annotations
 
@@ -41,9 +41,6 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.add_argument("-n", "--namespace", metavar="NS", help="the service's (and --from pod's) namespace")
     p.add_argument("--lab", metavar="NAME", help="the lab to talk to (default: the only lab up)")
-
-
-VERDICTS = ("ACCEPT", "DROP", "REJECT")
 
 
 def _hostport(text: str) -> Optional[tuple[str, int]]:
@@ -93,50 +90,8 @@ def destinations(svc: dict, node_ip: Optional[str], port_filter: Optional[str]) 
     return out
 
 
-def trace_one(rules, dest: dict, src: str, local_ips: set[str]) -> dict:
-    """The rules a new connection hits, table by table."""
-    from netemu.dataplane.capture import indent_matches
-    from netemu.dataplane.proxy.iptables.trace import trace_packet
-
-    kw = dict(src=src, dst=dest["ip"], dport=int(dest["port"]), proto=dest["proto"], local_ips=local_ips)
-    nat = trace_packet(rules.only("nat"), **kw)
-    full = trace_packet(rules, **kw)
-    filt = full.matches[len(nat.matches):]
-    entry = "OUTPUT" if src in local_ips else "PREROUTING"
-    chains = sorted({w for r in full.matches for w in r.split() if w.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-",
-                                                                                 "KUBE-SVL-", "KUBE-FW-"))})
-    dnat = [o for o in nat.outputs if o not in VERDICTS]
-    verdicts = [o for o in full.outputs[len(nat.outputs):] if o in VERDICTS]
-    return {**dest, "src": src, "entry": entry,
-            "nat": [{"depth": d, "rule": r} for d, r in indent_matches(nat.matches, ["KUBE-SERVICES"])],
-            "filter": [{"depth": d, "rule": r} for d, r in indent_matches(filt, ["KUBE-SERVICES", "KUBE-NODEPORTS",
-                                                                                   "KUBE-EXTERNAL-SERVICES",
-                                                                                   "KUBE-PROXY-FIREWALL"])],
-            "chains": chains, "dnat": dnat, "verdicts": verdicts, "masquerade": full.masquerade}
-
-
-def trace_nft(client: Client, node: str, dests: list[dict], src: str, local_ips: set[str]) -> list[dict]:
-    """nftables mode: the control process's nftables tracer, one call for every destination."""
-    packets = [{"src": src, "dst": d["ip"], "dport": int(d["port"]), "proto": d["proto"]} for d in dests]
-    traces = client.call("trace-nft", name=node, packets=packets, node_ips=sorted(local_ips))
-    return [_nft_result(d, t, src, local_ips) for d, t in zip(dests, traces)]
-
-
-def _nft_result(dest: dict, t: dict, src: str, local_ips: set[str]) -> dict:
-    """A trace in the same result shape as the iptables mode's."""
-    outs = list(dict.fromkeys(o for o, _ in t["outputs"]))
-    chains = sorted({w.split()[0] for r in t["matches"] for w in r.split("goto ")[1:] + r.split("jump ")[1:]
-                     if w.startswith(("service-", "endpoint-", "external-", "firewall-"))})
-    entry = "output" if src in local_ips else "prerouting"
-    return {**dest, "src": src, "entry": entry,
-            "nat": [{"depth": d - 1, "chain": c, "rule": r} for d, c, r in t["steps"]],
-            "filter": [], "chains": chains, "dnat": [o for o in outs if o not in VERDICTS],
-            "verdicts": [o for o in outs if o in VERDICTS], "masquerade": t["masq"]}
-
-
 def cmd_trace(args) -> int:
     from netemu.cli.kinds import by_kind, get_object, list_objects
-    from netemu.dataplane import capture
 
     client = Client(pick_lab(args.lab))
     ns = args.namespace or "default"
@@ -175,27 +130,8 @@ def cmd_trace(args) -> int:
     if not node:
         raise CliError(f"which node's rules? add --node NODE (one of: {', '.join(node_ips)})")
 
-    mode = (lab.get("spec") or {}).get("proxyMode") or "iptables"
-    netns = client.call("node-netns", name=node)
-    try:
-        rules = capture.SavedRuleset.parse(client.call("rules", name=node)) if mode == "iptables" else None
-        local = capture.local_addresses(netns)
-    except capture.CaptureError as e:
-        raise CliError(str(e)) from None
-    if mode == "iptables":
-        results = [trace_one(rules, d, src, local) for d in dests]
-    elif mode == "nftables":
-        results = trace_nft(client, node, dests, src, local)
-    else:  # ipvs: the kernel's choice is in conntrack; `netemu rules NODE` shows the virtual servers
-        results = [{**d, "src": src, "entry": "", "nat": [], "filter": [], "chains": [], "dnat": [], "verdicts": [],
-                    "masquerade": False, "no_walk": True} for d in dests]
-    for r, d in zip(results, dests):
-        try:
-            entries = capture.conntrack_entries(netns, d["ip"], int(d["port"]), d["proto"])
-        except capture.CaptureError as e:
-            entries, r["conntrack_error"] = [], str(e)
-        r["conntrack"] = [{"src": f"{e.src}:{e.sport}", "dst": f"{e.dst}:{e.dport}", "state": e.state,
-                           "dnat": e.dnat, "snat": e.snat, "flags": list(e.flags), "raw": e.raw} for e in entries]
+    doc = client.call("trace", name=node, src=src, destinations=dests)
+    mode, netns, results = doc["mode"], doc["netns"], doc["results"]
     if args.output == "json":
         json.dump({"node": node, "netns": netns, "mode": mode, "src": src, "results": results}, sys.stdout, indent=2)
         sys.stdout.write("\n")

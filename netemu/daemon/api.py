@@ -112,31 +112,20 @@ class Api:
             raise ApiError("kube-proxy is not running in this lab")
         return await asyncio.to_thread(self.d.proxy.rules, node)
 
-    async def op_trace_nft(self, req):
-        """nftables mode: new connections ("packets": [{src, dst, dport, proto}]) followed through the
-        ruleset kube-proxy writes for the node's current view (the lab loads an equivalent form of it),
-        rendered once for all of them."""
+    async def op_trace(self, req):
+        """`netemu trace`, in every proxy mode: new connections from "src" to "destinations" ([{via, ip,
+        port, proto}]) followed through the rules of node "name" by the lab's mode's tracer, with the
+        node's conntrack entries for each (netemu.dataplane.proxy.trace)."""
+        from netemu.dataplane.proxy.trace import TraceError, trace
+
         node = self.cluster.store.get("Node", "", req["name"]).metadata.name
-        n = self.d.proxy.nodes[node] if self.d.proxy is not None else None
-        if n is None or n.backend.mode != "nftables":
-            raise ApiError("this lab's kube-proxy is not in nftables mode")
-        if n.view is None:
-            raise ApiError(f"kube-proxy on {node} has not synced yet")
-
-        def run():
-            from netemu.dataplane.proxy.nftables.render import render
-            from netemu.dataplane.proxy.nftables.trace import trace_packet
-
-            state = render(n.view, n.backend.syncer.renderer.settings).state()
-            out = []
-            for pk in req["packets"]:
-                t = trace_packet(state, pk["src"], pk["dst"], int(pk["dport"]), pk.get("proto", "tcp"),
-                                 req.get("node_ips") or [n.ip])
-                out.append({"matches": t.matches, "steps": [list(x) for x in t.steps],
-                            "outputs": [[o, float(p)] for o, p in t.outputs], "masq": t.masq})
-            return out
-
-        return await asyncio.to_thread(run)
+        mode = self.d.lab.spec.proxy_mode or "iptables"
+        if self.d.proxy is None:
+            raise ApiError("kube-proxy is not running in this lab")
+        try:
+            return await asyncio.to_thread(trace, self.d.proxy, node, mode, req["src"], req["destinations"])
+        except TraceError as e:
+            raise ApiError(str(e)) from None
 
     def op_node_netns(self, req):
         node = self.cluster.store.get("Node", "", req["name"])

@@ -288,8 +288,8 @@ def preflight(ref: str, network: str, force: bool = False, lab: Optional[str] = 
 
 
 def host_side_link(ref: Optional[str]) -> Optional[str]:
-    """The interface name to leave out of the host's address/route conflict check (hostnet
-    .network_conflicts(own_link=...)): the uplink when it is one of the host's interfaces."""
+    """The interface name to leave out of the host's address/route conflict check (daemon/lifecycle
+    .host_conflicts(own_link=...)): the uplink when it is one of the host's interfaces."""
     if not ref:
         return None
     netns, ifname = parse_ref(ref)

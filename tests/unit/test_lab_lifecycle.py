@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -86,6 +87,98 @@ def test_claims_are_read_back_and_fall_back_to_the_state_file(run_dir):
         f.write('{"lab": {"spec": {"network": "10.2.0.0/24"}}}')
     assert locks.read_claim("old") == {"spec": {"network": "10.2.0.0/24"}}
     assert locks.read_claim("none") is None
+
+
+# --------------------------------------------------------------------------- up's preflight (daemon/lifecycle)
+def _spec(network="192.168.1.0/24", pod_cidr="172.16.0.0/16", service_cidr="10.96.0.0/12", uplink=None):
+    return types.SimpleNamespace(network=network, gateway=network.rsplit(".", 1)[0] + ".1", pod_cidr=pod_cidr,
+                                 service_cidr=service_cidr, uplink=uplink, proxy_mode="iptables",
+                                 nodes=[types.SimpleNamespace(name="m-k8s", ip=network.rsplit(".", 1)[0] + ".10")])
+
+
+def test_a_lab_may_not_take_another_labs_ranges_or_uplink():
+    from netemu.daemon.lifecycle import lab_overlaps
+
+    theirs = {"network": "192.168.1.0/24", "podCIDR": "10.200.0.0/16", "serviceCIDR": "10.96.0.0/12",
+              "uplink": "lab-ns/eth1"}
+    claims = {"lab": theirs, "crashed": None, "me": {"network": "192.168.1.0/24"}}
+    assert lab_overlaps("me", _spec(), claims) == [
+        'lab network 192.168.1.0/24 overlaps the lab network 192.168.1.0/24 of lab "lab"',
+        'service CIDR 10.96.0.0/12 overlaps the service CIDR 10.96.0.0/12 of lab "lab"']
+    # the other lab's pod CIDR inside this lab's service CIDR, the same uplink written the same way
+    mine = _spec("192.168.2.0/24", "172.17.0.0/16", "10.192.0.0/10", uplink="lab-ns/eth1")
+    assert lab_overlaps("me", mine, claims) == [
+        'service CIDR 10.192.0.0/10 overlaps the pod CIDR 10.200.0.0/16 of lab "lab"',
+        'uplink lab-ns/eth1 is already the uplink of lab "lab"']
+    # eth1 of the host is not eth1 of a namespace; an unreadable reference is no match
+    assert lab_overlaps("me", _spec("192.168.2.0/24", "172.17.0.0/16", "10.112.0.0/12", uplink="eth1"), claims) == []
+    assert lab_overlaps("me", _spec("192.168.2.0/24", "172.17.0.0/16", "10.112.0.0/12", uplink="eth1"),
+                        {"x": {"uplink": "/eth1"}}) == []
+
+
+ROUTES = [
+    {"dst": "default", "gateway": "10.0.2.2", "dev": "eth0"},
+    {"dst": "10.0.2.0/24", "dev": "eth0", "protocol": "kernel", "prefsrc": "10.0.2.15"},
+    {"type": "local", "dst": "192.168.1.7", "dev": "eth1", "table": "local"},
+    {"dst": "192.168.0.0/16", "gateway": "10.0.2.3", "dev": "eth0"},
+    {"dst": "192.168.1.0/24", "dev": "eth1"},
+    {"dst": "192.168.1.99", "dev": "tun0", "table": "100"},
+    {"dst": "fd00::/8", "dev": "eth0"},
+]
+LINKS = [
+    {"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]},
+    {"ifname": "eth0", "addr_info": [{"family": "inet", "local": "10.0.2.15", "prefixlen": 24},
+                                     {"family": "inet6", "local": "fd00::15", "prefixlen": 64}]},
+    {"ifname": "eth1", "addr_info": [{"family": "inet", "local": "192.168.1.7", "prefixlen": 24}]},
+]
+
+
+def test_a_lab_network_the_host_routes_or_holds_is_refused():
+    from netemu.daemon.lifecycle import host_conflicts
+
+    assert host_conflicts("192.168.1.0/24", ROUTES, LINKS) == [
+        "route 192.168.0.0/16 via 10.0.2.3 dev eth0 (table main) already covers 192.168.1.0/24",
+        "route 192.168.1.0/24 dev eth1 (table main) already covers 192.168.1.0/24",
+        "route 192.168.1.99 dev tun0 (table 100) already covers 192.168.1.0/24",
+        "address 192.168.1.7/24 on eth1 is inside 192.168.1.0/24"]
+    # the lab's uplink (its routes and address go with it into the lab) is left out
+    assert host_conflicts("192.168.1.0/24", ROUTES, LINKS, own_link="eth1") == [
+        "route 192.168.0.0/16 via 10.0.2.3 dev eth0 (table main) already covers 192.168.1.0/24",
+        "route 192.168.1.99 dev tun0 (table 100) already covers 192.168.1.0/24"]
+    assert host_conflicts("172.31.0.0/24", ROUTES, LINKS) == []  # the default route covers everything: never
+    assert host_conflicts("fd00:1::/64", ROUTES, LINKS) == [
+        "route fd00::/8 dev eth0 (table main) already covers fd00:1::/64"]
+
+
+def test_up_claims_a_free_lab_sweeps_a_crashed_one_and_refuses_a_taken_one(run_dir, monkeypatch):
+    from netemu.daemon import lifecycle
+    from netemu.dataplane import hostnet
+
+    swept, warnings = [], []
+    monkeypatch.setattr(lifecycle, "sweep", lambda name: swept.append(name) or [])
+    monkeypatch.setattr(hostnet, "host_routes", lambda: ROUTES[:3])
+    monkeypatch.setattr(hostnet, "host_addresses", lambda: LINKS[:2])
+    lab1 = types.SimpleNamespace(spec=_spec())
+    os.makedirs(paths.lab_dir("lab1"))  # left by a lab whose control process died: no owner, no pid
+    fd = lifecycle.claim("lab1", lab1, warn=warnings.append)
+    try:
+        assert swept == ["lab1"] and warnings == ['lab "lab1" was not shut down cleanly: removing what it left behind']
+        assert lifecycle.claimed_spec("lab1") == {
+            "network": "192.168.1.0/24", "gateway": "192.168.1.1", "podCIDR": "172.16.0.0/16",
+            "serviceCIDR": "10.96.0.0/12", "uplink": None, "proxyMode": "iptables",
+            "nodes": [{"name": "m-k8s", "ip": "192.168.1.10"}]}
+        with pytest.raises(lifecycle.LifecycleError, match='lab "lab1" is starting: another `netemu up`'):
+            lifecycle.claim("lab1", lab1)  # its owner lock is held, its control process not there yet
+        with pytest.raises(lifecycle.LifecycleError) as e:
+            lifecycle.claim("lab2", types.SimpleNamespace(spec=_spec(pod_cidr="172.17.0.0/16",
+                                                                     service_cidr="10.112.0.0/12")))
+        assert str(e.value) == (
+            'cannot start lab "lab2": its addresses are already in use on this host:\n'
+            '  - lab network 192.168.1.0/24 overlaps the lab network 192.168.1.0/24 of lab "lab1"\n'
+            "(give the lab other CIDRs in its Lab document: spec.network, spec.podCIDR, spec.serviceCIDR)")
+        assert not os.path.exists(paths.lab_dir("lab2")) and swept == ["lab1"]
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- the CLI's transport errors

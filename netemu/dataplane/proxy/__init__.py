@@ -9,4 +9,6 @@
 - runner: the kernel tools (iptables-restore, nft, ipset, ipvsadm, conntrack...) run in a node's
   namespace, behind one interface that unit tests fake
 - kubeproxy: KubeProxy, every node's backend of the lab's mode, driven by the control process
+- trace: `netemu trace` for every mode (the control process's `trace` op): the mode's tracer over
+  the node's rules, and the node's conntrack entries
 """

@@ -680,8 +680,11 @@ class LabDaemon:
 
     def _write_snapshot(self, data: dict, covered: Optional[int]) -> None:
         """The state file, then the journal segments it holds removed (any thread)."""
+        from netemu.daemon import memory
+
         if _write_state(paths.state_file(self.name), data) and covered is not None:
             self.journal.drop_through(covered)
+        memory.trim()  # encoding the state freed megabytes: back to the kernel
 
     # ------------------------------------------------------------------ teardown
     async def teardown(self) -> None:

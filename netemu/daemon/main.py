@@ -267,6 +267,9 @@ async def _main(lab: Lab, objects, client, cg, say, link=None, resume=None) -> N
     from netemu.daemon.apiserver import ApiServer
     from netemu.daemon import listeners
 
+    from netemu.daemon import memory
+
+    memory.limit_arenas()  # before the loop's worker threads exist
     name = lab.metadata.name
     daemon = LabDaemon(lab, objects, client, cg, progress=lambda s: say("P", s))
     daemon.supervisor = link

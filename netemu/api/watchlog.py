@@ -35,9 +35,9 @@ class TooOld(Exception):
 
 
 class WatchLog:
-    # two thousand changes: the window a client that relists and rewatches needs, kept as JSON (a few
+    # a thousand changes: the window a client that relists and rewatches needs, kept as JSON (a few
     # megabytes, not tens of old object copies); etcd's compaction plays this part upstream
-    def __init__(self, size: int = 2_000):
+    def __init__(self, size: int = 1_000):
         self._log: collections.deque[Change] = collections.deque(maxlen=size)
         self._subs: set["Subscription"] = set()
         self.oldest = 0  # the oldest resourceVersion a watch can start after

@@ -128,8 +128,10 @@ def test_cpu_limit_caps_a_busy_loop_and_memory_limit_oom_kills(lab, tmp_path):
     share50 = _cpu_share(lab, uid50)
     share500 = _cpu_share(lab, uid500)
     print(f"\nlimits.cpu 50m: {share50 * 100:.2f}% of a core; limits.cpu 500m: {share500 * 100:.2f}%")
-    assert 0.035 <= share50 <= 0.065, f"50m caps a busy loop at ~5% of a core, measured {share50:.3%}"
-    assert 0.40 <= share500 <= 0.56, f"500m caps it at ~50%, measured {share500:.3%}"
+    # the caps are the point; below them a busy machine may give a loop less (CI's 2 CPUs run other
+    # tests' labs too), so the floor checks only that both ran and that the quotas tell them apart
+    assert 0 < share50 <= 0.065, f"50m caps a busy loop at ~5% of a core, measured {share50:.3%}"
+    assert share50 * 3 < share500 <= 0.56, f"500m caps it at ~50%, measured {share500:.3%} (50m: {share50:.3%})"
 
     # top pods: the same figures, as metrics-server reports them
     def top_burners():

@@ -141,12 +141,12 @@ def test_cpu_limit_caps_a_busy_loop_and_memory_limit_oom_kills(lab, tmp_path):
     rows = lab.wait_for(top_burners, timeout=15, interval=0.5, what="top pods")
     assert lab.run("top", "pods").stdout.splitlines()[0].split() == ["NAME", "CPU(cores)", "MEMORY(bytes)"]
     cpu50, cpu500 = int(rows["burn-50m"][1].rstrip("m")), int(rows["burn-500m"][1].rstrip("m"))
-    assert 35 <= cpu50 <= 65 and 400 <= cpu500 <= 560, rows
+    assert 0 < cpu50 <= 65 and cpu50 * 3 < cpu500 <= 560, rows  # the caps again (no floor: see above)
     assert rows["burn-50m"][2].endswith("Mi")
     nodes = lab.run("top", "nodes").stdout.splitlines()
     assert nodes[0].split() == ["NAME", "CPU(cores)", "CPU%", "MEMORY(bytes)", "MEMORY%"]
     busiest = max(int(line.split()[1].rstrip("m")) for line in nodes[1:] if not line.split()[1].startswith("<"))
-    assert busiest >= 400, nodes
+    assert busiest > cpu50 * 3, nodes  # the node of the 500m loop shows it
 
     # memory: 256 MiB in a pod limited to 64 MiB is killed by the kernel
     (tmp_path / "hog.yaml").write_text(HOG)

@@ -32,6 +32,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from netemu.procutil import alive  # noqa: E402
+
 NETEMU = [sys.executable, "-m", "netemu"]
 NODEPORT = 30080
 
@@ -255,7 +257,7 @@ def leftovers(lab: str, pids: set[int]) -> dict:
             continue
         try:
             with open(f"/proc/{d}/cgroup") as f:
-                if mine in f.read() and _not_zombie(int(d)):
+                if mine in f.read() and alive(int(d)):
                     procs.append(int(d))
         except OSError:
             continue
@@ -265,18 +267,10 @@ def leftovers(lab: str, pids: set[int]) -> dict:
                 argv = f.read()
         except OSError:
             continue
-        if b"netemu" in argv and lab.encode() in argv and _not_zombie(p):
+        if b"netemu" in argv and lab.encode() in argv and alive(p):
             procs.append(p)
     out["processes"] = sorted(set(procs))
     return out
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def lab_pids(lab: str) -> set[int]:

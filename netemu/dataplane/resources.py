@@ -25,6 +25,7 @@ from typing import Iterable, Optional
 
 from netemu.spec.autoscaling import QuantityError, milli_value, parse_quantity, value
 from netemu.spec.models import Container, Pod, PodSpec
+from netemu.spec.podresources import qos_class  # the API server's, as the pod's status has it
 
 CPU_PERIOD_US = 100_000  # kubelet's default --cpu-cfs-quota-period
 MIN_QUOTA_US = 1000  # MinQuotaPeriod
@@ -32,7 +33,6 @@ MIN_SHARES = 2
 MAX_SHARES = 262_144
 SHARES_PER_CPU = 1024
 UNLIMITED_V1 = -1
-QOS_RESOURCES = ("cpu", "memory")
 
 
 class ResourceError(RuntimeError):
@@ -59,30 +59,6 @@ def _positive(q) -> bool:
         return parse_quantity(q) > 0
     except QuantityError:
         return False
-
-
-def qos_class(spec: PodSpec) -> str:
-    """Guaranteed, Burstable or BestEffort (v1qos.GetPodQOS)."""
-    containers = [*spec.containers, *(spec.init_containers or [])]
-    requests: dict[str, int] = {}
-    limits: dict[str, int] = {}
-    guaranteed = True
-    for c in containers:
-        for name, q in container_requests(c).items():
-            if name in QOS_RESOURCES and _positive(q):
-                requests[name] = requests.get(name, 0) + milli_value(q)
-        found = set()
-        for name, q in container_limits(c).items():
-            if name in QOS_RESOURCES and _positive(q):
-                found.add(name)
-                limits[name] = limits.get(name, 0) + milli_value(q)
-        if not {"cpu", "memory"} <= found:
-            guaranteed = False
-    if not requests and not limits:
-        return "BestEffort"
-    if guaranteed and all(limits.get(k) == v for k, v in requests.items()) and len(requests) == len(limits):
-        return "Guaranteed"
-    return "Burstable"
 
 
 def _pod_total(spec: PodSpec, pick, resource: str, unit) -> Optional[int]:

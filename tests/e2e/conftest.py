@@ -5,10 +5,12 @@ so labs can run side by side. After the whole run `ip netns list` must be what i
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -294,3 +296,36 @@ def curl(lab: TestLab, address: str, port: int, path: str = "/", timeout: float 
     res = subprocess.run(["curl", "-s", "-m", str(timeout), f"http://{address}:{port}{path}"],
                          capture_output=True, text=True)
     return res.stdout if res.returncode == 0 else f"<curl rc={res.returncode}>"
+
+
+# --------------------------------------------------------------------------- the real kubectl
+KUBECTL = shutil.which("kubectl")
+
+
+@contextlib.contextmanager
+def kube_lab(tmp_path_factory, prefix: str, manifests: str):
+    """A module's lab with a kubeconfig file of its own (lab.kubeconfig, lab.tmp), always taken down."""
+    lab = TestLab(f"{prefix}{uuid.uuid4().hex[:6]}", _free_index())
+    tmp = tmp_path_factory.mktemp("kube")
+    try:
+        lab.up(manifests, tmp_path=tmp)
+        kubeconfig = tmp / "kubeconfig"
+        kubeconfig.write_text(netemu("kubeconfig", "--lab", lab.name).stdout)
+        lab.kubeconfig, lab.tmp = str(kubeconfig), tmp
+        yield lab
+    finally:
+        lab.down()
+        assert not [n for n in _netns() if n.startswith(f"ne-{lab.name}")]
+
+
+def kubectl(lab, *args: str, check: bool = True, timeout: float = 60, input=None, env: dict | None = None,
+            text: bool = True) -> subprocess.CompletedProcess:
+    e = dict(os.environ, KUBECONFIG=lab.kubeconfig, **(env or {}))
+    res = subprocess.run([KUBECTL, *args], capture_output=True, text=text, timeout=timeout, input=input, env=e)
+    if check and res.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def jsonpath(lab, *args: str) -> str:
+    return kubectl(lab, *args).stdout.strip()

@@ -18,18 +18,11 @@ import pytest
 
 import conftest
 from conftest import NP_PODS, NP_SVC, _free_index, _netns, curl, netemu, run_leaks
+from netemu.procutil import alive
 
 Lab = conftest.TestLab  # (imported under its own name, pytest would try to collect it)
 
 ETC_NETNS = "/etc/netns"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _etc_netns(lab: Lab) -> list[str]:
@@ -228,7 +221,7 @@ def test_a_stopped_control_process_labs_and_down(make_lab, tmp_path):
         assert rows[hung.name][1] == "NotResponding" and rows[fine.name][1] == "Running", res.stdout
         # a second `up` of it: it is up, nothing is torn down
         res = hung.up(NP_PODS.format(replicas=2), tmp_path=tmp_path, check=False)
-        assert res.returncode != 0 and "is already up" in res.stderr and _alive(pid)
+        assert res.returncode != 0 and "is already up" in res.stderr and alive(pid)
         t0 = time.monotonic()
         res = netemu("down", hung.name, timeout=60)
         took = time.monotonic() - t0
@@ -240,7 +233,7 @@ def test_a_stopped_control_process_labs_and_down(make_lab, tmp_path):
     _no_traceback(res)
     assert "did not answer" in res.stderr and f'lab "{hung.name}" is down' in res.stdout
     assert took < 20
-    assert not _alive(pid)
+    assert not alive(pid)
     _assert_gone(hung)
     assert fine.pods()[0]["status"]["phase"] == "Running"
 

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import time
-import uuid
 
 import pytest
 
-from conftest import NP_PODS, NP_SVC, TestLab, _free_index, _netns, curl, netemu
+from conftest import KUBECTL, NP_PODS, NP_SVC, curl, jsonpath, kube_lab, kubectl
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed on this machine")]
 
 SEEDS = os.path.join(os.path.dirname(__file__), "..", "..", "topologies", "seeds")
@@ -25,31 +22,8 @@ SEEDS = os.path.join(os.path.dirname(__file__), "..", "..", "topologies", "seeds
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
-    lab = TestLab(f"k{uuid.uuid4().hex[:6]}", _free_index())
-    tmp = tmp_path_factory.mktemp("kube")
-    lab.up(NP_PODS.format(replicas=3) + NP_SVC, tmp_path=tmp)
-    kubeconfig = tmp / "kubeconfig"
-    kubeconfig.write_text(netemu("kubeconfig", "--lab", lab.name).stdout)
-    lab.kubeconfig = str(kubeconfig)
-    lab.tmp = tmp
-    try:
+    with kube_lab(tmp_path_factory, "k", NP_PODS.format(replicas=3) + NP_SVC) as lab:
         yield lab
-    finally:
-        lab.down()
-        assert not [n for n in _netns() if n.startswith(f"ne-{lab.name}")]
-
-
-def kubectl(lab, *args: str, check: bool = True, timeout: float = 60, input: str | None = None,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-    e = dict(os.environ, KUBECONFIG=lab.kubeconfig, **(env or {}))
-    res = subprocess.run([KUBECTL, *args], capture_output=True, text=True, timeout=timeout, input=input, env=e)
-    if check and res.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res
-
-
-def jsonpath(lab, *args: str) -> str:
-    return kubectl(lab, *args).stdout.strip()
 
 
 # ---------------------------------------------------------------------- reading

@@ -7,11 +7,10 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 
 import pytest
 
-from conftest import NP_PODS, NP_SVC, TestLab, _free_index, _netns, netemu
+from conftest import NP_PODS, NP_SVC, kube_lab
 
 kubernetes = pytest.importorskip("kubernetes", reason="the official Python client is a test dependency")
 from kubernetes import client, config, watch  # noqa: E402
@@ -22,17 +21,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    lab = TestLab(f"c{uuid.uuid4().hex[:6]}", _free_index())
-    tmp = tmp_path_factory.mktemp("client")
-    lab.up(NP_PODS.format(replicas=2) + NP_SVC, tmp_path=tmp)
-    path = tmp / "kubeconfig"
-    path.write_text(netemu("kubeconfig", "--lab", lab.name).stdout)
-    lab.api_client = config.new_client_from_config(config_file=str(path))
-    try:
+    with kube_lab(tmp_path_factory, "c", NP_PODS.format(replicas=2) + NP_SVC) as lab:
+        lab.api_client = config.new_client_from_config(config_file=lab.kubeconfig)
         yield lab
-    finally:
-        lab.down()
-        assert not [n for n in _netns() if n.startswith(f"ne-{lab.name}")]
 
 
 def test_list_pods_for_all_namespaces(api):

@@ -13,7 +13,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import socket
 import struct
 import subprocess
@@ -23,9 +22,8 @@ import uuid
 
 import pytest
 
-from conftest import NP_PODS, NP_SVC, TestLab, _free_index, _netns, netemu
+from conftest import KUBECTL, NP_PODS, NP_SVC, kube_lab, kubectl
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed on this machine")]
 
 TTY_POD = """\
@@ -77,28 +75,9 @@ PF_TRANSPORTS = pytest.mark.parametrize("env", [{}, {"KUBECTL_PORT_FORWARD_WEBSO
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
-    lab = TestLab(f"s{uuid.uuid4().hex[:6]}", _free_index())
-    tmp = tmp_path_factory.mktemp("streams")
-    lab.up(NP_PODS.format(replicas=2) + NP_SVC + TTY_POD + EXEC_PODS, tmp_path=tmp)
-    kubeconfig = tmp / "kubeconfig"
-    kubeconfig.write_text(netemu("kubeconfig", "--lab", lab.name).stdout)
-    lab.kubeconfig = str(kubeconfig)
-    lab.tmp = tmp
-    lab.pods = sorted(p["metadata"]["name"] for p in lab.pods("app=np-pods"))
-    try:
+    with kube_lab(tmp_path_factory, "s", NP_PODS.format(replicas=2) + NP_SVC + TTY_POD + EXEC_PODS) as lab:
+        lab.pods = sorted(p["metadata"]["name"] for p in lab.pods("app=np-pods"))
         yield lab
-    finally:
-        lab.down()
-        assert not [n for n in _netns() if n.startswith(f"ne-{lab.name}")]
-
-
-def kubectl(lab, *args: str, check: bool = True, timeout: float = 60, input=None, env: dict | None = None,
-            text: bool = True) -> subprocess.CompletedProcess:
-    e = dict(os.environ, KUBECONFIG=lab.kubeconfig, **(env or {}))
-    res = subprocess.run([KUBECTL, *args], capture_output=True, text=text, timeout=timeout, input=input, env=e)
-    if check and res.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res
 
 
 class Terminal:

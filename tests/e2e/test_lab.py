@@ -9,6 +9,7 @@ import sys
 import time
 
 from conftest import NP_PODS, netemu
+from netemu.procutil import alive
 
 HNAME = NP_PODS  # .format(replicas=N)
 
@@ -16,15 +17,6 @@ HNAME = NP_PODS  # .format(replicas=N)
 def _links() -> set[str]:
     out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
-
-
-def _alive(pid: int) -> bool:
-    """Running, not just a zombie waiting for init to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _procs_with(word: str) -> list[str]:
@@ -279,7 +271,7 @@ def test_down_after_sigkill_leaves_nothing(lab, tmp_path):
     # only this lab's links count: other people's labs may come and go on the host meanwhile
     assert {n for n in _links() - links_before if n.startswith(f"ne-{lab.name}")} == set()
     for p in pod_pids:
-        assert not _alive(p), f"pod process {p} survived"
+        assert not alive(p), f"pod process {p} survived"
     assert not os.path.exists(f"/run/netemu/{lab.name}")
     assert not any(os.path.exists(f"/sys/fs/cgroup/{c}/netemu/{lab.name}") for c in ("pids", "cpu", "memory"))
     assert not os.path.exists(f"/sys/fs/cgroup/netemu/{lab.name}")

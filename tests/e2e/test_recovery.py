@@ -21,16 +21,9 @@ import pytest
 
 import conftest
 from conftest import NP_PODS, NP_SVC, curl, netemu
+from netemu.procutil import alive
 
 Lab = conftest.TestLab  # (imported under its own name, pytest would try to collect it)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _read_int(path: str) -> int | None:
@@ -43,12 +36,12 @@ def _read_int(path: str) -> int | None:
 
 def _control_pid(lab: Lab) -> int | None:
     pid = _read_int(f"/run/netemu/{lab.name}/daemon.pid")
-    return pid if pid and _alive(pid) else None
+    return pid if pid and alive(pid) else None
 
 
 def _supervisor_pid(lab: Lab) -> int | None:
     pid = _read_int(f"/run/netemu/{lab.name}/supervisor.pid")
-    return pid if pid and _alive(pid) else None
+    return pid if pid and alive(pid) else None
 
 
 def _launcher_pid(lab: Lab) -> int | None:
@@ -281,7 +274,7 @@ def test_a_stopped_launcher_is_replaced(lab, tmp_path, monkeypatch):
     try:
         lab.run("scale", "deployment", "np-pods", "--replicas=4")
         lab.wait_for(_running(lab, 4), timeout=90, what="4 pods Running with a new launcher")
-        assert _launcher_pid(lab) != launcher and not _alive(launcher)
+        assert _launcher_pid(lab) != launcher and not alive(launcher)
     finally:
         try:
             os.kill(launcher, signal.SIGCONT)
@@ -352,7 +345,7 @@ def test_down_right_after_a_crash_leaves_nothing_and_nothing_comes_back(lab, tmp
     res = netemu("down", lab.name)
     assert "Traceback" not in res.stderr
     _assert_gone(lab)
-    assert not _alive(sup)
+    assert not alive(sup)
     time.sleep(2)  # no supervisor left to bring anything back
     _assert_gone(lab)
 
@@ -391,7 +384,7 @@ def test_a_stopped_supervisor_and_a_dead_control_process(lab, tmp_path):
         except ProcessLookupError:
             pass
     _assert_gone(lab)
-    assert not _alive(sup)
+    assert not alive(sup)
 
 
 def test_up_waits_through_a_restart(lab, tmp_path):
@@ -457,7 +450,7 @@ def test_a_wedged_control_process_is_killed_and_the_lab_resumes(lab, tmp_path, m
     resumed_at = time.monotonic()
     # `labs` said what happened all along: never Unreachable or Crashed in between
     assert set(seen) <= {"Running", "NotResponding", "Restarting"} and {"NotResponding", "Restarting"} & set(seen), seen
-    assert not _alive(pid) and _supervisor_pid(lab) == sup  # the same supervisor killed it and started another
+    assert not alive(pid) and _supervisor_pid(lab) == sup  # the same supervisor killed it and started another
     with open(f"/run/netemu/{lab.name}/daemon.log") as f:
         log = f.read()
     assert f"the control process (pid {pid}) sent no heartbeat for" in log

@@ -8,46 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 
-from conftest import NP_PODS, NP_SVC, TestLab, _free_index, _netns, curl, netemu
+from conftest import KUBECTL, NP_PODS, NP_SVC, curl, jsonpath, kube_lab, kubectl
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed on this machine")]
 
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
-    lab = TestLab(f"s{uuid.uuid4().hex[:6]}", _free_index())
-    tmp = tmp_path_factory.mktemp("sched")
-    lab.up(NP_PODS.format(replicas=3) + NP_SVC, tmp_path=tmp)
-    kubeconfig = tmp / "kubeconfig"
-    kubeconfig.write_text(netemu("kubeconfig", "--lab", lab.name).stdout)
-    lab.kubeconfig = str(kubeconfig)
-    lab.tmp = tmp
-    try:
+    with kube_lab(tmp_path_factory, "s", NP_PODS.format(replicas=3) + NP_SVC) as lab:
         yield lab
-    finally:
-        lab.down()
-        assert not [n for n in _netns() if n.startswith(f"ne-{lab.name}")]
-
-
-def kubectl(lab, *args: str, check: bool = True, timeout: float = 60, input: str | None = None):
-    e = dict(os.environ, KUBECONFIG=lab.kubeconfig)
-    res = subprocess.run([KUBECTL, *args], capture_output=True, text=True, timeout=timeout, input=input, env=e)
-    if check and res.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res
-
-
-def jsonpath(lab, *args: str) -> str:
-    return kubectl(lab, *args).stdout.strip()
 
 
 def apply(lab, text: str) -> str:

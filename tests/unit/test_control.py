@@ -10,29 +10,12 @@ from netemu.control import ipam, labels, naming, nodes
 from netemu.control.cluster import AdmissionError, Cluster
 from netemu.control.endpoints import endpoints_view
 from netemu.control.pods import is_ready, set_condition
-from netemu.spec.models import Deployment, Lab, LabNode, Pod, Service
-
-
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from netemu.spec.models import Deployment, Pod, Service
+from clusters import Clock, ready_cluster  # noqa: F401 (Clock: other tests import it from here)
 
 
 def make_cluster(seed: int = 1) -> tuple[Cluster, Clock]:
-    lab = Lab()
-    lab.metadata.name = "unit"
-    lab.spec.seed = seed
-    lab.spec.nodes = [LabNode(name="m-k8s", ip="192.168.1.10", role="control-plane")] + [
-        LabNode(name=f"w{i}-k8s", ip=f"192.168.1.10{i}") for i in (1, 2, 3)]
-    clock = Clock()
-    c = Cluster(lab, clock=clock)
-    c.bootstrap()
-    for n in c.store.list("Node"):
-        nodes.set_ready(c, n, True, "KubeletReady", "ok")
-    return c, clock
+    return ready_cluster(3, seed)
 
 
 def deployment(name="web", replicas=3, image="sysnet4admin/echo-hname", labels_=None) -> Deployment:

@@ -11,7 +11,6 @@ import pytest
 from netemu.api.tables import hpa_cells
 from netemu.cli import tables as cli_tables
 from netemu.cli import top_cmds
-from netemu.control import nodes
 from netemu.control.cluster import Cluster
 from netemu.control.hpa import (
     HorizontalController, HpaSettings, MetricError, PodMetrics, convert_desired_replicas_with_rules, group_pods,
@@ -22,7 +21,8 @@ from netemu.control.store import rfc3339
 from netemu.spec.autoscaling import (
     HorizontalPodAutoscaler, HPAScalingPolicy, HPAScalingRules, default_hpa, effective_metrics, hpa_problems, new_hpa,
 )
-from netemu.spec.models import Condition, Deployment, Lab, LabNode, ObjectMeta, Pod, PodSpec, PodStatus
+from netemu.spec.models import Condition, Deployment, ObjectMeta, Pod, PodSpec, PodStatus
+from clusters import Clock, ready_cluster
 
 
 def hpa_row(hpa: dict, now: float) -> list[str]:
@@ -199,25 +199,8 @@ def test_behavior_policy_limits():
 
 
 # --------------------------------------------------------------------------- the controller on a cluster
-class Clock:
-    def __init__(self, t: float = NOW):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def make_cluster() -> tuple[Cluster, Clock]:
-    lab = Lab()
-    lab.metadata.name = "unit"
-    lab.spec.nodes = [LabNode(name="m-k8s", ip="192.168.1.10", role="control-plane")] + [
-        LabNode(name=f"w{i}-k8s", ip=f"192.168.1.10{i}") for i in (1, 2, 3)]
-    clock = Clock()
-    c = Cluster(lab, clock=clock)
-    c.bootstrap()
-    for n in c.store.list("Node"):
-        nodes.set_ready(c, n, True, "KubeletReady", "ok")
-    return c, clock
+    return ready_cluster(3, seed=None)
 
 
 def seed_deployment(replicas: int = 1, resources: Optional[dict] = None) -> Deployment:

@@ -10,24 +10,13 @@ from netemu.control.cluster import Cluster
 from netemu.control.pods import condition
 from netemu.spec.errors import SpecError
 from netemu.spec.load import load_text
-from netemu.spec.models import DaemonSet, Job, Lab, LabNode, Pod, PodDisruptionBudget, Taint
+from netemu.spec.models import DaemonSet, Job, Pod, PodDisruptionBudget, Taint
 from test_control import Clock, deployment, kubelet_runs_everything
+from clusters import ready_cluster
 
 
 def cluster(workers: int = 3, **lab_spec) -> tuple[Cluster, Clock]:
-    lab = Lab()
-    lab.metadata.name = "unit"
-    lab.spec.seed = 1
-    for k, v in lab_spec.items():
-        setattr(lab.spec, k, v)
-    lab.spec.nodes = [LabNode(name="m-k8s", ip="192.168.1.10", role="control-plane")] + [
-        LabNode(name=f"w{i}-k8s", ip=f"192.168.1.{100 + i}") for i in range(1, workers + 1)]
-    clock = Clock()
-    c = Cluster(lab, clock=clock)
-    c.bootstrap()
-    for n in c.store.list("Node"):
-        nodes.set_ready(c, n, True, "KubeletReady", "ok")
-    return c, clock
+    return ready_cluster(workers, 1, **lab_spec)
 
 
 def finalize_terminating(c: Cluster) -> None:

@@ -12,31 +12,13 @@ from netemu.control.scheduler import (
     NodeInfo, PodInfo, Sel, Status, fit_error, fits_resources, node_term_matches, score_balanced,
     score_least_allocated, toleration_matches,
 )
-from netemu.spec.models import Lab, LabNode, Namespace, Node, NodeSelectorTerm, Pod, Taint, Toleration
+from netemu.spec.models import Namespace, Node, NodeSelectorTerm, Pod, Taint, Toleration
 from netemu.spec.podresources import pod_requests, qos_class
-
-
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from clusters import Clock, ready_cluster
 
 
 def cluster(workers: int = 3, seed: int = 1, capacity: dict | None = None, **node_kw) -> tuple[Cluster, Clock]:
-    lab = Lab()
-    lab.metadata.name = "unit"
-    lab.spec.seed = seed
-    lab.spec.nodes = [LabNode(name="m-k8s", ip="192.168.1.10", role="control-plane")] + [
-        LabNode(name=f"w{i}-k8s", ip=f"192.168.1.{100 + i}", capacity=capacity, **node_kw)
-        for i in range(1, workers + 1)]
-    clock = Clock()
-    c = Cluster(lab, clock=clock)
-    c.bootstrap()
-    for n in c.store.list("Node"):
-        nodes.set_ready(c, n, True, "KubeletReady", "ok")
-    return c, clock
+    return ready_cluster(workers, seed, {"capacity": capacity, **node_kw})
 
 
 def pod(name: str, requests: dict | None = None, ns: str = "default", labels: dict | None = None, **spec) -> Pod:

@@ -51,6 +51,18 @@ def alive(pid: int) -> bool:
     return stat_field(pid, 0) not in ("", "Z")
 
 
+def wait_gone(pid: int, within: float, interval: float = 0.02) -> bool:
+    """Wait until the process has ended (or is a zombie), at most `within` seconds: has it?"""
+    import time
+
+    deadline = time.monotonic() + within
+    while alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def cmdline_has(pid: int, word: bytes) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

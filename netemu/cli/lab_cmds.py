@@ -11,7 +11,7 @@ from netemu import paths
 from netemu.cli.client import CliError, Client, pick_lab
 from netemu.cli.output import Progress, warn
 from netemu.daemon import lifecycle
-from netemu.procutil import alive, cmdline_has, daemon_pid
+from netemu.procutil import cmdline_has, daemon_pid, wait_gone
 
 
 def require_root() -> None:
@@ -181,12 +181,7 @@ def _ask_to_stop(name: str) -> None:
 def _dead_soon(pid: int, within: float = 2.0) -> bool:
     """Has the process ended, or does it within a moment? (A killed process closes its sockets a little
     before it is gone from /proc.)"""
-    deadline = time.time() + within
-    while alive(pid):
-        if time.time() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return wait_gone(pid, within)
 
 
 LABS_ANSWER_SECONDS = 2.0

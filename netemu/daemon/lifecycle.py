@@ -25,7 +25,7 @@ import time
 from typing import Callable, Optional
 
 from netemu import paths
-from netemu.procutil import alive, cmdline_has, daemon_pid, is_lab_process
+from netemu.procutil import alive, cmdline_has, daemon_pid, is_lab_process, wait_gone
 
 Warn = Callable[[str], None]
 
@@ -249,9 +249,7 @@ def _stop_supervisor(name: str) -> None:
     if pid is None:
         return
     _kill(pid)
-    deadline = time.time() + 5
-    while alive(pid) and time.time() < deadline:
-        time.sleep(0.02)
+    wait_gone(pid, 5)
 
 
 def _stop_control_process(name: str, pid: int, ask_to_stop: Callable[[], None], warn: Warn) -> None:
@@ -268,10 +266,7 @@ def _stop_control_process(name: str, pid: int, ask_to_stop: Callable[[], None], 
         warn(f"lab {name}: its control process (pid {pid}) could not be asked to stop ({e}): killing it")
         _kill_lab_process(name, pid)
         return
-    deadline = time.time() + DOWN_STOP_SECONDS
-    while alive(pid) and time.time() < deadline:  # it stops the pods and removes the lab itself
-        time.sleep(0.05)
-    if alive(pid):
+    if not wait_gone(pid, DOWN_STOP_SECONDS, 0.05):  # it stops the pods and removes the lab itself
         warn(f"lab {name}: the control process did not stop within {DOWN_STOP_SECONDS:g}s: killing it")
         _kill_lab_process(name, pid)
 
@@ -282,9 +277,7 @@ def _kill_lab_process(name: str, pid: int) -> None:
     if not is_lab_process(pid, name):
         return
     _kill(pid)
-    deadline = time.time() + 5
-    while alive(pid) and time.time() < deadline:
-        time.sleep(0.02)
+    wait_gone(pid, 5)
 
 
 def _kill(pid: int) -> None:

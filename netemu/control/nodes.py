@@ -18,6 +18,7 @@ from netemu import __version__
 from netemu.control.ipam import node_pod_cidrs
 from netemu.control.pods import is_terminal, is_terminating, set_condition
 from netemu.control.store import parse_rfc3339
+from netemu.spec.defaults import default_max_pods
 from netemu.spec.models import Condition, Lab, Node, NodeAddress, NodeSpec, NodeStatus, ObjectMeta, Taint
 from netemu.wellknown import (
     CONTROL_PLANE_LABEL, CONTROL_PLANE_TAINT, EXCLUDE_FROM_LB_LABEL, HOSTNAME_LABEL, NOT_READY_TAINT, OS_LABEL,
@@ -33,11 +34,11 @@ LEASE_DURATION = 40  # kubelet's nodeLeaseDurationSeconds; it renews every quart
 LEASE_RENEW = LEASE_DURATION / 4
 
 # the seeds' Vagrant VMs (sysnet4admin/_Book_k8sInfra ch3 Vagrantfile): m-k8s 2 CPUs and 3072 MB, the
-# workers 1 CPU and 2560 MB, each on the box's 40 GB disk; kubelet's default --max-pods
+# workers 1 CPU and 2560 MB, each on the box's 40 GB disk (pods: kubelet's maxPods, default_max_pods)
 SEED_CAPACITY = {
-    "control-plane": {"cpu": "2", "memory": "3145728Ki", "pods": "110", "ephemeral-storage": "41943040Ki",
+    "control-plane": {"cpu": "2", "memory": "3145728Ki", "ephemeral-storage": "41943040Ki",
                       "hugepages-1Gi": "0", "hugepages-2Mi": "0"},
-    "worker": {"cpu": "1", "memory": "2621440Ki", "pods": "110", "ephemeral-storage": "41943040Ki",
+    "worker": {"cpu": "1", "memory": "2621440Ki", "ephemeral-storage": "41943040Ki",
                "hugepages-1Gi": "0", "hugepages-2Mi": "0"},
 }
 # kubelet's default hard eviction thresholds (kubeadm sets no reservations): allocatable is capacity
@@ -60,9 +61,7 @@ def node_capacity(lab: Lab, ln) -> tuple[dict[str, str], dict[str, str]]:
     """(capacity, allocatable) of a node of the Lab document, as its kubelet reports them."""
     from netemu.spec.autoscaling import parse_quantity
 
-    capacity = dict(SEED_CAPACITY[ln.role])
-    if lab.spec.node_pod_prefix < 24:  # a larger pod subnet than kubeadm's /24: --max-pods raised to match
-        capacity["pods"] = str(max(110, 2 ** (32 - lab.spec.node_pod_prefix) - 3))
+    capacity = {**SEED_CAPACITY[ln.role], "pods": str(default_max_pods(lab.spec.node_pod_prefix))}
     for k, v in (ln.capacity or {}).items():
         capacity[k] = _quantity_text(v)
     allocatable = dict(capacity)

@@ -70,21 +70,12 @@ def pod_services(pod: Pod, services=(), master=None) -> list:
     (`kubernetes` in `default`, the API server) that in-cluster clients find through
     KUBERNETES_SERVICE_HOST/PORT; a Service of the same name in the pod's namespace wins."""
     chosen: dict[str, object] = {}
-    if _spec_flag(pod, "enable_service_links", "enableServiceLinks") is not False:
+    if pod.spec.enable_service_links is not False:  # unset is true, as the API server defaults it
         for svc in services:
             chosen[svc.metadata.name] = svc
     if master is not None and master.metadata.name not in chosen:
         chosen[master.metadata.name] = master
     return list(chosen.values())
-
-
-def _spec_flag(pod: Pod, attr: str, key: str) -> Optional[bool]:
-    """A boolean pod spec field, declared or (while the model does not know it) kept as an extra."""
-    extra = pod.spec.model_extra or {}
-    for value in (getattr(pod.spec, attr, None), extra.get(key), extra.get(attr)):
-        if isinstance(value, bool):
-            return value
-    return None
 
 
 def container_env(pod: Pod, container: Container, services=(), lookup=None, master=None) -> dict[str, str]:

@@ -57,6 +57,11 @@ class MessageTooLarge(ValueError):
     pass
 
 
+class ExecFailed(Exception):
+    """The container's process could not start: worded as runc words it (the container's status and
+    its event carry it), not as a Python exception."""
+
+
 def send_msg(sock: socket.socket, data: bytes) -> None:
     """One message: inline, or in a sealed memfd passed with it. Raises BlockingIOError on a full
     non-blocking socket (nothing was sent then) and MessageTooLarge past MAX_MESSAGE."""
@@ -299,8 +304,9 @@ class Launcher:
                 _child_reset(keep=(w,), session=bool((msg.get("stdio") or {}).get("tty")))
                 target(msg, w)
             except BaseException as e:
+                why = str(e) if isinstance(e, ExecFailed) else f"{type(e).__name__}: {e}"
                 try:
-                    os.write(w, f"{type(e).__name__}: {e}".encode()[:4000])
+                    os.write(w, why.encode()[:4000])
                 except OSError:
                     pass
                 code = 127
@@ -524,14 +530,14 @@ def _container_main(msg: dict, ready_fd: int) -> None:
     os.chdir(msg.get("cwd") or "/")
     env = dict(msg.get("env") or {})
     if msg.get("argv"):
-        argv = msg["argv"]
-        path = _which(argv[0], env.get("PATH"))
-        if path is None:
-            raise FileNotFoundError(f'exec: "{argv[0]}": executable file not found in $PATH')
-        os.execve(path, argv, env)  # the set-up pipe is close-on-exec: EOF tells the launcher
-    # a built-in stand-in runs right here, in the forked (preloaded) interpreter
+        _exec(msg["argv"], env)
+    # a built-in stand-in runs right here, in the forked (preloaded) interpreter; the image's own
+    # program would have been exec'd, so what the kernel would refuse at exec is refused here too
     from netemu.workloads import PortSpec, WorkloadContext, run_builtin
 
+    argv = [msg["builtin"], *(msg["ctx"].get("args") or [])]
+    if exceeds_exec_limits(argv, env):
+        raise _exec_failed(argv[0], errno.E2BIG)
     os.environ.clear()
     os.environ.update(env)
     c = dict(msg["ctx"])
@@ -565,6 +571,44 @@ def _open_stdio(stdio: dict) -> None:
         os.close(fd)
     if stdio.get("tty"):
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+EXEC_FAILED = "unable to start container process"  # runc's words, before the reason
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    """Replace the container's process with argv[0] found on the container's PATH, or raise ExecFailed
+    (the set-up pipe is close-on-exec: its EOF tells the launcher the exec happened)."""
+    path = _which(argv[0], env.get("PATH"))
+    if path is None:
+        raise ExecFailed(f'{EXEC_FAILED}: exec: "{argv[0]}": executable file not found in $PATH')
+    try:
+        os.execve(path, argv, env)
+    except OSError as e:  # E2BIG past the kernel's limits, EACCES, ENOEXEC ...
+        raise _exec_failed(argv[0], e.errno) from None
+
+
+def _exec_failed(program: str, err: int) -> ExecFailed:
+    text = os.strerror(err)  # as Go's errno text: lower-case
+    return ExecFailed(f'{EXEC_FAILED}: exec: "{program}": {text[:1].lower()}{text[1:]}')
+
+
+MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argument or "NAME=value" string (with its NUL)
+_STK_LIM = 8 << 20  # the kernel's default stack limit: at most 3/4 of it for arguments and environment
+
+
+def exceeds_exec_limits(argv: list[str], env: dict[str, str]) -> bool:
+    """Whether execve would fail with E2BIG for these arguments and environment (fs/exec.c): a string
+    over MAX_ARG_STRLEN, or the strings and their pointers over a quarter of the stack limit (ARG_MAX,
+    2 MiB for the usual 8 MiB stack; never less than 128 KiB nor more than 6 MiB)."""
+    import resource
+
+    strings = [*argv, *(f"{k}={v}" for k, v in env.items())]
+    sizes = [len(os.fsencode(x)) + 1 for x in strings]
+    stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    limit = _STK_LIM // 4 * 3 if stack == resource.RLIM_INFINITY else min(_STK_LIM // 4 * 3, stack // 4)
+    limit = max(limit, MAX_ARG_STRLEN)
+    return max(sizes, default=0) > MAX_ARG_STRLEN or sum(sizes) + 8 * len(strings) > limit
 
 
 def _which(cmd: str, path: Optional[str]) -> Optional[str]:

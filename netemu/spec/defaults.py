@@ -22,6 +22,10 @@ DEFAULT_LAB_NAME = "lab"
 # the seeds' machines: name, last part of the address on the lab network, role
 SEED_NODES = (("m-k8s", 10, "control-plane"), ("w1-k8s", 101, "worker"), ("w2-k8s", 102, "worker"),
               ("w3-k8s", 103, "worker"))
+KUBELET_MAX_PODS = 110  # kubelet's default --max-pods (maxPods)
+KUBEADM_NODE_POD_PREFIX = 24  # the node pod subnet kubelet's default was sized for
+# a Linux bridge has BR_MAX_PORTS (1,024) port numbers and never uses 0: a node's cni0 holds 1,023 pod veths
+BRIDGE_MAX_PODS = 1023
 
 
 # --------------------------------------------------------------------------- objects
@@ -174,6 +178,30 @@ def lab_name_from_file(stem: str) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", stem.lower())
     name = re.sub(r"-{2,}", "-", name).strip("-")[:LAB_NAME_MAX].strip("-")
     return name or DEFAULT_LAB_NAME
+
+
+def pod_addresses(node_pod_prefix: int) -> int:
+    """The pod addresses of a node's /node_pod_prefix subnet: all but its network, broadcast and bridge
+    (gateway) addresses."""
+    return max(0, 2 ** (32 - node_pod_prefix) - 3)
+
+
+def node_pod_limit(node_pod_prefix: int) -> tuple[int, str]:
+    """The most pods a node can hold, and why: each takes an address of its pod subnet and a port of its
+    bridge."""
+    addresses = pod_addresses(node_pod_prefix)
+    if addresses < BRIDGE_MAX_PODS:
+        return addresses, (f"each pod takes an address of the node's pod subnet, a /{node_pod_prefix} of "
+                           f"podCIDR (spec.nodePodPrefix), which has {addresses}")
+    return BRIDGE_MAX_PODS, (f"each pod takes a port of the node's bridge (cni0), and a Linux bridge holds "
+                             f"{BRIDGE_MAX_PODS:,}")
+
+
+def default_max_pods(node_pod_prefix: int) -> int:
+    """kubelet's maxPods for a node of the lab: 110, raised to fill a pod subnet wider than kubeadm's /24,
+    and never more than the node can hold (node_pod_limit)."""
+    limit, _ = node_pod_limit(node_pod_prefix)
+    return limit if node_pod_prefix < KUBEADM_NODE_POD_PREFIX else min(KUBELET_MAX_PODS, limit)
 
 
 def default_lab(lab: Lab, *, file_stem: Optional[str] = None, name: Optional[str] = None) -> Lab:

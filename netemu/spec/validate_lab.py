@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Optional
 
-from netemu.spec.defaults import LAB_NAME_MAX
+from netemu.spec.defaults import LAB_NAME_MAX, default_max_pods, node_pod_limit
 from netemu.spec.errors import Location, Report
 from netemu.spec.models import Lab
 from netemu.spec.rules import IPNetwork, check_dns_label, check_dns_subdomain, parse_cidr, parse_ip, parse_port_range
@@ -98,7 +98,7 @@ def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location,
                          f"duplicate node name {node.name!r} (also spec.nodes[{names[node.name]}])")
         names.setdefault(node.name, i)
         check_labels(node.labels, f"{path}.labels", loc, report)
-        _check_resources(node, path, loc, report)
+        _check_resources(node, path, lab.spec.node_pod_prefix, loc, report)
         if node.taints:
             from netemu.spec.validate_scheduling import check_taint_list
 
@@ -121,8 +121,9 @@ def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location,
 RESOURCE_NAMES = ("cpu", "memory", "pods", "ephemeral-storage")
 
 
-def _check_resources(node, path: str, loc: Location, report: Report) -> None:
-    """capacity and allocatable: quantities Kubernetes accepts, allocatable within capacity, whole pods."""
+def _check_resources(node, path: str, node_pod_prefix: int, loc: Location, report: Report) -> None:
+    """capacity and allocatable: quantities Kubernetes accepts, allocatable within capacity, whole pods
+    and no more than the node can hold."""
     from netemu.spec.autoscaling import QuantityError, parse_quantity
     from netemu.spec.rules import check_label_key
 
@@ -150,6 +151,25 @@ def _check_resources(node, path: str, loc: Location, report: Report) -> None:
         if name in cap and v > cap[name]:
             report.error(loc, f"{path}.allocatable.{name}",
                          f"must be <= capacity ({(node.capacity or {})[name]}), got {(node.allocatable or {})[name]}")
+    if node_pod_prefix <= MAX_NODE_POD_PREFIX:  # else spec.nodePodPrefix's own error says so
+        _check_pods(node, parsed, path, node_pod_prefix, loc, report)
+
+
+def _check_pods(node, parsed: dict[str, dict], path: str, node_pod_prefix: int, loc: Location,
+                report: Report) -> None:
+    """Each pod takes an address of its node's pod subnet and a port of the node's bridge: pods past
+    either would fail at sandbox creation for ever, so such a capacity is refused here."""
+    limit, why = node_pod_limit(node_pod_prefix)
+    for part in ("capacity", "allocatable"):
+        pods = (parsed.get(part) or {}).get("pods")
+        if pods is not None and pods > limit:
+            got = getattr(node, part)["pods"]
+            report.error(loc, f"{path}.{part}.pods", f"must be <= {limit}, got {got}: {why}")
+    default = default_max_pods(node_pod_prefix)
+    pods = (parsed.get("allocatable") or {}).get("pods")
+    if "pods" not in (node.capacity or {}) and pods is not None and default < pods <= limit:
+        report.error(loc, f"{path}.allocatable.pods", f"must be <= capacity ({default}, kubelet's maxPods for "
+                                                      f"this pod subnet), got {node.allocatable['pods']}")
 
 
 def _check_pod_cidr(lab: Lab, pod_cidr: Optional[IPNetwork], loc: Location, report: Report) -> None:

@@ -108,10 +108,12 @@ class TestLab:
         self.dns_ip = f"10.{100 + index % 50}.0.10"
         self.up_result: subprocess.CompletedProcess | None = None
         self.default_spec: dict = {}  # Lab spec fields every `up` of this lab gets (e.g. proxyMode)
+        self.node_fields: dict[str, str] = {}  # more flow-style fields of a node (e.g. "capacity: {pods: 8}")
 
     def lab_doc(self, **spec) -> str:
         nodes = "\n".join(
-            f"  - {{name: {n}, ip: {ip}{', role: control-plane' if n == 'm-k8s' else ''}}}"
+            f"  - {{name: {n}, ip: {ip}{', role: control-plane' if n == 'm-k8s' else ''}"
+            f"{', ' + self.node_fields[n] if n in self.node_fields else ''}}}"
             for n, ip in self.node_ips.items())
         extra = "".join(f"  {k}: {v}\n" for k, v in spec.items())
         return (f"apiVersion: netemu.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: {self.name}\nspec:\n"
@@ -303,9 +305,12 @@ KUBECTL = shutil.which("kubectl")
 
 
 @contextlib.contextmanager
-def kube_lab(tmp_path_factory, prefix: str, manifests: str):
-    """A module's lab with a kubeconfig file of its own (lab.kubeconfig, lab.tmp), always taken down."""
+def kube_lab(tmp_path_factory, prefix: str, manifests: str, shape=None):
+    """A module's lab with a kubeconfig file of its own (lab.kubeconfig, lab.tmp), always taken down;
+    shape(lab) may change its nodes before it is brought up."""
     lab = TestLab(f"{prefix}{uuid.uuid4().hex[:6]}", _free_index())
+    if shape is not None:
+        shape(lab)
     tmp = tmp_path_factory.mktemp("kube")
     try:
         lab.up(manifests, tmp_path=tmp)

@@ -1,11 +1,11 @@
 """A stuck or crashed lab recovers by itself (issue 13, part B).
 
-Regression tests with real labs: a pod environment too big for one socket message (thousands of
-Services), a pod launcher that is killed or stopped (restarted; the containers it ran keep running
-and are adopted), a control process that is killed or stopped at several moments (its supervisor
-restarts it; the lab resumes from its state file with the objects it had, the same API port and CA,
-its pods adopted rather than made anew), one that is wedged (its event loop blocked: the supervisor's
-liveness check kills and restarts it), and `down` after any of it leaving nothing behind.
+Regression tests with real labs (a pod environment too big for one socket message, thousands of
+Services, is test_limits'): a pod launcher that is killed or stopped (restarted; the containers it ran
+keep running and are adopted), a control process that is killed or stopped at several moments (its
+supervisor restarts it; the lab resumes from its state file with the objects it had, the same API port
+and CA, its pods adopted rather than made anew), one that is wedged (its event loop blocked: the
+supervisor's liveness check kills and restarts it), and `down` after any of it leaving nothing behind.
 Only addresses inside the tests' own labs are sent to, after checking the route.
 """
 from __future__ import annotations
@@ -188,45 +188,6 @@ def _https_version(lab: Lab) -> int:
         return conn.getresponse().status
     finally:
         conn.close()
-
-
-# --------------------------------------------------------------------------- 4a. oversized messages
-def _services(n: int) -> str:
-    return "".join(f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\n"
-                   f"spec: {{ports: [{{port: 80}}]}}\n" for i in range(n))
-
-
-def test_a_pod_environment_of_thousands_of_services_runs(lab, tmp_path):
-    """~1,700 Services make each new pod's environment bigger than a socket message (Errno 90 before):
-    it travels in a memfd now, and pods keep starting, built-in stand-ins and exec'd programs alike."""
-    sleeper = ("---\napiVersion: v1\nkind: Pod\nmetadata: {name: sleeper}\nspec:\n  containers:\n"
-               "  - {name: c, image: busybox, command: [sleep, '3600']}\n")
-    lab.up(NP_PODS.format(replicas=1) + _services(1700) + sleeper, tmp_path=tmp_path)
-    pod = lab.get("pods", "sleeper")[0]  # an exec'd program: its environment is the kernel's to show
-    pid = int(pod["status"]["containerStatuses"][0]["containerID"].split("//")[1])
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        env = f.read().split(b"\0")
-    assert sum(1 for v in env if b"_SERVICE_HOST=" in v) >= 1700
-    # later pods are not blocked behind anything
-    lab.run("scale", "deployment", "np-pods", "--replicas=3")
-    lab.wait_for(_running(lab, 3), timeout=60, what="3 pods Running")
-
-
-def test_an_environment_past_the_kernels_limit_fails_with_a_clear_event_and_others_go_on(lab, tmp_path):
-    """A variable longer than the kernel takes at exec (MAX_ARG_STRLEN, 128 KiB) is the real limit: that
-    container fails with the reason in an event; the queue moves on."""
-    big = "x" * (200 * 1024)
-    lab.up(NP_PODS.format(replicas=1) + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: toobig}\nspec:\n"
-           "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '3600']\n"
-           f"    env: [{{name: BIG, value: {big}}}]\n", tmp_path=tmp_path, extra_args=("--no-wait",))
-
-    def failed():
-        out = lab.run("describe", "pod", "toobig", check=False).stdout
-        return out if "Argument list too long" in out else False
-    out = lab.wait_for(failed, timeout=60, what="an event that names the limit")
-    assert "Failed" in out
-    lab.run("scale", "deployment", "np-pods", "--replicas=3")
-    lab.wait_for(_running(lab, 3), timeout=60, what="3 pods Running after the failed one")
 
 
 # --------------------------------------------------------------------------- 4b. the launcher

@@ -74,9 +74,11 @@ spec: {containers: [{name: c, image: nginx}]}
     assert "spec.nodes[1].capacity.gpu: must be cpu, memory, pods, ephemeral-storage" in text_
 
 
-def test_a_wide_node_subnet_raises_max_pods():
+def test_a_wide_node_subnet_raises_max_pods_as_far_as_the_bridge_holds():
+    c, _ = cluster(node_pod_prefix=23)
+    assert c.store.get("Node", "", "w1-k8s").status.capacity["pods"] == str(2 ** 9 - 3)
     c, _ = cluster(node_pod_prefix=21)
-    assert c.store.get("Node", "", "w1-k8s").status.capacity["pods"] == str(2 ** 11 - 3)
+    assert c.store.get("Node", "", "w1-k8s").status.capacity["pods"] == "1023"
 
 
 # ---------------------------------------------------------------------------- taints and eviction

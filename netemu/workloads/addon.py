@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import ssl
 
-from netemu.workloads.httpbase import TEXT, Site, StandInHandler, serve_http
+from netemu.workloads.httpbase import TEXT, Site, StandInHandler
+from netemu.workloads.httpconn import serve_blocking, serve_http
 from netemu.workloads.listeners import Loop
 from netemu.workloads.model import WorkloadContext, tcp_ports
 
@@ -55,7 +56,7 @@ def start_addon(ctx: WorkloadContext, loop: Loop) -> None:
     for port in tcp_ports(ctx, 8080):
         if port in ctx.tls_ports:
             tls = tls or _tls_context()
-            loop.add_tcp(port, lambda conn, client, t=tls: HealthHandler(
-                t.wrap_socket(conn, server_side=True), client, site))
+            loop.add_tcp(port, lambda conn, client, t=tls: serve_blocking(
+                t.wrap_socket(conn, server_side=True), client, HealthHandler, site))
         else:
             serve_http(loop, port, HealthHandler, site)

@@ -12,7 +12,8 @@ import pickle
 import threading
 
 from netemu.frames import read_frames
-from netemu.workloads.listeners import Loop, StartError, write_log
+from netemu.workloads.listeners import Loop, StartError
+from netemu.workloads.podlog import write_log
 from netemu.workloads.model import WorkloadContext
 
 FIRST_ZONE_TIMEOUT = 10.0

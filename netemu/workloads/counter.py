@@ -19,8 +19,10 @@ import time
 from typing import Optional
 
 from netemu.workloads import resp
-from netemu.workloads.httpbase import JSON, TEXT, Site, StandInHandler, serve_http
-from netemu.workloads.listeners import Loop, write_log
+from netemu.workloads.httpbase import JSON, TEXT, Site, StandInHandler
+from netemu.workloads.httpconn import serve_http
+from netemu.workloads.listeners import Loop
+from netemu.workloads.podlog import write_log
 from netemu.workloads.model import WorkloadContext, tcp_ports
 
 COUNTER_KEY = b"count"
@@ -105,6 +107,7 @@ class CounterSite(Site):
 
 class CounterHandler(StandInHandler):
     server: CounterSite
+    runs_in_thread = True  # a request waits on redis (up to REDIS_TIMEOUT)
 
     def route(self) -> None:
         if self.path_only != "/" or self.command not in ("GET", "HEAD"):

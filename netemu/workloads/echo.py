@@ -10,7 +10,8 @@ Declared UDP containerPorts answer any datagram with the same text (method "UDP"
 """
 from __future__ import annotations
 
-from netemu.workloads.httpbase import HTML, TEXT, Site, StandInHandler, serve_http
+from netemu.workloads.httpbase import HTML, TEXT, Site, StandInHandler
+from netemu.workloads.httpconn import serve_http
 from netemu.workloads.listeners import Loop
 from netemu.workloads.model import WorkloadContext, tcp_ports, udp_ports
 

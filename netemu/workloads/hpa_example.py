@@ -9,21 +9,24 @@ This stand-in runs the same loop (1,000,001 square roots) for `/` and `/index.ph
 `OK!` (text/html, Apache's headers); other paths get Apache's 404 page. In CPython the loop costs
 about 45-85 ms of CPU per request on a current server core, so a pod with `limits.cpu: 500m`
 serves about 6-10 requests per second and a `wget` loop drives it to its limit, as in the
-walkthrough. Requests are served concurrently (a thread per connection), so the pod's cgroup,
-not the server, is what caps its CPU.
+walkthrough. Each request's loop runs in a thread of its own, so requests are served
+concurrently and the pod's cgroup, not the server, is what caps its CPU; the event loop goes on
+answering (404s, new connections) meanwhile.
 
 The number of iterations can be changed with the container argument `--iterations N` (not an
 option of the real image; handy to make each request cheaper or dearer).
 
-Every other stand-in (echo-hname, nginx, ...) costs only what the HTTP exchange costs: about
-0.35 ms of CPU per request with a new connection each time, enough for the seed's experiment
-(requests 10m, limits 50m, a curl loop) to drive its pods above 50% of their request.
+Every other stand-in (echo-hname, nginx, ...) costs only what the HTTP exchange costs (tens of
+microseconds on a kept-alive connection, more with a new connection each time), still enough for
+the seed's experiment (requests 10m, limits 50m, a curl loop) to drive its pods above 50% of their
+request.
 """
 from __future__ import annotations
 
 import math
 
-from netemu.workloads.httpbase import HTML, Site, StandInHandler, serve_http
+from netemu.workloads.httpbase import HTML, Site, StandInHandler
+from netemu.workloads.httpconn import serve_http
 from netemu.workloads.listeners import Loop
 from netemu.workloads.model import WorkloadContext, tcp_ports
 
@@ -52,6 +55,7 @@ class HpaExampleSite(Site):
 
 class HpaExampleHandler(StandInHandler):
     server: HpaExampleSite
+    runs_in_thread = True  # burn() takes tens of milliseconds
 
     def route(self) -> None:
         if self.path_only in ("/", "/index.php"):

@@ -51,8 +51,10 @@ from typing import Optional
 
 from netemu.frames import digest, read_frames
 from netemu.ingress import ControllerConfig, Rendered, render
-from netemu.workloads.httpbase import TEXT, Site, StandInHandler, serve_http
-from netemu.workloads.listeners import Loop, StartError, write_log
+from netemu.workloads.httpbase import TEXT, Site, StandInHandler
+from netemu.workloads.httpconn import serve_http
+from netemu.workloads.listeners import Loop, StartError
+from netemu.workloads.podlog import write_log
 from netemu.workloads.model import WorkloadContext
 
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
@@ -362,6 +364,7 @@ class HealthzSite(Site):
 
 class HealthzHandler(StandInHandler):
     server: HealthzSite
+    runs_in_thread = True  # /healthz asks nginx (up to half a second)
 
     def route(self) -> None:
         c = self.server.controller

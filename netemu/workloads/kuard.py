@@ -33,7 +33,8 @@ from collections import deque
 from typing import Optional
 
 from netemu.workloads import dnsquery
-from netemu.workloads.httpbase import HTML, JSON, TEXT, Site, StandInHandler, serve_http
+from netemu.workloads.httpbase import HTML, JSON, TEXT, Site, StandInHandler
+from netemu.workloads.httpconn import serve_http
 from netemu.workloads.listeners import Loop
 from netemu.workloads.model import WorkloadContext, tcp_ports
 from netemu.workloads.registry import parse_image
@@ -92,6 +93,9 @@ class KuardSite(Site):
 
 class KuardHandler(StandInHandler):
     server: KuardSite
+
+    def in_thread(self) -> bool:
+        return self.path_only.rstrip("/") == "/dns/api"  # a DNS query waits on the server
 
     def route(self) -> None:
         path, method = self.path_only.rstrip("/") or "/", self.command

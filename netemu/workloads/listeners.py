@@ -1,18 +1,29 @@
-"""One event loop per stand-in: TCP listeners and UDP responders on a single selector.
+"""One event loop per stand-in: TCP listeners, their connections and UDP responders on a single
+selector, in the main thread.
 
-The main thread waits on every listening socket at once; an accepted TCP connection gets a
-thread of its own for as long as it lives (keep-alive included) and the thread ends with it,
-so an idle stand-in has only its main thread. UDP datagrams are answered inline.
+A stream listener's connections live on the loop itself (the HTTP stand-ins: netemu.workloads.
+httpconn), and those idle longer than their keep-alive are closed by a sweep once a second. A
+plain TCP listener's connections get a thread each for as long as they live (the built-in redis,
+TLS), the thread ending with its connection, so an idle stand-in has only its main thread. UDP
+datagrams are answered inline. Threads hand work back with `call_soon_threadsafe`; `call_later`
+runs something on the loop after a delay. The pod log's buffered lines go out when the loop has
+nothing to do (podlog), and before the process dies of SIGTERM, SIGINT or SIGHUP.
 """
 from __future__ import annotations
 
+import collections
+import heapq
+import itertools
 import os
 import selectors
 import signal
 import socket
 import struct
 import threading
-from typing import Callable, NoReturn, Optional
+import time
+from typing import Callable, NoReturn, Optional, Protocol
+
+from netemu.workloads import podlog
 
 MAX_CONNECTIONS = 1024  # nginx's default worker_connections
 LISTEN_BACKLOG = 511  # nginx's default; the kernel caps it at somaxconn
@@ -20,8 +31,24 @@ ACCEPT_BATCH = 64  # connections taken per wake-up when many arrive at once
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; the socket module lacks it
 _PKTINFO = struct.Struct("i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 
+SWEEP_INTERVAL = 1.0  # seconds between looks for stream connections idle too long
+EXIT_FLUSH_WAIT = 1.0  # seconds a dying stand-in waits for the log to be free to flush it
+
 # serve(connection, client address); runs in the connection's own thread
 ConnectionServer = Callable[[socket.socket, tuple], None]
+
+
+class StreamConnection(Protocol):
+    """A connection served on the loop: it registers its socket itself and calls
+    Loop.connection_closed(self) once closed."""
+
+    def close(self) -> None: ...
+
+    def idle_too_long(self, now: float) -> bool: ...
+
+
+# open(non-blocking connection, client address) -> the connection, on the loop's thread
+StreamOpener = Callable[[socket.socket, tuple], StreamConnection]
 # answer(payload, client address, local address) -> reply or None
 DatagramAnswer = Callable[[bytes, tuple, tuple], Optional[bytes]]
 
@@ -37,13 +64,27 @@ class Loop:
         self.endpoints: list[str] = []  # "TCP 0.0.0.0:80", for the start-up line
         self._active = 0
         self._count_lock = threading.Lock()
+        self.streams: set[StreamConnection] = set()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []  # a heap by due time
+        self._timer_order = itertools.count()
+        self._calls: collections.deque[Callable[[], None]] = collections.deque()
+        self._wakeup: Optional[tuple[socket.socket, socket.socket]] = None
 
     # ----------------------------------------------------------------------------- set-up
     def add_tcp(self, port: int, serve: ConnectionServer) -> socket.socket:
+        """Each connection served by `serve` in a thread of its own."""
+        return self._listen(port, lambda conn, client: self._start_thread(conn, client, serve))
+
+    def add_stream(self, port: int, open_connection: StreamOpener) -> socket.socket:
+        """Each connection served on the loop: `open_connection` takes it, non-blocking."""
+        self._wakeup_pair()  # before run_forever: its threads may want the loop
+        return self._listen(port, lambda conn, client: self._start_stream(conn, client, open_connection))
+
+    def _listen(self, port: int, start: Callable[[socket.socket, tuple], None]) -> socket.socket:
         sock = self._bound(socket.SOCK_STREAM, port)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
-        self.selector.register(sock, selectors.EVENT_READ, lambda: self._accept(sock, serve))
+        self.selector.register(sock, selectors.EVENT_READ, lambda _events: self._accept(sock, start))
         self.endpoints.append(f"TCP {self.bind_address}:{sock.getsockname()[1]}")
         return sock
 
@@ -52,7 +93,7 @@ class Loop:
         # learn each datagram's destination address, and answer from that same address
         sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
         sock.setblocking(False)
-        self.selector.register(sock, selectors.EVENT_READ, lambda: self._datagram(sock, answer))
+        self.selector.register(sock, selectors.EVENT_READ, lambda _events: self._datagram(sock, answer))
         self.endpoints.append(f"UDP {self.bind_address}:{sock.getsockname()[1]}")
         return sock
 
@@ -70,14 +111,79 @@ class Loop:
 
     # ------------------------------------------------------------------------------ run
     def run_forever(self) -> NoReturn:
+        _flush_log_before_dying()
         if not self.selector.get_map():
             while True:
                 signal.pause()
+        select = self.selector.select
         while True:
-            for key, _ in self.selector.select():
-                key.data()
+            timeout = self._run_timers()
+            if podlog.pending():  # lines wait: out with them as soon as nothing else does
+                events = select(0)
+                if not events:
+                    podlog.flush()
+                    continue
+            else:
+                events = select(timeout)
+            for key, mask in events:
+                key.data(mask)
+            if podlog.due():
+                podlog.flush()
 
-    def _accept(self, listener: socket.socket, serve: ConnectionServer) -> None:
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run `fn` on the loop in `delay` seconds (from the loop's own thread only)."""
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_order), fn))
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the loop as soon as it can, from any thread."""
+        self._calls.append(fn)
+        try:
+            self._wakeup_pair()[1].send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass  # the pipe is full of wake-ups already
+
+    def connection_closed(self, conn: StreamConnection) -> None:
+        self.streams.discard(conn)
+        with self._count_lock:
+            self._active -= 1
+
+    def _run_timers(self) -> Optional[float]:
+        """Run what is due; seconds until the next timer, or None for none."""
+        while self._timers:
+            due, _, fn = self._timers[0]
+            wait = due - time.monotonic()
+            if wait > 0:
+                return wait
+            heapq.heappop(self._timers)
+            fn()
+        return None
+
+    def _wakeup_pair(self) -> tuple[socket.socket, socket.socket]:
+        if self._wakeup is None:
+            self._wakeup = socket.socketpair()
+            for end in self._wakeup:
+                end.setblocking(False)
+            self.selector.register(self._wakeup[0], selectors.EVENT_READ, self._run_calls)
+        return self._wakeup
+
+    def _run_calls(self, _events: int) -> None:
+        try:
+            while self._wakeup[0].recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while self._calls:
+            self._calls.popleft()()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in [c for c in self.streams if c.idle_too_long(now)]:
+            conn.close()
+        if self.streams:
+            self.call_later(SWEEP_INTERVAL, self._sweep)
+
+    # ------------------------------------------------------------------------ connections
+    def _accept(self, listener: socket.socket, start: Callable[[socket.socket, tuple], None]) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, client = listener.accept()
@@ -85,15 +191,21 @@ class Loop:
                 return
             except OSError:  # ECONNABORTED, EMFILE and the like: keep serving the others
                 return
-            self._start(conn, client, serve)
+            with self._count_lock:
+                if self._active >= MAX_CONNECTIONS:
+                    conn.close()
+                    continue
+                self._active += 1
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            start(conn, client)
 
-    def _start(self, conn: socket.socket, client: tuple, serve: ConnectionServer) -> None:
-        with self._count_lock:
-            if self._active >= MAX_CONNECTIONS:
-                conn.close()
-                return
-            self._active += 1
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _start_stream(self, conn: socket.socket, client: tuple, open_connection: StreamOpener) -> None:
+        conn.setblocking(False)
+        if not self.streams:
+            self.call_later(SWEEP_INTERVAL, self._sweep)
+        self.streams.add(open_connection(conn, client))
+
+    def _start_thread(self, conn: socket.socket, client: tuple, serve: ConnectionServer) -> None:
         try:
             threading.Thread(target=self._serve, args=(conn, client, serve), daemon=True).start()
         except RuntimeError:  # cannot start a thread: refuse the connection
@@ -139,9 +251,17 @@ class Loop:
             pass
 
 
-def write_log(line: str) -> None:
-    """One line to the pod's log (fd 1) in a single write, so threads never interleave."""
-    try:
-        os.write(1, line.encode("utf-8", "replace"))
-    except OSError:
-        pass
+def _flush_log_before_dying() -> None:
+    """Signals that end the stand-in first write out the log lines still waiting (a stand-in's own
+    handler, such as ingress-nginx's, is left alone: its write_log flushes them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _flush_and_die)
+
+
+def _flush_and_die(signum: int, _frame) -> None:
+    podlog.flush(EXIT_FLUSH_WAIT)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)  # dies of the signal, as it would have without this handler

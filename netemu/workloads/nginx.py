@@ -13,7 +13,8 @@ from __future__ import annotations
 import html
 import os
 
-from netemu.workloads.httpbase import HTML, TEXT, Site, StandInHandler, serve_http, time_local
+from netemu.workloads.httpbase import HTML, TEXT, Site, StandInHandler, time_local
+from netemu.workloads.httpconn import serve_http
 from netemu.workloads.listeners import Loop
 from netemu.workloads.model import WorkloadContext, tcp_ports
 

@@ -14,7 +14,8 @@ from netemu.workloads.echo import start_echo_hname, start_echo_ip, start_generic
 from netemu.workloads.ingress_nginx import start_ingress_nginx
 from netemu.workloads.hpa_example import start_hpa_example
 from netemu.workloads.kuard import start_kuard
-from netemu.workloads.listeners import Loop, StartError, write_log
+from netemu.workloads.listeners import Loop, StartError
+from netemu.workloads.podlog import write_log
 from netemu.workloads.model import WorkloadContext
 from netemu.workloads.nginx import start_hello, start_hello_plain, start_nginx
 from netemu.workloads.redis import start_redis

@@ -22,6 +22,14 @@ from netemu.workloads import PortSpec, WorkloadContext, run_builtin
 READY_TIMEOUT = 5.0
 
 
+def wait_for(condition, timeout: float = 5.0):
+    """condition()'s first true result, or its last false one after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return result
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

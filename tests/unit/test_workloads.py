@@ -16,7 +16,7 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from netemu.workloads import (BUILTIN_NAMES, PortSpec, WorkloadContext, dnsquery, parse_image, registry, resolve,
                               run_builtin, runner)
-from netemu.workloads.testing import Launcher, free_port, http_request, udp_ask
+from netemu.workloads.testing import Launcher, free_port, http_request, udp_ask, wait_for
 
 HOSTNAME = socket.gethostname()
 TIME_LOCAL = r"\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}"
@@ -181,21 +181,14 @@ def test_echo_hname_answers_its_hostname_on_any_path_with_keep_alive(launcher):
     assert bodies == [(200, "text/html; charset=utf-8", HOSTNAME + "\n")] * 2
     line = (rf'^127\.0\.0\.1 - - \[{TIME_LOCAL}\] "GET /any/path\?x=1 HTTP/1\.1" '
             rf'200 {len(HOSTNAME) + 1} "-" "tester/1\.0"$')
-    assert _wait_for(lambda: re.search(line, pod.log_text(), re.M)), pod.log_text()  # logged just after replying
-
-
-def _wait_for(condition, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return result
+    assert wait_for(lambda: re.search(line, pod.log_text(), re.M)), pod.log_text()  # logged just after replying
 
 
 def test_an_idle_stand_in_has_no_thread_but_its_main_one(launcher):
     port = free_port()
     pod = launcher.start("echo-hname", ports=[port])
     assert http_request(port)[0] == 200
-    assert _wait_for(lambda: pod.threads() == 1)
+    assert wait_for(lambda: pod.threads() == 1)
 
 
 def test_generic_answers_the_hostname_on_every_declared_port(launcher):
@@ -407,5 +400,5 @@ def test_a_malformed_request_gets_400_and_an_access_log_line(launcher):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GARBAGE\r\n\r\n")  # one word: taken as HTTP/0.9, so a bare error page comes back
         assert b"400 - Bad request syntax" in s.recv(4096)
-    assert _wait_for(lambda: '"GARBAGE" 400 0' in pod.log_text()), pod.log_text()
+    assert wait_for(lambda: '"GARBAGE" 400 0' in pod.log_text()), pod.log_text()
     assert http_request(port)[0] == 200

@@ -105,8 +105,12 @@ class HttpConnection:
                     self.closing = True
                 break
             elif handler.in_thread():
+                try:
+                    threading.Thread(target=self._handle_in_thread, args=(handler,), daemon=True).start()
+                except RuntimeError:  # no thread to be had: this connection ends, the others go on
+                    self.close()
+                    return
                 self.busy = True
-                threading.Thread(target=self._handle_in_thread, args=(handler,), daemon=True).start()
             else:
                 try:
                     self.out += handler.handle()

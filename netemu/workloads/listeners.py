@@ -201,9 +201,14 @@ class Loop:
 
     def _start_stream(self, conn: socket.socket, client: tuple, open_connection: StreamOpener) -> None:
         conn.setblocking(False)
+        try:
+            stream = open_connection(conn, client)
+        except Exception:  # a connection that cannot be set up is refused; the loop goes on
+            self._release(conn)
+            return
         if not self.streams:
             self.call_later(SWEEP_INTERVAL, self._sweep)
-        self.streams.add(open_connection(conn, client))
+        self.streams.add(stream)
 
     def _start_thread(self, conn: socket.socket, client: tuple, serve: ConnectionServer) -> None:
         try:

@@ -138,8 +138,10 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(binary: str, url: str, threads: int, connections: int, duration: int) -> dict:
-    out = run([binary, "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency", url],
+def wrk(binary: str, url: str, threads: int, connections: int, duration: int, prefix: tuple = (),
+        headers: tuple = ()) -> dict:
+    """`prefix` runs wrk through another command (`ip netns exec <ns>`); `headers` go with each request."""
+    out = run([*prefix, binary, *(a for h in headers for a in ("-H", h)), "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency", url],
               timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from netemu.control import (
-    daemonsets, disruption, endpoints, ingress_addon, jobs, kubeadm, metallb, metallb_l2, nodes, podnet, scheduler,
+    workqueue, daemonsets, disruption, endpoints, ingress_addon, jobs, kubeadm, metallb, metallb_l2, nodes, podnet, scheduler,
     services, workloads,
 )
 from netemu.control.pods import is_terminal, is_terminating
@@ -45,11 +45,18 @@ CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
 # change elsewhere (a ConfigMap, an event) costs no walk over every pod. A listed controller with a timer
 # asks for its run with wake_at(t, controller); controllers not listed (node eviction...) always run.
 READS: dict[Callable, tuple[str, ...]] = {
-    workloads.reconcile_deployments: ("Deployment", "ReplicaSet", "Pod"),
-    workloads.reconcile_replicasets: ("ReplicaSet", "Pod"),
     podnet.reconcile: ("Pod", "Node"),
     scheduler.reconcile: scheduler.READS,
-    endpoints.reconcile: ("Pod", "Service", "EndpointSlice", "Node"),
+    metallb.reconcile: metallb.READS,
+    ingress_addon.reconcile: ingress_addon.READS,
+}
+
+# controllers fed by work queues (netemu.control.workqueue): the kinds each watches, and the keys a change of
+# one queues; a pass hands each the keys queued since its last run, and skips it when there are none
+QUEUED: dict[Callable, dict] = {
+    workloads.reconcile_deployments: workloads.DEPLOYMENT_WATCHES,
+    workloads.reconcile_replicasets: workloads.REPLICASET_WATCHES,
+    endpoints.reconcile: endpoints.WATCHES,
 }
 
 
@@ -103,9 +110,24 @@ class Cluster:
     _due: dict = field(default_factory=dict)  # controller -> when it runs again, whatever changed (its timer)
     node_transitions: dict[str, float] = field(default_factory=dict)
     _wake: Optional[float] = None
+    queues: dict = field(default_factory=dict)  # queued controller -> its WorkQueue
+    # garbage collection's queue: uids of deleted objects (their dependents go) and of objects created with an
+    # owner already gone; None: look at every dependent (a fresh or reloaded store)
+    _gc_uids: Optional[set] = None
 
     def __post_init__(self) -> None:
         self.store = Store(self.clock, seed=self.lab.spec.seed)
+        self.queues = {ctrl: workqueue.WorkQueue(watches) for ctrl, watches in QUEUED.items()}
+        self.store.listeners.append(self._enqueue)
+
+    def _enqueue(self, kind: str, event: str, obj: K8sModel) -> None:
+        for q in self.queues.values():
+            q.note(self.store, kind, obj)
+        if self._gc_uids is not None:
+            if event == "DELETED":
+                self._gc_uids.add(obj.metadata.uid)
+            elif event == "ADDED" and obj.metadata.owner_references:
+                self._gc_uids.update(r.uid for r in obj.metadata.owner_references if r.controller)
 
     # ------------------------------------------------------------------ time
     def now_str(self) -> str:
@@ -259,19 +281,21 @@ class Cluster:
         return obj
 
     def _collect_garbage(self) -> None:
-        """Delete dependents whose controlling owner is gone (cascading delete)."""
-        again = True
-        while again:  # deleting an owner orphans its own dependents: look again
-            again = False
-            for uid, obj in self.store.dependents():
-                if self.store.has_uid(uid) or self.store.find(*key_of(obj)) is not obj:
+        """Delete dependents whose controlling owner is gone (cascading delete): those of the owners deleted
+        since the last collection (each deletion queues its uid, so a cascade goes on by itself)."""
+        if self._gc_uids is None:
+            self._gc_uids = {uid for uid, _ in self.store.dependents()}
+        while self._gc_uids:
+            uid = self._gc_uids.pop()
+            if self.store.has_uid(uid):
+                continue
+            for obj in self.store.owned_by(uid):
+                if self.store.find(*key_of(obj)) is not obj:
                     continue
                 if obj.kind == "Pod":
                     self.delete_pod(obj)
                 else:
                     self.store.delete(*key_of(obj))
-                    again = True
-                    break
 
     # ------------------------------------------------------------------ the loop
     def reconcile_namespaces(self) -> None:
@@ -302,6 +326,11 @@ class Cluster:
         for n in range(1, max_passes + 1):
             before = self.store.generation["*"]
             for ctrl in CONTROLLERS:
+                queue = self.queues.get(ctrl)
+                if queue is not None:
+                    if queue.pending():
+                        ctrl(self, queue.take())
+                    continue
                 kinds = READS.get(ctrl)
                 if kinds is not None:
                     stamp = tuple(self.store.generation[k] for k in kinds)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from netemu.control import labels
+from netemu.control import labels, workqueue
+from netemu.control import naming
 from netemu.control.naming import generate_name
 from netemu.control.pods import is_ready, is_terminal, is_terminating
 from netemu.spec.models import (
@@ -80,33 +81,48 @@ def desired_slices(svc: Service, pods: list[Pod]) -> dict[tuple, list[Endpoint]]
     return groups
 
 
-def reconcile(c: "Cluster") -> None:
-    slices_by_svc: dict[tuple[str, str], list[EndpointSlice]] = {}
-    for s in c.store.list("EndpointSlice"):
-        if (s.metadata.labels or {}).get(MANAGED_BY_LABEL) == MANAGED_BY:
-            svc_name = (s.metadata.labels or {}).get(SERVICE_NAME_LABEL, "")
-            slices_by_svc.setdefault((s.metadata.namespace, svc_name), []).append(s)
-    pods_by_ns: dict[str, list[Pod]] = {}
-    for p in c.store.list("Pod"):
-        pods_by_ns.setdefault(p.metadata.namespace, []).append(p)
+def _services_of_pod(store, pod: Pod):
+    """The Services a pod's change may concern: those selecting it now, and those whose slices hold it
+    (its labels may have just stopped matching)."""
+    ns = pod.metadata.namespace
+    keys = [("Service", ns, svc.metadata.name) for svc in store.services_selecting(ns, pod.metadata.labels)]
+    for sl in store.slices_holding(ns, pod.metadata.name):
+        keys.extend(_service_of_slice(store, sl))
+    return keys
 
-    for svc in c.store.list("Service"):
-        ns, name = svc.metadata.namespace, svc.metadata.name
-        existing = slices_by_svc.pop((ns, name), [])
-        if not svc.spec.selector or svc.spec.type == "ExternalName":
-            for s in existing:
+
+def _service_of_slice(store, sl: EndpointSlice):
+    labels_ = sl.metadata.labels or {}
+    if labels_.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return ()
+    return (("Service", sl.metadata.namespace, labels_.get(SERVICE_NAME_LABEL, "")),)
+
+
+WATCHES = {"Service": workqueue.itself, "Pod": _services_of_pod, "EndpointSlice": _service_of_slice}
+
+
+def reconcile(c: "Cluster", keys=None) -> None:
+    """keys: the queued Services (None: every one, and slices whose Service is gone)."""
+    if keys is None:
+        names = [(s.metadata.namespace, (s.metadata.labels or {}).get(SERVICE_NAME_LABEL, ""))
+                 for s in c.store.list("EndpointSlice") if _service_of_slice(c.store, s)]
+        keys = {("Service", ns, name) for ns, name in names} | {
+            ("Service", svc.metadata.namespace, svc.metadata.name) for svc in c.store.list("Service")}
+    for _, ns, name in sorted(keys):
+        existing = [s for s in c.store.select("EndpointSlice", ns, {SERVICE_NAME_LABEL: name})
+                    if _service_of_slice(c.store, s)]
+        svc = c.store.find("Service", ns, name)
+        if svc is None or not svc.spec.selector or svc.spec.type == "ExternalName":
+            for s in existing:  # the Service is gone, or its slices are not the controller's to keep
                 c.store.delete("EndpointSlice", ns, s.metadata.name)
             continue
         want: list[tuple[tuple, list[Endpoint]]] = []
-        for key, eps in desired_slices(svc, pods_by_ns.get(ns, [])).items():
+        for key, eps in desired_slices(svc, c.store.select("Pod", ns, svc.spec.selector)).items():
             for i in range(0, len(eps), MAX_ENDPOINTS_PER_SLICE):
                 want.append((key, eps[i:i + MAX_ENDPOINTS_PER_SLICE]))
         if not want:
             want = [((), [])]  # a Service with no endpoints still has one (empty) slice
         _apply(c, svc, existing, want)
-    for (ns, _), leftovers in slices_by_svc.items():  # their Service is gone
-        for s in leftovers:
-            c.store.delete("EndpointSlice", ns, s.metadata.name)
 
 
 def _apply(c: "Cluster", svc: Service, existing: list[EndpointSlice], want) -> None:
@@ -123,7 +139,7 @@ def _apply(c: "Cluster", svc: Service, existing: list[EndpointSlice], want) -> N
                 match.endpoints, match.ports = eps, ports
                 c.store.update(match)
             continue
-        taken = {s.metadata.name for s in c.store.list("EndpointSlice", ns)}
+        taken = naming.Taken(lambda name: c.store.find("EndpointSlice", ns, name) is not None)
         sl = EndpointSlice(
             metadata=ObjectMeta(
                 name=generate_name(f"{svc.metadata.name}-", c.store.rng, taken),

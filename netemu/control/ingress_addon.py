@@ -130,11 +130,19 @@ def is_controller_image(image: Optional[str]) -> bool:
     return parse_image(image).repository in CONTROLLER_IMAGES
 
 
+def _runs_image(containers) -> Optional[bool]:
+    return True if any(is_controller_image(ct.image) for ct in containers) else None
+
+
+def controller_pods(store) -> list:
+    """Pods running an ingress controller's image (an index: the lab's other pods are not looked at)."""
+    return store.indexed("pod-ingress-controller", "Pod", lambda p: _runs_image(p.spec.containers), True)
+
+
 def _runs_controller(c: "Cluster") -> bool:
-    for d in c.store.list("Deployment"):
-        if any(is_controller_image(ct.image) for ct in d.spec.template.spec.containers):
-            return True
-    return any(is_controller_image(ct.image) for p in c.store.list("Pod") for ct in p.spec.containers)
+    return bool(c.store.indexed("deployment-ingress-controller", "Deployment",
+                                lambda d: _runs_image(d.spec.template.spec.containers), True)
+                or controller_pods(c.store))
 
 
 def wanted(c: "Cluster") -> bool:
@@ -143,10 +151,14 @@ def wanted(c: "Cluster") -> bool:
         return bool(setting)
     if c.store.list("Ingress"):
         return True
-    return any((s.spec.selector or {}).get(SELECTOR_LABEL) == "ingress-nginx" for s in c.store.list("Service"))
+    return bool(c.store.indexed("service-selects-ingress", "Service",
+                                lambda s: (s.spec.selector or {}).get(SELECTOR_LABEL), "ingress-nginx"))
 
 
 # --------------------------------------------------------------------------- the controller
+READS = ("Ingress", "IngressClass", "Service", "Deployment", "Pod", "Node")  # a pass skips it when none changed
+
+
 def reconcile(c: "Cluster") -> None:
     """Add the addon when wanted; keep the served Ingresses' status addresses current."""
     if wanted(c) and not _runs_controller(c):
@@ -165,7 +177,7 @@ def controller_addresses(c: "Cluster") -> list[str]:
     from netemu.control.nodes import internal_ip
 
     ips = set()
-    for p in c.store.list("Pod"):
+    for p in controller_pods(c.store):
         if is_terminating(p) or not is_ready(p) or not p.spec.node_name:
             continue
         if not any(is_controller_image(ct.image) for ct in p.spec.containers):

@@ -30,12 +30,16 @@ def node_pod_cidrs(pod_cidr: str, prefix: int, count: int) -> list[str]:
 def next_pod_ip(subnet: str, used: Iterable[str], last: Optional[str]) -> str:
     """host-local IPAM: the next free address after the last one handed out, wrapping around, so
     that a replaced pod gets a new address (as on a real node). The first host is the bridge."""
+    return next_free_pod_ip(subnet, {int(ipaddress.ip_address(u)) for u in used}, last)
+
+
+def next_free_pod_ip(subnet: str, taken_ints: set[int], last: Optional[str]) -> str:
+    """next_pod_ip with the used addresses as integers (a caller handing out many keeps them so)."""
     net = ipaddress.ip_network(subnet)
     base = int(net.network_address)
     first, count = 2, net.num_addresses - 3  # skip network, gateway (.1) and broadcast
     if count <= 0:
         raise Exhausted(f"no free pod address left in {subnet}")
-    taken = {int(ipaddress.ip_address(u)) - base for u in used}
     start = 0
     if last:
         off = int(ipaddress.ip_address(last)) - base
@@ -43,7 +47,7 @@ def next_pod_ip(subnet: str, used: Iterable[str], last: Optional[str]) -> str:
             start = off - first + 1
     for i in range(count):
         off = first + (start + i) % count
-        if off not in taken:
+        if base + off not in taken_ints:
             return str(ipaddress.ip_address(base + off))
     raise Exhausted(f"no free pod address left in {subnet}")
 

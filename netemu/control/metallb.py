@@ -568,11 +568,25 @@ def allocate_service(alloc: Allocator, svc: Service) -> tuple[list[IPAddress], O
     return alloc.allocate(key, svc, family, ports, sharing, backend)
 
 
+# what the controller reads: a pass skips it when none of these changed
+READS = ("Service", "ConfigMap", "IPAddressPool", "L2Advertisement", "Node", "Namespace")
+
+
+def concerned(store) -> list[Service]:
+    """The Services MetalLB has to do with: LoadBalancers, and any holding an address or a pool's
+    annotation (to release) -- an index, so the lab's ClusterIP Services cost nothing."""
+    def value(svc: Service) -> Optional[bool]:
+        ours = svc.spec.type == "LoadBalancer" or svc.status.load_balancer.ingress or \
+            ALLOCATED_FROM_POOL in (svc.metadata.annotations or {})
+        return True if ours else None
+    return store.indexed("metallb-services", "Service", value, True)
+
+
 def reconcile(c: "Cluster") -> None:
     """Give LoadBalancer Services their address (status.loadBalancer.ingress), keep it, release it."""
     st = _state(c)
     config = load_config(c)
-    services: list[Service] = list(c.store.list("Service"))
+    services: list[Service] = concerned(c.store)
     before = {id(s): _snapshot(s) for s in services}
     if config is None:  # MetalLB not configured (or its configuration deleted): nothing is ours
         for svc in services:

@@ -230,9 +230,11 @@ def reconcile(c: "Cluster") -> Announcements:
     """Elect the announcing nodes, record MetalLB's events, remember the result (see
     :func:`announcements`). No store writes: safe to run in every controller pass."""
     st = _state(c)
-    result = elect(c.store.list("Service"), c.store.list("EndpointSlice"), c.store.list("Node"),
-                   load_config(c), speakers_alive(c))
-    services = {(s.metadata.namespace, s.metadata.name): s for s in c.store.list("Service")}
+    lb = load_balancers(c.store)
+    slices = [sl for svc in lb for sl in c.store.select("EndpointSlice", svc.metadata.namespace,
+                                                        {SERVICE_NAME_LABEL: svc.metadata.name})]
+    result = elect(lb, slices, c.store.list("Node"), load_config(c), speakers_alive(c))
+    services = {(s.metadata.namespace, s.metadata.name): s for s in lb}
     seen = set()
     for key, a in result.services.items():
         svc = services[key]
@@ -255,6 +257,11 @@ def reconcile(c: "Cluster") -> Announcements:
         del st.assigned[uid]
     st.last = result
     return result
+
+
+def load_balancers(store) -> list[Service]:
+    """The LoadBalancer Services (an index: the others cost an election nothing)."""
+    return store.indexed("service-type", "Service", lambda s: s.spec.type, "LoadBalancer")
 
 
 def announcements(c: "Cluster") -> Announcements:

@@ -44,3 +44,17 @@ def generate_name(prefix: str, rng: random.Random, taken) -> str:
         name = prefix + random_suffix(rng)
         if name not in taken:
             return name
+
+
+class Taken:
+    """The names taken: the store's (asked name by name, not listed) and those handed out meanwhile."""
+
+    def __init__(self, exists):
+        self.exists = exists
+        self.given: set[str] = set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.given or self.exists(name)
+
+    def add(self, name: str) -> None:
+        self.given.add(name)

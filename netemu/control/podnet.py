@@ -1,14 +1,15 @@
 """Pod addresses: a bound pod on a Ready node gets the next free IP of its node's pod subnet."""
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Optional
 
-from netemu.control.ipam import Exhausted, next_pod_ip
+from netemu.control.ipam import Exhausted, next_free_pod_ip
 from netemu.control.nodes import internal_ip
 from netemu.control.kubeadm import is_control_process_pod
 from netemu.control.pods import is_terminal, is_terminating, set_creating
 from netemu.control.scheduler import node_ready
-from netemu.spec.models import PodIP
+from netemu.spec.models import Pod, PodIP
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
@@ -16,17 +17,22 @@ if TYPE_CHECKING:
 LAST_IP_ANNOTATION = "netemu.dev/last-pod-ip"
 
 
+def _awaiting_address(p: Pod) -> Optional[bool]:
+    return True if p.spec.node_name and not p.status.pod_ip else None
+
+
 def reconcile(c: "Cluster") -> None:
     nodes = {n.metadata.name: n for n in c.store.list("Node")}
-    pods = c.store.list("Pod")
-    waiting = [p for p in pods if p.spec.node_name and not p.status.pod_ip and not is_terminating(p)
-               and not is_terminal(p)]
+    waiting = [p for p in c.store.indexed("pod-awaiting-address", "Pod", _awaiting_address, True)
+               if not is_terminating(p) and not is_terminal(p)]
     if not waiting:
         return
-    used: dict[str, set[str]] = {}
+    # the pods of the nodes concerned (not of the whole lab)
+    pods = [p for name in sorted({p.spec.node_name for p in waiting}) for p in c.store.on_node(name)]
+    used: dict[str, set[int]] = {}  # per node, as integers: parsed once per pass, not once per new pod
     for p in pods:
-        if p.spec.node_name and p.status.pod_ip:
-            used.setdefault(p.spec.node_name, set()).add(p.status.pod_ip)
+        if p.status.pod_ip:
+            used.setdefault(p.spec.node_name, set()).add(int(ipaddress.ip_address(p.status.pod_ip)))
     admitted: Optional[dict] = None
     for pod in sorted(waiting, key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name)):
         node = nodes.get(pod.spec.node_name)
@@ -43,11 +49,12 @@ def reconcile(c: "Cluster") -> None:
             continue
         ann = node.metadata.annotations = node.metadata.annotations or {}
         try:
-            ip = next_pod_ip(node.spec.pod_cidr, used.get(node.metadata.name, ()), ann.get(LAST_IP_ANNOTATION))
+            ip = next_free_pod_ip(node.spec.pod_cidr, used.get(node.metadata.name, set()),
+                                  ann.get(LAST_IP_ANNOTATION))
         except Exhausted as e:
             c.event(pod, "FailedCreatePodSandBox", str(e), type_="Warning", source="kubelet")
             continue
-        used.setdefault(node.metadata.name, set()).add(ip)
+        used.setdefault(node.metadata.name, set()).add(int(ipaddress.ip_address(ip)))
         ann[LAST_IP_ANNOTATION] = ip
         c.store.update(node)
         pod.status.pod_ip = ip

@@ -627,10 +627,8 @@ def score_balanced(pi: PodInfo, nodes: list[NodeInfo]) -> dict[str, int]:
 def default_spread_selector(c: "Cluster", pod: Pod, pi: PodInfo) -> Optional[Sel]:
     """helper.DefaultSelector: the selectors of the Services selecting the pod, and of its ReplicaSet."""
     merged: dict[str, str] = {}
-    for svc in c.store.list("Service", pi.namespace):
-        sel = svc.spec.selector
-        if sel and matches_map(sel, pi.labels):
-            merged.update(sel)
+    for svc in c.store.services_selecting(pi.namespace, pi.labels):
+        merged.update(svc.spec.selector)
     reqs = set(Sel.of_map(merged).reqs)
     owner = controller_of(pod)
     if owner is not None and owner.kind == "ReplicaSet":
@@ -835,9 +833,14 @@ def preempt(c: "Cluster", snap: Snapshot, cyc: Cycle, statuses: dict[str, Status
 
 
 # ============================================================================ the loop
+def unbound(store) -> list[Pod]:
+    """Pods not bound to a node (an index: a pass over a big lab looks at these only)."""
+    return store.indexed("pod-unbound", "Pod", lambda p: True if not p.spec.node_name else None, True)
+
+
 def _pending(c: "Cluster") -> list[Pod]:
     out = []
-    for p in c.store.list("Pod"):
+    for p in sorted(unbound(c.store), key=lambda p: (p.metadata.namespace, p.metadata.name)):
         if p.spec.node_name is None and not is_terminating(p) and not is_terminal(p) and \
                 (p.spec.scheduler_name or DEFAULT_SCHEDULER) == DEFAULT_SCHEDULER:
             out.append(p)
@@ -852,7 +855,7 @@ def reconcile(c: "Cluster") -> None:
     pending = _pending(c)
     st = _state(c)
     if not pending:
-        if st.infos or st.told:
+        if len(st.infos) > c.store.count("Pod") or st.told:  # pods went: forget them
             live = {p.metadata.uid for p in c.store.list("Pod")}
             if len(st.infos) > len(live):
                 st.infos = {u: pi for u, pi in st.infos.items() if u in live}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from netemu.control import naming
+from netemu.control import naming, workqueue
 from netemu.control.pods import controller_of, is_active, is_ready
 from netemu.spec.models import (
     Condition,
@@ -45,8 +45,14 @@ def _owner_ref(owner) -> OwnerReference:
 
 
 # ---------------------------------------------------------------------------- Deployment
-def reconcile_deployments(c: "Cluster") -> None:
-    for dep in c.store.list("Deployment"):
+# what queues a Deployment: itself, its ReplicaSets, their pods (status counts them)
+DEPLOYMENT_WATCHES = {"Deployment": workqueue.itself, "ReplicaSet": workqueue.controller,
+                      "Pod": workqueue.controller_of_controller}
+
+
+def reconcile_deployments(c: "Cluster", keys=None) -> None:
+    """keys: the queued Deployments (None: every one)."""
+    for dep in workqueue.objects(c.store, "Deployment", keys):
         _sync_deployment(c, dep)
 
 
@@ -224,8 +230,11 @@ def _deployment_status(c: "Cluster", dep: Deployment, new_rs: ReplicaSet, old: l
 
 
 # ---------------------------------------------------------------------------- ReplicaSet
-def reconcile_replicasets(c: "Cluster") -> None:
-    for rs in c.store.list("ReplicaSet"):
+REPLICASET_WATCHES = {"ReplicaSet": workqueue.itself, "Pod": workqueue.controller}
+
+
+def reconcile_replicasets(c: "Cluster", keys=None) -> None:
+    for rs in workqueue.objects(c.store, "ReplicaSet", keys):
         _sync_replicaset(c, rs)
 
 
@@ -235,7 +244,7 @@ def _sync_replicaset(c: "Cluster", rs: ReplicaSet) -> None:
     active = [p for p in pods if is_active(p)]
     diff = len(active) - rs.spec.replicas
     if diff < 0:
-        taken = {p.metadata.name for p in c.store.list("Pod", ns)}
+        taken = naming.Taken(lambda name: c.store.find("Pod", ns, name) is not None)
         for _ in range(-diff):
             pod = _pod_from_template(c, rs, taken)
             taken.add(pod.metadata.name)

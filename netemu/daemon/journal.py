@@ -1,9 +1,10 @@
 """The lab's write-ahead journal: what etcd's log is to kube-apiserver.
 
-The state file is a snapshot written off the loop at most every half second; a control process killed
-between an answered write and the next snapshot would come back without it. So every change to the
-store is also appended here, and the appended lines reach the file before the API answers (the API
-server's middleware flushes): a write a client was told about survives a crash of the process.
+The state file is a snapshot written off the loop now and then (a checkpoint: encoding a big lab's
+objects costs a good part of a second, so not at every change); a control process killed after it
+would come back without what changed since. So every change to the store is also appended here, and
+the appended lines reach the file before the API answers (the API server's middleware flushes) and at
+the end of every reconcile pass: a write a client was told about survives a crash of the process.
 (The file lives on /run, a tmpfs: like the state file it is for process crashes, not reboots.)
 
 Segments `journal.<n>` beside the state file. Taking a snapshot at resourceVersion R starts a new
@@ -39,6 +40,7 @@ class Journal:
         self.seq = existing[-1][0] + 1 if existing else 1
         self._buf: list[bytes] = []
         self._fd = self._open(self.seq)
+        self.since_rotate = 0  # changes recorded since the last snapshot began (what a restart would replay)
 
     def _open(self, seq: int) -> int:
         return os.open(os.path.join(self.dir, f"journal.{seq}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -48,6 +50,7 @@ class Journal:
         """A change of the store (raw: the object as stored, in JSON; None for a deletion), kept until
         flush()."""
         head = json.dumps({"rv": rv, "key": list(key)}, separators=(",", ":")).encode()
+        self.since_rotate += 1
         self._buf.append(head + b"\n" if raw is None else head[:-1] + b',"obj":' + raw + b"}\n")
 
     def flush(self) -> None:
@@ -67,6 +70,7 @@ class Journal:
         the snapshot covers, for drop_through() once the snapshot is written."""
         self.flush()
         done = self.seq
+        self.since_rotate = 0
         os.close(self._fd)
         self.seq += 1
         try:

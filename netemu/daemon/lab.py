@@ -645,13 +645,26 @@ class LabDaemon:
 
     # ------------------------------------------------------------------ persistence
     def _persist(self, force: bool = False) -> None:
+        """Flush the journal (every pass), and write a snapshot when it is due: with the journal, every
+        CHECKPOINT_SECONDS or CHECKPOINT_CHANGES changes (whichever comes first) bound a restart's replay;
+        without one (no lab directory), at most every half second."""
         gen = self.cluster.store.generation["*"]
         now = time.time()
         force, self._write_pending = force or self._write_pending, False
-        if not force and (gen == self._persisted_gen or now - self._last_persist < 0.5):
-            if gen != self._persisted_gen:
-                self.cluster.wake_at(self._last_persist + 0.5)
+        if self.journal is not None:
+            self.journal.flush()
+        if not force and gen == self._persisted_gen:
             return
+        if not force:
+            if self.journal is None:
+                due = self._last_persist + 0.5
+            elif self.journal.since_rotate >= max(CHECKPOINT_CHANGES, len(self.cluster.store)):
+                due = now
+            else:
+                due = self._last_persist + CHECKPOINT_SECONDS
+            if now < due:
+                self.cluster.wake_at(due)
+                return
         if self._persisting is not None and not self._persisting.done():
             # the last write is still going: a pass once it is done writes what changed since
             self._write_pending = self._write_pending or force
@@ -713,6 +726,10 @@ class LabDaemon:
                 self.proxy.close()
             except Exception:
                 log.exception("stopping kube-proxy")
+
+
+CHECKPOINT_SECONDS = 30.0
+CHECKPOINT_CHANGES = 5000
 
 
 def _write_state(path: str, data: dict) -> bool:

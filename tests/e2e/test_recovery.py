@@ -123,12 +123,16 @@ def _wait_running(lab: Lab, n: int, timeout: float = 90) -> dict[str, dict]:
 
 
 def _persisted(lab: Lab, n: int):
-    """The state file (what a restart resumes from) holds n np-pods pods running and ready."""
+    """What a restart resumes from (the state file and the journal's newer changes) holds n np-pods pods
+    running and ready."""
+    from netemu.daemon.journal import replay
+
     def check():
         try:
             with open(f"/run/netemu/{lab.name}/state.json") as f:
-                objs = json.load(f)["objects"]
-        except (OSError, ValueError):
+                data = json.load(f)
+            objs, _ = replay(f"/run/netemu/{lab.name}", data["objects"], int(data.get("last_rv") or 0))
+        except (OSError, ValueError):  # a segment removed under the reader by a new snapshot: look again
             return False
         ok = [o for o in objs if o["kind"] == "Pod" and (o["metadata"].get("labels") or {}).get("app") == "np-pods"
               and o["status"].get("phase") == "Running"

@@ -148,9 +148,14 @@ def measure(label: str, pods: int, deployments: int, idle: float) -> dict:
         out["get_ns_s"] = get_latency(api, f"/api/v1/namespaces/{target[0]}/pods")
         out["get_all_s"] = get_latency(api, "/api/v1/pods")
         api.close()
+        t0 = time.perf_counter()
+        res = subprocess.run(NETEMU + ["down", LAB], capture_output=True, text=True, env=env, timeout=600)
+        out["down_s"] = time.perf_counter() - t0
+        out["down_killed"] = "killing it" in res.stderr
         return out
     finally:
-        subprocess.run(NETEMU + ["down", LAB], capture_output=True, env=env, timeout=600)
+        if os.path.exists(f"/run/netemu/{LAB}"):
+            subprocess.run(NETEMU + ["down", LAB], capture_output=True, env=env, timeout=600)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -171,12 +176,16 @@ def main() -> None:
             (f"again +{SCALE_BY} (s)", "scale_again_s", "{:.2f}"),
             (f"idle control CPU over {args.idle:.0f} s (%)", "idle_cpu_pct", "{:.2f}"),
             ("get pods, one namespace (s)", "get_ns_s", "{:.3f}"),
-            ("get pods, all namespaces (s)", "get_all_s", "{:.3f}")]
+            ("get pods, all namespaces (s)", "get_all_s", "{:.3f}"),
+            ("down (s)", "down_s", "{:.1f}")]
     print(f"{'':38} {'many':>10} {'one':>10} {'many/one':>9}")
     for title, key, fmt in rows:
         a, b = many.get(key, float("nan")), one.get(key, float("nan"))
         ratio = a / b if b else float("nan")
         print(f"{title:38} {fmt.format(a):>10} {fmt.format(b):>10} {ratio:>8.2f}x")
+    for r in (many, one):
+        if r.get("down_killed"):
+            print(f"note: {r['label']}: down had to kill the control process (it did not stop in time)")
     print(f"\ntargets: scale +{SCALE_BY} < 1 s and within 1.2x of one; idle CPU < 1 %")
 
 

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
 from netemu.control import labels
 from netemu.spec.metallb import (
-    IPAddressPool, L2Advertisement, MetalLBConfigError, is_legacy_configmap, parse_addresses, pools_from_configmap,
-    AddressError,
+    BGP_KINDS, IPAddressPool, L2Advertisement, MetalLBConfigError, is_legacy_configmap, legacy_from_configmap,
+    parse_addresses, AddressError,
 )
 from netemu.spec.models import LabelSelector, Service
 
@@ -85,6 +85,7 @@ class Pool:
     allocation: Optional[Allocation] = None
     l2: list[L2Ad] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    bgp: list = field(default_factory=list)  # its BGPAdvertisements, resolved (netemu.control.metallb_bgp.BGPAd)
 
     def contains(self, ip: IPAddress) -> bool:
         if self.avoid_buggy_ips and confuses_buggy_firmware(ip):
@@ -107,6 +108,10 @@ class Pool:
 class Config:
     pools: list[Pool]
     warnings: list[str] = field(default_factory=list)
+    # BGP mode (netemu.control.metallb_bgp.BGPConfig): peers, BFD profiles, and the legacy ConfigMap's
+    # `protocol: bgp` pools, which give no addresses while no speaker announces over BGP
+    bgp: Any = None
+    bgp_pools: list[Pool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.by_name = {p.name: p for p in self.pools}
@@ -128,12 +133,12 @@ def _namespaces(c: "Cluster") -> list:
     return c.store.list("Namespace")
 
 
-_CONFIG_INPUTS = ("ConfigMap", "IPAddressPool", "L2Advertisement", "Node", "Namespace")
+_CONFIG_INPUTS = ("ConfigMap", "IPAddressPool", "L2Advertisement", *BGP_KINDS, "Node", "Namespace")
 
 
 def load_config(c: "Cluster") -> Optional[Config]:
     """MetalLB's configuration from the store: the legacy ConfigMap ``metallb-system/config``, then
-    IPAddressPools and L2Advertisements. None when there is none at all (MetalLB is not installed:
+    IPAddressPools, L2Advertisements and the BGP kinds. None when there is none at all (MetalLB is not installed:
     LoadBalancer Services stay <pending>). Cached until one of the kinds it reads changes."""
     cache = c.__dict__.setdefault("_metallb_config", {})
     stamp = tuple(c.store.generation[k] for k in _CONFIG_INPUTS)
@@ -147,27 +152,34 @@ def _load_config(c: "Cluster") -> Optional[Config]:
     cms = [cm for cm in store.list("ConfigMap") if is_legacy_configmap(cm)]
     crd_pools: list[IPAddressPool] = list(store.list("IPAddressPool"))
     crd_ads: list[L2Advertisement] = list(store.list("L2Advertisement"))
-    if not cms and not crd_pools and not crd_ads:
+    bgp_objs = {k: list(store.list(k)) for k in BGP_KINDS}
+    if not cms and not crd_pools and not crd_ads and not any(bgp_objs.values()):
         return None
     warnings: list[str] = []
     pool_objs: list[IPAddressPool] = []
+    legacy_bgp_pools: list[IPAddressPool] = []
     ad_objs: list[L2Advertisement] = []
     for cm in cms:
         try:
-            ps, ads, w = pools_from_configmap(cm)
+            legacy, w = legacy_from_configmap(cm)
         except MetalLBConfigError as e:  # MetalLB refuses an invalid configuration as a whole
             warnings += [f"ConfigMap {cm.metadata.namespace}/{cm.metadata.name}: {x}" for x in e.errors]
             continue
         warnings += [f"ConfigMap {cm.metadata.namespace}/{cm.metadata.name}: {x}" for x in w]
-        pool_objs += ps
-        ad_objs += ads
+        pool_objs += legacy.pools
+        ad_objs += legacy.l2advertisements
+        legacy_bgp_pools += legacy.bgp_pools
+        for kind, objs in (("BGPPeer", legacy.bgp.peers), ("BGPAdvertisement", legacy.bgp.advertisements),
+                           ("BFDProfile", legacy.bgp.bfd_profiles), ("Community", legacy.bgp.communities)):
+            bgp_objs[kind] = objs + bgp_objs[kind]
     pool_objs += crd_pools
     ad_objs += crd_ads
     nodes = store.list("Node")
     namespaces = _namespaces(c)
     pools: list[Pool] = []
     seen: dict[str, Pool] = {}
-    for obj in pool_objs:
+    bgp_pools: list[Pool] = []
+    for obj in pool_objs + legacy_bgp_pools:
         name = obj.metadata.name
         if name in seen:
             warnings.append(f"duplicate definition of pool {name!r}: the first one is used")
@@ -178,7 +190,7 @@ def _load_config(c: "Cluster") -> Optional[Config]:
                 cidrs += parse_addresses(a)
             except AddressError as e:
                 warnings.append(f"pool {name!r}: {e}")
-        clash = next(((n, p) for n in cidrs for p in pools for m in p.cidrs
+        clash = next(((n, p) for n in cidrs for p in pools + bgp_pools for m in p.cidrs
                       if m.version == n.version and m.overlaps(n)), None)
         if clash is not None:
             warnings.append(f"CIDR {str(clash[0])!r} in pool {name!r} overlaps with pool {clash[1].name!r}: "
@@ -188,18 +200,35 @@ def _load_config(c: "Cluster") -> Optional[Config]:
                     avoid_buggy_ips=bool(obj.spec.avoid_buggy_ips),
                     allocation=_allocation(obj, namespaces), labels=dict(obj.metadata.labels or {}))
         seen[name] = pool
-        pools.append(pool)
+        (bgp_pools if any(obj is b for b in legacy_bgp_pools) else pools).append(pool)
     for ad in ad_objs:
         resolved = _l2ad(ad, nodes)
-        spec = ad.spec
-        if not spec.ip_address_pools and not spec.ip_address_pool_selectors:
-            chosen = pools
-        else:
-            chosen = [p for p in pools if p.name in (spec.ip_address_pools or [])
-                      or any(labels.matches(s, p.labels) for s in spec.ip_address_pool_selectors or [])]
-        for p in chosen:
+        for p in chosen_pools(ad.spec, pools):
             p.l2.append(resolved)
-    return Config(pools, warnings)
+    config = Config(pools, warnings, bgp_pools=bgp_pools)
+    if any(bgp_objs.values()):
+        from netemu.control import metallb_bgp
+
+        config.bgp = metallb_bgp.build(config, pool_objs + legacy_bgp_pools, bgp_objs["BGPPeer"],
+                                       bgp_objs["BGPAdvertisement"], bgp_objs["BFDProfile"], bgp_objs["Community"],
+                                       nodes)
+        warnings += config.bgp.problems
+    return config
+
+
+def chosen_pools(spec, pools: list[Pool]) -> list[Pool]:
+    """The pools an L2 or BGP advertisement applies to: by name or label selector, every pool when it
+    names none."""
+    if not spec.ip_address_pools and not spec.ip_address_pool_selectors:
+        return list(pools)
+    return [p for p in pools if p.name in (spec.ip_address_pools or [])
+            or any(labels.matches(s, p.labels) for s in spec.ip_address_pool_selectors or [])]
+
+
+def selected_nodes(selectors: Optional[list[LabelSelector]], nodes: Iterable) -> frozenset[str]:
+    """selectedNodes: the nodes matching any of the selectors; every node when there are none."""
+    return frozenset(n.metadata.name for n in nodes
+                     if not selectors or any(labels.matches(s, n.metadata.labels) for s in selectors))
 
 
 def _allocation(obj: IPAddressPool, namespaces: list) -> Optional[Allocation]:
@@ -217,17 +246,15 @@ def _allocation(obj: IPAddressPool, namespaces: list) -> Optional[Allocation]:
 
 def _l2ad(ad: L2Advertisement, nodes: list) -> L2Ad:
     spec = ad.spec
-    if spec.node_selectors:
-        selected = [n for n in nodes if any(labels.matches(s, n.metadata.labels) for s in spec.node_selectors)]
-    else:
-        selected = list(nodes)
+    names = selected_nodes(spec.node_selectors, nodes)
+    selected = [n for n in nodes if n.metadata.name in names]
     preferred: dict[str, int] = {}
     for n in selected:
         score = sum(p.weight for p in spec.preferred_node_selectors or []
                     if labels.matches(p.preference, n.metadata.labels))
         if score > 0:
             preferred[n.metadata.name] = score
-    return L2Ad(name=ad.metadata.name or "", nodes=frozenset(n.metadata.name for n in selected),
+    return L2Ad(name=ad.metadata.name or "", nodes=names,
                 interfaces=tuple(spec.interfaces or ()), service_selectors=tuple(spec.service_selectors or ()),
                 preferred=preferred)
 
@@ -569,7 +596,7 @@ def allocate_service(alloc: Allocator, svc: Service) -> tuple[list[IPAddress], O
 
 
 # what the controller reads: a pass skips it when none of these changed
-READS = ("Service", "ConfigMap", "IPAddressPool", "L2Advertisement", "Node", "Namespace")
+READS = ("Service", *_CONFIG_INPUTS)
 
 
 def concerned(store) -> list[Service]:

@@ -1,9 +1,13 @@
 """MetalLB's configuration: the CRDs ``IPAddressPool`` / ``L2Advertisement`` (metallb.io/v1beta1) and
-the legacy ConfigMap ``metallb-system/config`` (MetalLB <= 0.12, as blogs of that time show it).
+the legacy ConfigMap ``metallb-system/config`` (MetalLB <= 0.12, as blogs of that time show it); the BGP
+mode's kinds (``BGPPeer`` metallb.io/v1beta2, ``BGPAdvertisement``, ``BFDProfile``, ``Community``), whose
+checks live in :mod:`netemu.spec.metallb_bgp`.
 
 The legacy format is turned into the CRDs, as MetalLB's own ``configmaptocrs`` converter does: each
-``layer2`` address pool becomes an IPAddressPool plus an L2Advertisement naming it. BGP pools are
-not built (netemu has no BGP router): they are reported and ignored.
+``layer2`` address pool becomes an IPAddressPool plus an L2Advertisement naming it; ``peers``,
+``bgp-communities``, ``bfd-profiles`` and the ``bgp-advertisements`` of ``bgp`` pools become BGPPeers,
+a Community, BFDProfiles and BGPAdvertisements. netemu checks them but has no BGP speaker yet: the
+``bgp`` pools give no addresses, with a warning.
 
 Blogs lose indentation inside the ``config: |`` block too (seed 000)::
 
@@ -32,6 +36,7 @@ from netemu.spec.errors import Location, Report, join_path
 from netemu.spec.models import ConfigMap, K8sModel, LabelSelector, ObjectMeta
 
 API_VERSION = "metallb.io/v1beta1"
+API_VERSION_V1BETA2 = "metallb.io/v1beta2"  # BGPPeer's
 NAMESPACE = "metallb-system"  # where MetalLB reads its configuration
 LEGACY_CONFIGMAP = "config"
 LEGACY_KEY = "config"
@@ -84,10 +89,103 @@ class L2Advertisement(K8sModel):
     spec: L2AdvertisementSpec = Field(default_factory=L2AdvertisementSpec)
 
 
+# BGP mode's kinds, as MetalLB v0.13/v0.14 reads them (api/v1beta2/bgppeer_types.go, api/v1beta1/
+# bgpadvertisement_types.go, bfdprofile_types.go, community_types.go). Durations are Go's ("90s", "1m30s").
+# netemu checks them (netemu.spec.metallb_bgp) and decides announcements (netemu.control.metallb_bgp);
+# no speaker speaks BGP yet.
+class SecretReference(K8sModel):
+    name: Optional[str] = None
+    namespace: Optional[str] = None
+
+
+class BGPPeerSpec(K8sModel):
+    my_asn: Optional[int] = Field(default=None, alias="myASN")
+    peer_asn: Optional[int] = Field(default=None, alias="peerASN")
+    dynamic_asn: Optional[str] = Field(default=None, alias="dynamicASN")  # internal | external
+    peer_address: Optional[str] = None
+    source_address: Optional[str] = None
+    peer_port: Optional[int] = 179  # the CRD's default
+    hold_time: Optional[str] = None
+    keepalive_time: Optional[str] = None
+    connect_time: Optional[str] = None
+    router_id: Optional[str] = Field(default=None, alias="routerID")
+    node_selectors: Optional[list[LabelSelector]] = None
+    password: Optional[str] = None
+    password_secret: Optional[SecretReference] = None
+    bfd_profile: Optional[str] = None
+    enable_graceful_restart: Optional[bool] = None
+    ebgp_multi_hop: Optional[bool] = Field(default=None, alias="ebgpMultiHop")
+    vrf: Optional[str] = None
+    disable_mp: Optional[bool] = Field(default=False, alias="disableMP")  # the CRD's default
+
+
+class BGPPeer(K8sModel):
+    api_version: str = API_VERSION_V1BETA2
+    kind: Literal["BGPPeer"] = "BGPPeer"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: BGPPeerSpec = Field(default_factory=BGPPeerSpec)
+
+
+class BGPAdvertisementSpec(K8sModel):
+    aggregation_length: Optional[int] = 32  # the CRD's defaults
+    aggregation_length_v6: Optional[int] = Field(default=128, alias="aggregationLengthV6")
+    local_pref: Optional[int] = None
+    communities: Optional[list[str]] = None
+    ip_address_pools: Optional[list[str]] = None
+    ip_address_pool_selectors: Optional[list[LabelSelector]] = None
+    node_selectors: Optional[list[LabelSelector]] = None
+    peers: Optional[list[str]] = None
+
+
+class BGPAdvertisement(K8sModel):
+    api_version: str = API_VERSION
+    kind: Literal["BGPAdvertisement"] = "BGPAdvertisement"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: BGPAdvertisementSpec = Field(default_factory=BGPAdvertisementSpec)
+
+
+class BFDProfileSpec(K8sModel):
+    receive_interval: Optional[int] = None  # milliseconds (FRR's default 300)
+    transmit_interval: Optional[int] = None  # milliseconds (FRR's default 300)
+    detect_multiplier: Optional[int] = None  # FRR's default 3
+    echo_interval: Optional[int] = None  # milliseconds (FRR's default 50)
+    echo_mode: Optional[bool] = None
+    passive_mode: Optional[bool] = None
+    minimum_ttl: Optional[int] = None
+
+
+class BFDProfile(K8sModel):
+    api_version: str = API_VERSION
+    kind: Literal["BFDProfile"] = "BFDProfile"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: BFDProfileSpec = Field(default_factory=BFDProfileSpec)
+
+
+class CommunityAlias(K8sModel):
+    name: Optional[str] = None
+    value: Optional[str] = None
+
+
+class CommunitySpec(K8sModel):
+    communities: Optional[list[CommunityAlias]] = None
+
+
+class Community(K8sModel):
+    api_version: str = API_VERSION
+    kind: Literal["Community"] = "Community"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: CommunitySpec = Field(default_factory=CommunitySpec)
+
+
+BGP_KINDS = ("BGPPeer", "BGPAdvertisement", "BFDProfile", "Community")
+
 # for the lead to merge into models.KINDS / API_VERSIONS / NAMESPACED
-KINDS: dict[str, type[K8sModel]] = {"IPAddressPool": IPAddressPool, "L2Advertisement": L2Advertisement}
-API_VERSIONS: dict[str, tuple[str, ...]] = {"IPAddressPool": (API_VERSION,), "L2Advertisement": (API_VERSION,)}
-NAMESPACED = {"IPAddressPool", "L2Advertisement"}
+KINDS: dict[str, type[K8sModel]] = {"IPAddressPool": IPAddressPool, "L2Advertisement": L2Advertisement,
+                                    "BGPPeer": BGPPeer, "BGPAdvertisement": BGPAdvertisement,
+                                    "BFDProfile": BFDProfile, "Community": Community}
+API_VERSIONS: dict[str, tuple[str, ...]] = {k: (API_VERSION,) for k in KINDS}
+API_VERSIONS["BGPPeer"] = (API_VERSION_V1BETA2,)
+NAMESPACED = set(KINDS)
 
 
 def register() -> None:
@@ -295,9 +393,20 @@ def _strip_comment(line: str) -> str:
     return line.rstrip()
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as MetalLB's Go parser reads it: ``64500:100`` (a community) is text, not YAML 1.1's
+    base-60 number 3870100."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, re.compile(r"(?!.*:)" + rx.pattern, rx.flags) if tag.endswith((":int", ":float")) else rx)
+            for tag, rx in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 def _scalar(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError:
         return text
 
@@ -400,6 +509,10 @@ class LegacyConfig:
     # (field path inside data.config, pool name, [(path, address text)]) for checks across documents
     pool_paths: list[tuple[str, str, list[tuple[str, str]]]] = field(default_factory=list)
     recovered: bool = False
+    # BGP mode: the `protocol: bgp` pools (not given addresses from: no speaker announces them yet) and
+    # the peers, advertisements, BFD profiles and communities (netemu.spec.metallb_bgp.LegacyBGP)
+    bgp_pools: list[IPAddressPool] = field(default_factory=list)
+    bgp: Any = None
 
 
 def _bool(v: Any) -> Optional[bool]:
@@ -418,7 +531,7 @@ def parse_legacy_config(text: str) -> LegacyConfig:
     try:
         from netemu.spec.documents import safe_load_limited
 
-        data = safe_load_limited(text)  # a ConfigMap's value: user input, no alias bombs
+        data = safe_load_limited(text, ConfigLoader)  # a ConfigMap's value: user input, no alias bombs
     except yaml.YAMLError as e:
         parse_error = str(e).replace("\n", " ")
     if _all_at_column_zero(text):
@@ -440,24 +553,29 @@ def parse_legacy_config(text: str) -> LegacyConfig:
         if key not in _SCHEMA["top"]:
             out.warnings.append(LegacyProblem(str(key), "unknown field, ignored"))
     if data.get("peers"):
-        out.warnings.append(LegacyProblem("peers", "BGP peers are not emulated: ignored"))
+        out.warnings.append(LegacyProblem("peers", f"BGP peers are checked but not emulated: {NO_BGP}"))
     for key in ("bgp-communities", "bfd-profiles"):
         if data.get(key):
-            out.warnings.append(LegacyProblem(key, "BGP settings are not emulated: ignored"))
+            out.warnings.append(LegacyProblem(key, f"BGP settings are checked but not emulated: {NO_BGP}"))
     pools = data.get("address-pools")
+    bgp_pools: list[tuple[str, dict, IPAddressPool]] = []
     if pools is None:
         out.warnings.append(LegacyProblem("address-pools", "no address pools: no LoadBalancer IPs to give"))
-        return out
-    if not isinstance(pools, list):
+    elif not isinstance(pools, list):
         out.errors.append(LegacyProblem("address-pools", "must be a list of pools"))
         return out
     names: dict[str, int] = {}
-    for i, raw in enumerate(pools):
-        _legacy_pool(raw, i, names, out)
+    for i, raw in enumerate(pools or []):
+        _legacy_pool(raw, i, names, out, bgp_pools)
+    from netemu.spec.metallb_bgp import legacy_bgp
+
+    out.bgp, problems = legacy_bgp(data, bgp_pools)
+    out.errors += [LegacyProblem(path, text) for path, text in problems]
     return out
 
 
-def _legacy_pool(raw: Any, i: int, names: dict[str, int], out: LegacyConfig) -> None:
+def _legacy_pool(raw: Any, i: int, names: dict[str, int], out: LegacyConfig,
+                 bgp_pools: list[tuple[str, dict, IPAddressPool]]) -> None:
     base = f"address-pools[{i}]"
     if not isinstance(raw, dict):
         out.errors.append(LegacyProblem(base, "must be a mapping (name, protocol, addresses)"))
@@ -475,10 +593,6 @@ def _legacy_pool(raw: Any, i: int, names: dict[str, int], out: LegacyConfig) -> 
         return
     names[name] = i
     protocol = raw.get("protocol")
-    if protocol == "bgp":
-        out.warnings.append(LegacyProblem(f"{base}.protocol", f"pool {name!r} is a BGP pool: BGP is not emulated, "
-                                                              "the pool is ignored"))
-        return
     addr_key = "addresses"
     addresses = raw.get("addresses")
     if "address" in raw:
@@ -515,10 +629,10 @@ def _legacy_pool(raw: Any, i: int, names: dict[str, int], out: LegacyConfig) -> 
         out.errors.append(LegacyProblem(f"{base}.protocol", "address pool is missing the protocol field "
                                                             "(layer2 or bgp)"))
         return
-    if protocol != "layer2":
+    if protocol not in ("layer2", "bgp"):
         out.errors.append(LegacyProblem(f"{base}.protocol", f"unknown protocol {protocol!r} (layer2 or bgp)"))
         return
-    if raw.get("bgp-advertisements"):
+    if protocol == "layer2" and raw.get("bgp-advertisements"):
         out.errors.append(LegacyProblem(f"{base}.bgp-advertisements", "cannot have bgp-advertisements "
                                                                       "configuration element in a layer2 address pool"))
         return
@@ -526,10 +640,20 @@ def _legacy_pool(raw: Any, i: int, names: dict[str, int], out: LegacyConfig) -> 
         return
     out.pool_paths.append((base, name, entries))
     meta = dict(name=name, namespace=NAMESPACE)
-    out.pools.append(IPAddressPool(metadata=ObjectMeta(**meta), spec=IPAddressPoolSpec(
-        addresses=[str(a).strip() for a in addresses], auto_assign=_bool(auto), avoid_buggy_ips=_bool(buggy))))
+    pool = IPAddressPool(metadata=ObjectMeta(**meta), spec=IPAddressPoolSpec(
+        addresses=[str(a).strip() for a in addresses], auto_assign=_bool(auto), avoid_buggy_ips=_bool(buggy)))
+    if protocol == "bgp":
+        out.warnings.append(LegacyProblem(f"{base}.protocol", f"pool {name!r} is a BGP pool: its configuration is "
+                                                              f"checked, but {NO_BGP}; the pool is not used"))
+        out.bgp_pools.append(pool)
+        bgp_pools.append((base, raw, pool))
+        return
+    out.pools.append(pool)
     out.l2advertisements.append(L2Advertisement(metadata=ObjectMeta(**meta),
                                                 spec=L2AdvertisementSpec(ip_address_pools=[name])))
+
+
+NO_BGP = "netemu's speakers announce over layer 2 only (no BGP sessions)"
 
 
 class MetalLBConfigError(ValueError):
@@ -542,13 +666,20 @@ def _legacy_text(path: str, text: str) -> str:
     return f"data.config: {path}: {text}" if path else f"data.config: {text}"
 
 
-def pools_from_configmap(cm: ConfigMap) -> tuple[list[IPAddressPool], list[L2Advertisement], list[str]]:
-    """MetalLB's legacy ConfigMap -> (pools, L2 advertisements, warnings). Raises MetalLBConfigError
-    when the configuration is invalid (MetalLB would refuse it and keep running without it)."""
+def legacy_from_configmap(cm: ConfigMap) -> tuple[LegacyConfig, list[str]]:
+    """MetalLB's legacy ConfigMap -> (what it holds, warnings). Raises MetalLBConfigError when the
+    configuration is invalid (MetalLB would refuse it and keep running without it)."""
     parsed = parse_legacy_config((cm.data or {}).get(LEGACY_KEY, ""))
     warnings = [_legacy_text(w.path, w.text) for w in parsed.warnings]
     if parsed.errors:
         raise MetalLBConfigError([_legacy_text(e.path, e.text) for e in parsed.errors], warnings)
+    return parsed, warnings
+
+
+def pools_from_configmap(cm: ConfigMap) -> tuple[list[IPAddressPool], list[L2Advertisement], list[str]]:
+    """MetalLB's legacy ConfigMap -> (layer 2 pools, L2 advertisements, warnings); see
+    :func:`legacy_from_configmap`."""
+    parsed, warnings = legacy_from_configmap(cm)
     return parsed.pools, parsed.l2advertisements, warnings
 
 
@@ -573,6 +704,14 @@ def validate_metallb(obj: K8sModel, loc: Location, report: Report) -> Optional[l
     if isinstance(obj, L2Advertisement):
         check_l2_advertisement(obj, loc, report)
         return []
+    if isinstance(obj, (BGPPeer, BGPAdvertisement, BFDProfile, Community)):
+        from netemu.spec.metallb_bgp import OBJECT_CHECKS
+
+        _namespace_note(obj, loc, report)
+        for path, text in OBJECT_CHECKS[type(obj)](obj):
+            report.error(loc, path, text)
+        report.warn(loc, "", f"checked as MetalLB checks it, but {NO_BGP}")
+        return []
     if is_legacy_configmap(obj):
         parsed = check_legacy_configmap(obj, loc, report)
         return [PoolSource(name, loc, join_path("data.config", path),
@@ -586,7 +725,9 @@ __all__ = [
     "ServiceAllocation", "L2Advertisement", "L2AdvertisementSpec", "PreferredNodeSelector", "parse_addresses",
     "pool_networks", "AddressError", "is_legacy_configmap", "parse_legacy_config", "pools_from_configmap",
     "check_legacy_configmap", "check_pool", "check_l2_advertisement", "check_pools_across", "validate_metallb",
-    "PoolSource", "MetalLBConfigError", "reindent_legacy",
+    "PoolSource", "MetalLBConfigError", "reindent_legacy", "legacy_from_configmap", "BGPPeer", "BGPPeerSpec",
+    "BGPAdvertisement", "BGPAdvertisementSpec", "BFDProfile", "BFDProfileSpec", "Community", "CommunitySpec",
+    "CommunityAlias", "SecretReference", "BGP_KINDS", "API_VERSION_V1BETA2", "NO_BGP",
 ]
 
 register()  # loaded with netemu.spec.models (its last lines), whichever of the two came first

@@ -60,6 +60,7 @@ class Resource:
 
 
 _RO = ("get", "list", "watch")
+_NO_BGP = "checked as MetalLB checks it, but MetalLB's BGP mode is not built; layer 2 is"
 _ALL = ("all",)
 
 
@@ -153,13 +154,11 @@ BUILTIN: tuple[Resource, ...] = (
     # ---------------------------------------------------------------- metallb.io
     _r("IPAddressPool", "metallb.io", "v1beta1", "ipaddresspools", acted=True),
     _r("L2Advertisement", "metallb.io", "v1beta1", "l2advertisements", acted=True),
-    _r("BGPPeer", "metallb.io", "v1beta2", "bgppeers",
-       note="MetalLB's BGP mode is not built; layer 2 is"),
-    _r("BGPAdvertisement", "metallb.io", "v1beta1", "bgpadvertisements",
-       note="MetalLB's BGP mode is not built; layer 2 is"),
-    _r("BFDProfile", "metallb.io", "v1beta1", "bfdprofiles",
-       note="MetalLB's BGP mode is not built; layer 2 is"),
-    _r("Community", "metallb.io", "v1beta1", "communities"),
+    # BGP mode: checked as MetalLB checks it (netemu.spec.metallb_bgp), announced by no speaker yet
+    _r("BGPPeer", "metallb.io", "v1beta2", "bgppeers", acted=True, note=_NO_BGP),
+    _r("BGPAdvertisement", "metallb.io", "v1beta1", "bgpadvertisements", acted=True, note=_NO_BGP),
+    _r("BFDProfile", "metallb.io", "v1beta1", "bfdprofiles", acted=True, note=_NO_BGP),
+    _r("Community", "metallb.io", "v1beta1", "communities", acted=True, note=_NO_BGP),
     _r("ServiceL2Status", "metallb.io", "v1beta1", "servicel2statuses"),
     # ---------------------------------------------------------------- metrics.k8s.io (read only)
     _r("PodMetrics", "metrics.k8s.io", "v1beta1", "pods", verbs=_RO, acted=True),

@@ -111,6 +111,8 @@ class Cluster:
     node_transitions: dict[str, float] = field(default_factory=dict)
     _wake: Optional[float] = None
     queues: dict = field(default_factory=dict)  # queued controller -> its WorkQueue
+    # called between controllers: the control process tells its supervisor a long pass is moving on
+    progress: Callable[[], None] = field(default=lambda: None)
     # garbage collection's queue: uids of deleted objects (their dependents go) and of objects created with an
     # owner already gone; None: look at every dependent (a fresh or reloaded store)
     _gc_uids: Optional[set] = None
@@ -330,6 +332,7 @@ class Cluster:
                 if queue is not None:
                     if queue.pending():
                         ctrl(self, queue.take())
+                        self.progress()
                     continue
                 kinds = READS.get(ctrl)
                 if kinds is not None:
@@ -339,6 +342,7 @@ class Cluster:
                     self._ran_at[ctrl] = stamp
                     self._due.pop(ctrl, None)
                 ctrl(self)
+                self.progress()
             self.reconcile_namespaces()
             self._collect_garbage()
             if self.store.generation["*"] == before:

@@ -180,22 +180,25 @@ class Api:
         pred, describe = self._condition(what, req)
         deadline = time.time() + timeout
         last = None
-        while True:
-            fut = self.d.wait_for(pred)
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), min(0.25, max(0.0, deadline - time.time())))
-                await send({"progress": describe(), "final": True})
-                await send({"result": True})
-                return
-            except asyncio.TimeoutError:
-                pass
-            msg = describe()
-            if msg != last:
-                await send({"progress": msg})
-                last = msg
-            if time.time() >= deadline:
-                await send({"error": f"timed out after {timeout:g}s: {msg}"})
-                return
+        fut = self.d.wait_for(pred)  # one waiter for the whole wait (one per tick piled up, each checked every pass)
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), min(0.25, max(0.0, deadline - time.time())))
+                    await send({"progress": describe(), "final": True})
+                    await send({"result": True})
+                    return
+                except asyncio.TimeoutError:
+                    pass
+                msg = describe()
+                if msg != last:
+                    await send({"progress": msg})
+                    last = msg
+                if time.time() >= deadline:
+                    await send({"error": f"timed out after {timeout:g}s: {msg}"})
+                    return
+        finally:  # a client gone or timed out: its waiter is not checked at every pass any longer
+            fut.cancel()
     op_wait.streaming = True
 
     def _condition(self, what, req):

@@ -317,6 +317,7 @@ async def _main(lab: Lab, objects, client, cg, say, link=None, resume=None) -> N
     if link is not None:
         link.ready()
         link.start_heartbeat()  # the supervisor's liveness check: a wedged loop is killed and restarted
+        daemon.cluster.progress = link.progress  # a long pass is progress, not a wedge
     say("OK")
     await api.shutdown.wait()
     log.info("shutting down")

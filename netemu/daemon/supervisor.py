@@ -396,6 +396,7 @@ class Link:
         self.sock.setblocking(True)
         self.on_exit = None
         self._beating = None  # the heartbeat task, once the lab is up
+        self._last_beat = 0.0
         self._stopping = False
 
     def hello(self, timeout: float = 10.0) -> tuple[dict, Optional[socket.socket]]:
@@ -471,9 +472,20 @@ class Link:
 
         while not self._stopping:
             _test_wedge()
-            if self._unread() == 0:  # not one more while the supervisor has not read the last (stopped?)
-                self._tell({"alive": True}, quiet=True)
+            self._beat()
             await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def progress(self) -> None:
+        """Long work in the loop (a big lab's reconcile pass) says it is moving on: a heartbeat when one is
+        due. A loop that makes progress is not wedged; one stuck in a call never gets here."""
+        if self._beating is not None and not self._stopping and \
+                time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
+            self._beat()
+
+    def _beat(self) -> None:
+        self._last_beat = time.monotonic()
+        if self._unread() == 0:  # not one more while the supervisor has not read the last (stopped?)
+            self._tell({"alive": True}, quiet=True)
 
     def _unread(self) -> int:
         """What this end sent that the supervisor has not read yet, in bytes (0 if unknown)."""

@@ -159,7 +159,9 @@ class Kubelet:
                 self._stop(rt, grace=0, finalize=None)
 
         to_create: list[Pod] = []
+        progress = self.cluster.progress  # a long pass over a big lab is progress, not a wedged loop
         for key, pod in api.items():
+            progress()
             node = pod.spec.node_name
             if not node or not self.node_up.get(node):
                 continue
@@ -192,6 +194,7 @@ class Kubelet:
         if to_create:
             await self._create(to_create)
         for key, pod in api.items():
+            progress()
             rt = self.pods.get(key)
             if rt is not None and self.node_up.get(rt.node) and not rt.stopping:
                 self._push_status(pod, rt)
@@ -214,6 +217,7 @@ class Kubelet:
                 wiring = asyncio.create_task(self._wire(chunks[i + 1]))
             await asyncio.gather(*(self._start_pod(p, binds) for p, binds in ready))
             self._push_started(p for p, _ in ready)  # each chunk's pods are Running as soon as they are
+            self.cluster.progress()
         log.info("created %d pods in %.2fs", len(pods), time.perf_counter() - t0)
 
     def _push_started(self, pods) -> None:

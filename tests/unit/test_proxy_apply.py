@@ -171,6 +171,10 @@ class Store:
         return next((o for o in self.objects[kind] if (o.metadata.namespace, o.metadata.name) == (namespace, name)),
                     None)
 
+    def select(self, kind, namespace, selector):
+        return [o for o in self.objects[kind] if o.metadata.namespace == namespace
+                and all((o.metadata.labels or {}).get(k) == v for k, v in selector.items())]
+
 
 def kube_proxy(runner, mode="iptables"):
     nodes = {n: types.SimpleNamespace(name=n, ip=ip) for n, ip in (("w1-k8s", "192.168.1.101"),

@@ -91,9 +91,8 @@ class KubeProxy:
             services, slices = store.list("Service"), store.list("EndpointSlice")
         else:  # only the changed Services' objects: refreshing costs O(changed), not O(all)
             services = [svc for key in changed if (svc := store.find("Service", *key.split("/", 1))) is not None]
-            names = {tuple(k.split("/", 1)) for k in changed}
-            slices = [s for s in store.list("EndpointSlice")
-                      if (s.metadata.namespace, (s.metadata.labels or {}).get(SERVICE_NAME_LABEL)) in names]
+            slices = [s for ns, name in sorted({tuple(k.split("/", 1)) for k in changed})
+                      for s in store.select("EndpointSlice", ns, {SERVICE_NAME_LABEL: name})]
         await asyncio.gather(*(asyncio.to_thread(self._sync_node, n, services, slices, changed)
                                for n in self.nodes.values()))
 

@@ -266,7 +266,7 @@ class Kubelet:
         if not isinstance(e, Exception):
             raise e
         if len(pods) == 1:
-            self._create_failed(pods[0], f"Failed to create pod sandbox: {e}")
+            await self._create_failed(pods[0], f"Failed to create pod sandbox: {e}")
             return []
         log.warning("pod network batch failed (%s); retrying one by one", e)  # one bad pod must not block the others
         ok = []
@@ -294,13 +294,17 @@ class Kubelet:
     def _remove_sa_dir(self, uid: Optional[str]) -> None:
         shutil.rmtree(self._sa_dir(uid), ignore_errors=True)
 
-    def _create_failed(self, pod: Pod, message: str) -> None:
+    async def _create_failed(self, pod: Pod, message: str) -> None:
         key = (pod.metadata.namespace, pod.metadata.name)
         self.failed_create[key] = time.time() + 2.0
         self.cluster.event(pod, "FailedCreatePodSandBox", message, type_="Warning", source="kubelet")
         self.cluster.wake_at(self.failed_create[key])
-        self.cgroups.remove(pod.metadata.uid)
-        self._remove_sa_dir(pod.metadata.uid)
+        # off the loop: removing a cgroup kills what is left in it and waits for it (up to half a second)
+        await asyncio.to_thread(self._release_pod_files, pod.metadata.uid, pod.metadata.uid)
+
+    def _release_pod_files(self, cgroup_id: str, uid: Optional[str]) -> None:
+        self.cgroups.remove(cgroup_id)
+        self._remove_sa_dir(uid)
 
     async def write_files(self, pod: Pod, netns: str) -> list:
         """The pod's files under /etc/netns/<netns> (hosts, resolv.conf, token volume): its sandbox's binds."""
@@ -325,7 +329,7 @@ class Kubelet:
         try:
             rt.sandbox = await self.new_sandbox(pod, netns, binds)
         except Exception as e:
-            self._create_failed(pod, f"Failed to create pod sandbox: {e}")
+            await self._create_failed(pod, f"Failed to create pod sandbox: {e}")
             await asyncio.to_thread(self.net.remove_pods, [(ns, name)])
             return
         self.failed_create.pop(rt.key, None)
@@ -736,8 +740,7 @@ class Kubelet:
                 await asyncio.to_thread(self.net.remove_pods, [(rt.namespace, rt.name)])
             else:
                 networks.append((rt.namespace, rt.name))
-            self.cgroups.remove(rt.cgroup_id)
-            self._remove_sa_dir(rt.uid)
+            await asyncio.to_thread(self._release_pod_files, rt.cgroup_id, rt.uid)
             for c in rt.containers.values():
                 try:
                     os.unlink(paths.container_log(self.lab, rt.namespace, rt.name, c.spec.name))

@@ -8,14 +8,7 @@ import sys
 from typing import Any, Callable, Iterator, Optional
 
 from netemu import paths
-
-
-class CliError(Exception):
-    """A user-facing error: printed as `error: ...`, exit code 1."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
+from netemu.cli.errors import CliError
 
 
 class ApiCallError(CliError):

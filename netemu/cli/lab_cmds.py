@@ -20,6 +20,16 @@ def require_root() -> None:
 
 
 def cmd_up(args) -> int:
+    from netemu.daemon.spawn import prefork
+
+    early = prefork()  # the control process's modules load on the other CPU while the lab file is read
+    try:
+        return _up(args, early)
+    finally:
+        early.discard()  # unless it was handed the lab
+
+
+def _up(args, early) -> int:
     from netemu.spec.load import load_files
     from netemu.spec.errors import SpecError
 
@@ -43,11 +53,11 @@ def cmd_up(args) -> int:
         owner = lifecycle.claim(name, lab, force_uplink=getattr(args, "force_uplink", False), warn=warn)
     except lifecycle.LifecycleError as e:
         raise CliError(str(e)) from None
-    from netemu.daemon.main import BuildFailed, ControlProcessDied, ControlProcessStopped, spawn
+    from netemu.daemon.spawn import BuildFailed, ControlProcessDied, ControlProcessStopped, spawn
 
     progress = Progress(quiet=args.quiet)
     try:
-        pid = spawn(lab, spec.objects, lambda s: progress.line(s), owner_fd=owner) or daemon_pid(name)
+        pid = spawn(lab, spec.objects, lambda s: progress.line(s), owner_fd=owner, early=early) or daemon_pid(name)
     except BuildFailed as e:
         progress.done()
         raise CliError(f'lab "{name}" could not be built (everything was rolled back): {e}') from None

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from netemu import __version__
-from netemu.cli.client import CliError
+from netemu.cli.errors import CliError
 
 EPILOG = """\
 examples:
@@ -289,47 +289,54 @@ def _global_lab(args) -> None:
     args.lab = lab
 
 
+# verb -> (module of netemu.cli, function, its arguments after args): only the verb's module is imported,
+# so that a verb pays at start-up for its own imports alone
+VERBS = {
+    "up": ("lab_cmds", "cmd_up"),
+    "down": ("lab_cmds", "cmd_down"),
+    "labs": ("lab_cmds", "cmd_labs"),
+    "kubeconfig": ("kubeconfig_cmds", "cmd_kubeconfig"),
+    "get": ("get_cmds", "cmd_get"),
+    "describe": ("get_cmds", "cmd_describe"),
+    "apply": ("ops_cmds", "cmd_apply"),
+    "delete": ("ops_cmds", "cmd_delete"),
+    "scale": ("ops_cmds", "cmd_scale"),
+    "expose": ("ops_cmds", "cmd_expose"),
+    "rollout": ("ops_cmds", "cmd_rollout"),
+    "exec": ("exec_cmds", "cmd_exec"),
+    "logs": ("exec_cmds", "cmd_logs"),
+    "cordon": ("ops_cmds", "cmd_cordon", True),
+    "uncordon": ("ops_cmds", "cmd_cordon", False),
+    "drain": ("ops_cmds", "cmd_drain"),
+    "node": ("ops_cmds", "cmd_node"),
+    "speaker": ("ops_cmds", "cmd_speaker"),
+    "fmt": ("main", "cmd_fmt"),
+    "render": ("render_cmds", "cmd_render"),
+    "dns": ("dns_cmds", "cmd_dns"),
+    "rules": ("render_cmds", "cmd_rules"),
+    "check-route": ("main", "cmd_check_route"),
+    "graph": ("graph_cmds", "cmd_graph"),
+    "capture": ("capture_cmds", "cmd_capture"),
+    "trace": ("trace_cmds", "cmd_trace"),
+    "top": ("top_cmds", "cmd_top"),
+    "autoscale": ("top_cmds", "cmd_autoscale"),
+}
+# modules a verb needs besides its own: describers of kinds registered with get_cmds by the modules of those kinds
+ALSO_IMPORTED = {"describe": ("ingress_cmds",)}
+
+
 def dispatch(args) -> int:
-    from netemu.cli import (capture_cmds, dns_cmds, exec_cmds, get_cmds, graph_cmds, kubeconfig_cmds, lab_cmds,
-                            ops_cmds, render_cmds, top_cmds, trace_cmds)
-    from netemu.cli import ingress_cmds  # noqa: F401  (registers the describers of ingresses, ingressclasses)
+    import importlib
 
     verb = args.verb
     if verb == "exec" and args.command and args.command[0] == "--":
         args.command = args.command[1:]
     if verb == "get" and args.resource.startswith("-"):
         raise CliError("get needs a resource type first, e.g. netemu get pods")
-    table = {
-        "up": lab_cmds.cmd_up,
-        "down": lab_cmds.cmd_down,
-        "labs": lab_cmds.cmd_labs,
-        "kubeconfig": kubeconfig_cmds.cmd_kubeconfig,
-        "get": get_cmds.cmd_get,
-        "describe": get_cmds.cmd_describe,
-        "apply": ops_cmds.cmd_apply,
-        "delete": ops_cmds.cmd_delete,
-        "scale": ops_cmds.cmd_scale,
-        "expose": ops_cmds.cmd_expose,
-        "rollout": ops_cmds.cmd_rollout,
-        "exec": exec_cmds.cmd_exec,
-        "logs": exec_cmds.cmd_logs,
-        "cordon": lambda a: ops_cmds.cmd_cordon(a, True),
-        "uncordon": lambda a: ops_cmds.cmd_cordon(a, False),
-        "drain": ops_cmds.cmd_drain,
-        "node": ops_cmds.cmd_node,
-        "speaker": ops_cmds.cmd_speaker,
-        "fmt": cmd_fmt,
-        "render": render_cmds.cmd_render,
-        "dns": dns_cmds.cmd_dns,
-        "rules": render_cmds.cmd_rules,
-        "check-route": cmd_check_route,
-        "graph": graph_cmds.cmd_graph,
-        "capture": capture_cmds.cmd_capture,
-        "trace": trace_cmds.cmd_trace,
-        "top": top_cmds.cmd_top,
-        "autoscale": top_cmds.cmd_autoscale,
-    }
-    return table[verb](args)
+    module, function, *extra = VERBS[verb]
+    for also in ALSO_IMPORTED.get(verb, ()):
+        importlib.import_module(f"netemu.cli.{also}")
+    return getattr(importlib.import_module(f"netemu.cli.{module}"), function)(args, *extra)
 
 
 def cmd_fmt(args) -> int:

@@ -11,8 +11,9 @@ import time
 from fractions import Fraction
 from typing import Optional
 
-from netemu.cli import tables
 from netemu.cli.client import CliError, Client, pick_lab
+
+# netemu.cli.tables (the API's printers) is imported where it is used: every verb's parser loads this module
 
 POD_COLUMNS = ["NAME", "CPU(cores)", "MEMORY(bytes)"]
 NODE_COLUMNS = ["NAME", "CPU(cores)", "CPU%", "MEMORY(bytes)", "MEMORY%"]  # newest kubectl: CPU(%), MEMORY(%)
@@ -147,6 +148,7 @@ def node_usage(node: dict, m: Optional[dict]) -> dict:
 
 
 def cmd_top(args) -> int:
+    from netemu.cli import tables
     from netemu.cli.kinds import by_kind, find_object, get_object, list_objects
 
     client = Client(pick_lab(args.lab))
@@ -199,6 +201,8 @@ def cmd_top(args) -> int:
 
 
 def _print(headers: list[str], rows: list[list[str]], no_headers: bool) -> None:
+    from netemu.cli import tables
+
     text = tables.render(headers, rows)
     if no_headers:
         text = "\n".join(text.splitlines()[1:])
@@ -241,6 +245,8 @@ def cmd_autoscale(args) -> int:
 # --------------------------------------------------------------------------- describe hpa
 def describe_hpa(hpa: dict, client=None) -> str:
     """kubectl describe hpa (without the events, which describe prints after)."""
+    from netemu.cli import tables
+
     meta, spec, st = hpa["metadata"], hpa.get("spec") or {}, hpa.get("status") or {}
     ref = spec.get("scaleTargetRef") or {}
     width = 55
@@ -303,5 +309,7 @@ def describe_hpa(hpa: dict, client=None) -> str:
 
 
 def _describe_time(ts: Optional[str]) -> str:
+    from netemu.cli import tables
+
     t = tables.parse_ts(ts)
     return "<unknown>" if t is None else time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(t))

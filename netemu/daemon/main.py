@@ -1,8 +1,9 @@
-"""Starting a lab's control process, and its life until `down`.
+"""A lab's control process, from its start until `down`: the process `netemu up` forks
+(netemu.daemon.spawn) or a lab's supervisor restarts (`python -m netemu.daemon.main --resume`).
 
-`netemu up` forks the control process from itself (the lab file is already parsed and
-validated; no second interpreter start), detaches it, and reads its build progress from a
-pipe. A failed build is rolled back by the control process before it reports the error.
+Everything the control process runs is imported here, at the top: `up` forks a child that imports
+this module while it reads and validates the lab file, so that the control process starts with its
+modules loaded.
 """
 from __future__ import annotations
 
@@ -11,128 +12,24 @@ import logging
 import os
 import signal
 import sys
-import time
-import traceback
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from netemu import paths, procutil
-from netemu.dataplane.cgroups import LabCgroups
+from netemu.daemon import listeners, memory, proxylog, virtual
+from netemu.daemon.api import Api
+from netemu.daemon.apiserver import ApiServer
+from netemu.daemon.lab import LabDaemon, unix_server_socket
+from netemu.daemon.streams import Streams
+from netemu.daemon.supervisor import STACK_SIGNAL, Link
 from netemu.dataplane import launcher as launcher_mod
+from netemu.dataplane.cgroups import LabCgroups
 from netemu.spec.models import K8sModel, Lab
 
 log = logging.getLogger("netemu.daemon")
 
 
-class BuildFailed(RuntimeError):
-    """The build failed and the control process rolled everything back before it said so."""
-
-
-class ControlProcessStopped(RuntimeError):
-    """The control process stays stopped (SIGSTOP) in the middle of its build."""
-
-    def __init__(self, pid: int):
-        super().__init__(f"the control process (pid {pid}) is stopped")
-        self.pid = pid
-
-
-class ControlProcessDied(RuntimeError):
-    """The control process ended (killed, crashed) before it reported success or a rolled-back failure:
-    whatever it had built is still there."""
-
-    def __init__(self, pid: Optional[int]):
-        super().__init__(f"the control process{f' (pid {pid})' if pid else ''} exited during start-up")
-        self.pid = pid
-
-
-def spawn(lab: Lab, objects: list[K8sModel], on_progress: Callable[[str], None],
-          owner_fd: Optional[int] = None) -> int:
-    """Fork the control process; return its pid once the lab's network is built.
-    Raises BuildFailed (with the reason) if building failed; everything is rolled back then.
-    Raises ControlProcessDied if it ended without a word (nothing was rolled back).
-
-    The process that forks the control process becomes the lab's supervisor (netemu.daemon.supervisor),
-    holding `owner_fd` (the lab's owner lock) for the lab's life."""
-    name = lab.metadata.name
-    os.makedirs(paths.lab_dir(name), mode=0o700, exist_ok=True)
-    os.chmod(paths.RUN_DIR, 0o755)
-    r, w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
-            import socket
-
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            child = os.fork()
-            if child == 0:
-                ours.close()
-                _daemon_process(lab, objects, w, theirs.detach())
-                os._exit(0)
-            os.close(w)
-            theirs.close()
-            from netemu.daemon import supervisor
-
-            supervisor.exec_supervisor(name, child, ours.detach(), owner_fd)
-        except BaseException:
-            traceback.print_exc()
-        os._exit(0)
-    os.close(w)
-    os.waitpid(pid, 0)
-    daemon_pid = None
-    for line in _lines(r, lambda: daemon_pid):
-        tag, _, text = line.partition(" ")
-        if tag == "PID":
-            daemon_pid = int(text)
-        elif tag == "P":
-            on_progress(text)
-        elif tag == "E":
-            raise BuildFailed(text.replace("\\n", "\n"))
-        elif tag == "OK":
-            return daemon_pid or 0
-    raise ControlProcessDied(daemon_pid)
-
-
-STOPPED_SECONDS = 5.0  # a control process stopped (SIGSTOP) this long while building is reported
-
-
-def _lines(fd: int, pid: Callable[[], Optional[int]]) -> Iterator[str]:
-    """The control process's start-up lines, until it closes the pipe. A control process that stays
-    stopped (state T) raises ControlProcessStopped rather than leaving `up` waiting forever."""
-    import select
-
-    buf = b""
-    stopped_since: Optional[float] = None
-    try:
-        while True:
-            ready, _, _ = select.select([fd], [], [], 1.0)
-            if not ready:
-                p = pid()
-                if p and procutil.stat_field(p, 0) in ("T", "t"):
-                    stopped_since = stopped_since or time.monotonic()
-                    if time.monotonic() - stopped_since >= STOPPED_SECONDS:
-                        raise ControlProcessStopped(p)
-                else:
-                    stopped_since = None
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                if buf.strip():
-                    yield buf.decode(errors="replace")
-                return
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                yield line.decode(errors="replace")
-    finally:
-        os.close(fd)
-
-
-def _daemon_process(lab: Lab, objects: list[K8sModel], w: int, chan_fd: Optional[int] = None) -> None:
+def daemon_process(lab: Lab, objects: list[K8sModel], w: int, chan_fd: Optional[int] = None) -> None:
+    """The control process of a lab `up` builds: its progress goes to the pipe `w`."""
     name = lab.metadata.name
     pipe = os.fdopen(w, "w", buffering=1)
 
@@ -143,8 +40,6 @@ def _daemon_process(lab: Lab, objects: list[K8sModel], w: int, chan_fd: Optional
             pass
 
     cg = _process_setup(name, on_pid=lambda: say("PID", str(os.getpid())))
-    from netemu.daemon.supervisor import Link
-
     link = Link(chan_fd) if chan_fd is not None else None
     client = launcher_mod.LauncherClient(0, None)  # started once the lab's namespaces exist
     error = None
@@ -179,7 +74,6 @@ def _process_setup(name: str, on_pid: Callable[[], None] = lambda: None) -> LabC
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # a wedged process's Python stacks, to the log, before its supervisor kills it (netemu.daemon.supervisor)
     import faulthandler
-    from netemu.daemon.supervisor import STACK_SIGNAL
 
     faulthandler.register(STACK_SIGNAL, file=sys.stderr, all_threads=True)
     try:  # a descriptor per adopted container (pidfds), per pod's stdio, per connection
@@ -208,8 +102,6 @@ def resume_process(name: str, chan_fd: int) -> int:
     """A control process restarted by the lab's supervisor: resume the lab from its state file,
     adopting what runs (netemu.daemon.recovery). Returns the exit status."""
     cg = _process_setup(name)
-    from netemu.daemon.supervisor import Link
-
     link = Link(chan_fd)
     log.info("control process restarted (pid %d): resuming lab %s", os.getpid(), name)
     try:
@@ -261,14 +153,6 @@ def _stop_launcher(client) -> None:
 
 
 async def _main(lab: Lab, objects, client, cg, say, link=None, resume=None) -> None:
-    from netemu.daemon.api import Api
-    from netemu.daemon.lab import LabDaemon, unix_server_socket
-
-    from netemu.daemon.apiserver import ApiServer
-    from netemu.daemon import listeners
-
-    from netemu.daemon import memory
-
     memory.limit_arenas()  # before the loop's worker threads exist
     name = lab.metadata.name
     daemon = LabDaemon(lab, objects, client, cg, progress=lambda s: say("P", s))
@@ -277,14 +161,8 @@ async def _main(lab: Lab, objects, client, cg, say, link=None, resume=None) -> N
         link.attach(daemon.on_process_exit)
     api = Api(daemon)
     daemon.lab_ops = api
-    from netemu.daemon.streams import Streams
-
     daemon.streams = Streams(daemon)  # pods/exec, attach, portforward
-    from netemu.daemon import virtual
-
     virtual.install(daemon)
-    from netemu.daemon import proxylog
-
     proxylog.install(daemon)
     # one HTTP server: the Kubernetes API and the lab's own verbs, on the root-only socket first
     server = ApiServer(daemon, daemon.storage)

@@ -23,6 +23,7 @@ class K8sModel(BaseModel):
         extra="allow",
         validate_assignment=False,
         protected_namespaces=(),
+        defer_build=True,  # validators are built on first use: a verb pays for the kinds it reads, not all (start-up)
     )
 
     def dump(self) -> dict[str, Any]:

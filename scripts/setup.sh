@@ -9,7 +9,7 @@ VENV=${NETEMU_VENV:-$REPO/.venv}
 
 APT_PACKAGES="iproute2 iptables nftables ipvsadm ipset conntrack arping tcpdump libpcap0.8
   bind9-dnsutils curl procps util-linux kmod python3 python3-venv python3-pip
-  redis-server nginx-light openssl libcap2-bin ${NETEMU_EXTRA_PACKAGES:-}"
+  redis-server nginx-light openssl libcap2-bin frr ${NETEMU_EXTRA_PACKAGES:-}"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
@@ -21,6 +21,13 @@ if [ -n "$missing" ]; then
   # policy-rc.d keeps Debian from starting redis/nginx system services: netemu runs them inside pods only
   if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
   apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $missing >/dev/null
+fi
+# FRR: netemu runs its own instances in the lab's routers and nodes (MetalLB's BGP mode), never the system's
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl disable --now frr >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/frr ]; then
+  /etc/init.d/frr stop >/dev/null 2>&1 || true
+  update-rc.d frr disable >/dev/null 2>&1 || true
 fi
 
 PY=/usr/bin/python3

@@ -15,9 +15,32 @@ def _runtime(args, container: str | None = None) -> dict:
     return client.call("runtime", namespace=args.namespace or "default", name=args.pod, **fields)
 
 
+def _router(args) -> dict | None:
+    """A lab router named like the target (routers and pods never share names with nodes; a pod
+    of that name in the namespace asked for wins)."""
+    client = Client(pick_lab(args.lab))
+    try:
+        return client.call("router", name=args.pod)
+    except CliError:
+        return None
+
+
+def _exec_router(router: dict, command: list[str]) -> int:
+    """Into a router's namespace (`ip netns exec`); vtysh reaches the router's own FRR."""
+    command = list(command)
+    if command and command[0] == "vtysh" and "--vty_socket" not in command:
+        command[1:1] = ["--vty_socket", router["frr_dir"]]
+    argv = ["/usr/bin/env", "ip", "netns", "exec", router["netns"], *command]
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+
+
 def cmd_exec(args) -> int:
     if not args.command:
         raise CliError("exec needs a command: netemu exec POD -- COMMAND [ARGS...]")
+    router = _router(args)
+    if router is not None:
+        return _exec_router(router, args.command)
     rt = _runtime(args, args.container)
     if rt.get("enter") is None:
         name = args.container or next(iter(rt["containers"]), "")

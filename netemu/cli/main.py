@@ -221,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     capture_cmds.add_parser(sub)
     trace_cmds.add_parser(sub)
 
+    p = sub.add_parser("bgp", help="BGP sessions of MetalLB's speakers (FRR in each node) and the lab's routers",
+                       description="Each node's and router's BGP sessions, from FRR's `show bgp summary json`: "
+                       "peer, state, uptime, prefixes received and sent. FRR's own views: "
+                       "netemu exec r1 -- vtysh -c 'show ip bgp'")
+    p.add_argument("--node", metavar="NAME", help="one node or router")
+    p.add_argument("-o", "--output", choices=["json"], help="FRR's summaries as JSON")
+    _common(p, namespaced=False)
+
     p = sub.add_parser("speaker", help="failure injection: speaker kill|start NODE (MetalLB's ARP speaker)")
     p.add_argument("action", choices=["kill", "start"])
     p.add_argument("node")
@@ -310,6 +318,7 @@ VERBS = {
     "drain": ("ops_cmds", "cmd_drain"),
     "node": ("ops_cmds", "cmd_node"),
     "speaker": ("ops_cmds", "cmd_speaker"),
+    "bgp": ("bgp_cmds", "cmd_bgp"),
     "fmt": ("main", "cmd_fmt"),
     "render": ("render_cmds", "cmd_render"),
     "dns": ("dns_cmds", "cmd_dns"),

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from netemu.control import (
-    workqueue, daemonsets, disruption, endpoints, ingress_addon, jobs, kubeadm, metallb, metallb_l2, nodes, podnet, scheduler,
+    workqueue, daemonsets, disruption, endpoints, ingress_addon, jobs, kubeadm, metallb, metallb_bgp, metallb_l2, nodes,
+    podnet, scheduler,
     services, workloads,
 )
 from netemu.control.pods import is_terminal, is_terminating
@@ -38,6 +39,7 @@ CONTROLLERS: tuple[Callable[["Cluster"], None], ...] = (
     ingress_addon.reconcile,  # the ingress-nginx addon when wanted, and Ingress status
     metallb.reconcile,
     metallb_l2.reconcile,
+    metallb_bgp.reconcile,  # BGP mode: what each node's FRR announces to each peer
 )
 
 

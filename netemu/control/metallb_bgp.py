@@ -22,7 +22,8 @@ Unlike layer 2 there is no election: every eligible node announces, and the rout
 over them (ECMP). The result also says which nodes announce each Service to which peers (MetalLB's
 ServiceBGPStatus), and why the other nodes do not.
 
-netemu has no BGP speaker yet: this module is not called by the reconcile loop.
+:func:`reconcile` runs it in every controller pass (after layer 2's election) and keeps the result for the
+data plane (netemu.daemon.lab pushes each node's routes to its FRR, netemu.control.metallb_frr renders them).
 """
 from __future__ import annotations
 
@@ -322,5 +323,61 @@ def node_assigned_message(node: str) -> str:
     return f'announcing from node "{node}" with protocol "{PROTOCOL}"'
 
 
+# --------------------------------------------------------------------------- in the cluster
+@dataclass
+class _State:
+    last: BGPAnnouncements = field(default_factory=BGPAnnouncements)
+    assigned: dict[str, frozenset] = field(default_factory=dict)  # service uid -> nodes announcing it
+    errors: tuple[str, ...] = ()
+
+
+def _state(c) -> _State:
+    st = c.__dict__.get("_metallb_bgp")
+    if st is None:
+        st = c.__dict__["_metallb_bgp"] = _State()
+    return st
+
+
+def reconcile(c) -> BGPAnnouncements:
+    """Decide what every node announces to every peer, record MetalLB's events (nodeAssigned for each
+    node that starts announcing a Service; advertisements that cannot be merged), remember the result
+    (:func:`announcements`). No store writes: safe in every pass."""
+    from netemu.control.metallb import load_config
+    from netemu.control.metallb_l2 import SERVICE_NAME_LABEL, SPEAKER, load_balancers, speakers_alive
+
+    st = _state(c)
+    config = load_config(c)
+    if config is None or config.bgp is None or not config.bgp.peers:
+        st.last, st.assigned = BGPAnnouncements(), {}
+        return st.last
+    lb = load_balancers(c.store)
+    slices = [sl for svc in lb for sl in c.store.select("EndpointSlice", svc.metadata.namespace,
+                                                        {SERVICE_NAME_LABEL: svc.metadata.name})]
+    result = decide(lb, slices, c.store.list("Node"), config, speakers_alive(c))
+    services = {(s.metadata.namespace, s.metadata.name): s for s in lb}
+    seen = set()
+    for key, status in result.services.items():
+        svc = services[key]
+        uid = svc.metadata.uid or "/".join(key)
+        seen.add(uid)
+        now = frozenset(status.nodes)
+        for node in sorted(now - st.assigned.get(uid, frozenset())):
+            c.event(svc, "nodeAssigned", node_assigned_message(node), source=SPEAKER)
+        st.assigned[uid] = now
+    for uid in set(st.assigned) - seen:
+        del st.assigned[uid]
+    for err in result.errors:
+        if err not in st.errors:
+            c.record_event("Namespace", "", "metallb-system", "configError", err, "Warning", SPEAKER)
+    st.errors = tuple(result.errors)
+    st.last = result
+    return result
+
+
+def announcements(c) -> BGPAnnouncements:
+    """The result of the last :func:`reconcile`."""
+    return _state(c).last
+
+
 __all__ = ["PROTOCOL", "Peer", "BFD", "BGPAd", "BGPConfig", "build", "Route", "ServiceBGP", "BGPAnnouncements",
-           "has_healthy_endpoint", "node_reason", "decide", "node_assigned_message"]
+           "has_healthy_endpoint", "node_reason", "decide", "node_assigned_message", "reconcile", "announcements"]

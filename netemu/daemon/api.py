@@ -138,8 +138,38 @@ class Api:
         a = metallb_l2.announcements(self.cluster)
         services = {f"{ns}/{name}": {"node": x.node, "ips": list(x.ips), "reason": x.reason, "failed": x.failed}
                     for (ns, name), x in a.services.items()}
+        from netemu.control import metallb_bgp
+
+        for (ns, name), b in metallb_bgp.announcements(self.cluster).services.items():
+            # BGP mode: every announcing node (MetalLB's ServiceBGPStatus), and to which peers
+            entry = services.setdefault(f"{ns}/{name}", {"node": None, "ips": list(b.ips), "reason": "", "failed": ""})
+            if b.nodes and not entry.get("node"):
+                entry["node"] = ",".join(sorted(b.nodes))
+            entry["bgp"] = {"nodes": {n: list(p) for n, p in sorted(b.nodes.items())}, "reasons": dict(b.reasons)}
         return {"by_ip": dict(a.by_ip), "by_node": {n: sorted(ips) for n, ips in a.by_node.items()},
                 "services": services, "speakers": self.d.speakers.stats() if self.d.speakers else {}}
+
+    async def op_bgp(self, req):
+        """MetalLB's BGP mode: each node's and router's sessions (FRR's `show bgp summary json`)."""
+        if self.d.bgp is None:
+            return {"instances": {}}
+        names = [req["node"]] if req.get("node") else self.d.bgp.running()
+        out = {}
+        for n in names:
+            if n not in self.d.net.nodes and n not in self.d.net.routers:
+                raise ApiError(f'no node or router named "{n}"')
+            out[n] = {"kind": "router" if n in self.d.net.routers else "node",
+                      "summary": await asyncio.to_thread(self.d.bgp.summary, n)}
+        return {"instances": out, "warnings": list(self.d.bgp.warnings)}
+
+    def op_router(self, req):
+        """A lab router's namespace and FRR directory (for exec)."""
+        name = req["name"]
+        if self.d.net is None or name not in self.d.net.routers:
+            raise ApiError(f'no router named "{name}"')
+        from netemu.dataplane import frr
+
+        return {"netns": self.d.net.node_netns(name), "frr_dir": frr.instance_dir(self.d.name, name)}
 
     # ------------------------------------------------------------------ writes (failure injection)
     def op_speaker(self, req):

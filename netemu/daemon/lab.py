@@ -64,6 +64,7 @@ class LabDaemon:
         self.kubelet: Optional[Kubelet] = None
         self.proxy = None  # the kube-proxy syncer, per node (set up in build)
         self.speakers = None  # MetalLB-style ARP speakers, one per node
+        self.bgp = None  # MetalLB's BGP mode: FRR in the nodes and routers (netemu.dataplane.bgp)
         from netemu.daemon.feeds import IngressPublisher, ZonePublisher
 
         self.dns = ZonePublisher(lab)
@@ -416,6 +417,19 @@ class LabDaemon:
                     self._launcher_died("did not answer")
 
     # ------------------------------------------------------------------ lifecycle
+    def router_nets(self) -> list:
+        from netemu.dataplane.labnet import RouterNet
+
+        return [RouterNet(r.name, r.ip) for r in self.lab.spec.routers or []]
+
+    def make_bgp(self) -> None:
+        """The FRR side of MetalLB's BGP mode (a build and a resume make it); its processes sit in the
+        lab's cgroup `frr`."""
+        from netemu.dataplane.bgp import BgpSpeakers
+
+        cg = self.cgroups.create("frr") if self.cgroups is not None else None
+        self.bgp = BgpSpeakers(self.name, self.net.node_netns, tuple(cg.dirs) if cg is not None else ())
+
     def node_nets(self) -> list[NodeNet]:
         return [NodeNet(n.metadata.name, internal_ip(n), n.spec.pod_cidr) for n in
                 sorted(self.cluster.store.list("Node"), key=lambda n: _node_order(self.lab, n.metadata.name))]
@@ -424,8 +438,11 @@ class LabDaemon:
         """Bring the lab up. On any failure the caller tears everything down."""
         spec = self.lab.spec
         self.cluster.bootstrap()
-        self.net = LabNet(self.name, spec.network, spec.gateway, spec.service_cidr, self.node_nets())
-        self.progress(f"building the lab network: {len(self.net.nodes)} nodes")
+        self.net = LabNet(self.name, spec.network, spec.gateway, spec.service_cidr, self.node_nets(),
+                          self.router_nets())
+        self.progress(f"building the lab network: {len(self.net.nodes)} nodes"
+                      + (f", {len(self.net.routers)} router{'s' * (len(self.net.routers) != 1)}"
+                         if self.net.routers else ""))
         t0 = time.perf_counter()
         # the launcher boots while the wires are made; it only needs /run/netns to be a mount
         # point already, so that its private mount namespace can leave the netns mounts out
@@ -449,6 +466,7 @@ class LabDaemon:
         # the IPs sit on kube-ipvs0 behind arp_ignore and the speaker replies itself (speaker.py)
         self.speakers = Speakers({n: self.net.node_netns(n) for n in self.net.nodes},
                                  kernel_reply=self.lab.spec.proxy_mode != "ipvs")
+        self.make_bgp()
         for node in self.cluster.store.list("Node"):
             self.kubelet.set_node_up(node.metadata.name, True)
             set_ready(self.cluster, node, True, "KubeletReady", "kubelet is posting ready status")
@@ -561,6 +579,7 @@ class LabDaemon:
         if self.proxy is not None:
             await self.proxy.sync(self.cluster.store)
         self._sync_speakers()  # after the rules: a new LB IP is DNATed before it attracts traffic
+        await self._sync_bgp()
         self.dns.update(self.cluster.store)
         self.ingress.update(self.cluster.store)
         self._persist()
@@ -572,6 +591,72 @@ class LabDaemon:
 
             self.speakers.sync(metallb_l2.announcements(self.cluster).by_node)
 
+    def bgp_desired(self) -> tuple[dict, dict, dict]:
+        """(node -> SpeakerConfig, router -> RouterConfig, pool CIDR -> router address): what FRR and the
+        host's routes should be, from the last reconcile."""
+        from netemu.control import metallb_bgp, metallb_frr, metallb_l2
+        from netemu.control.metallb import load_config
+
+        config = load_config(self.cluster)
+        ann = metallb_bgp.announcements(self.cluster)
+        node_ips = {n.name: n.ip for n in self.net.nodes.values()}
+        passwords = self._bgp_passwords(config)
+        speakers = metallb_frr.speaker_configs(ann, config, node_ips, metallb_l2.speakers_alive(self.cluster),
+                                               passwords)
+        routers = {r.name: metallb_frr.router_config(r.name, r.ip, r.asn, config, node_ips, passwords)
+                   for r in self.lab.spec.routers or []}
+        return speakers, routers, self._pool_routes(config)
+
+    def _bgp_passwords(self, config) -> dict[str, str]:
+        """The peers' passwordSecrets (metallb-system, kubernetes.io/basic-auth, key password)."""
+        import base64
+
+        out = {}
+        for p in (config.bgp.peers if config is not None and config.bgp is not None else []):
+            if p.password_secret and not p.password:
+                try:
+                    sec = self.cluster.store.get("Secret", "metallb-system", p.password_secret)
+                    out[p.name] = base64.b64decode((sec.data or {}).get("password", "")).decode()
+                except Exception:
+                    pass
+        return out
+
+    def _pool_routes(self, config) -> dict[str, str]:
+        """The host routes each pool MetalLB announces over BGP via the router its nodes peer with (the
+        first router named by a BGPPeer, else the first router), when the pool is outside the lab network."""
+        import ipaddress
+
+        routers = self.lab.spec.routers or []
+        if not routers or config is None or config.bgp is None or not config.bgp.peers:
+            return {}
+        peer_ips = {ipaddress.ip_address(p.address) for p in config.bgp.peers}
+        via = next((r.ip for r in routers if ipaddress.ip_address(r.ip) in peer_ips), routers[0].ip)
+        lab_net = ipaddress.ip_network(self.lab.spec.network)
+        out = {}
+        for pool in config.pools:
+            if not pool.bgp:
+                continue
+            for cidr in pool.cidrs:
+                if cidr.version == 4 and not cidr.overlaps(lab_net):
+                    out[str(cidr)] = via
+        return out
+
+    async def _sync_bgp(self) -> None:
+        if self.bgp is None:
+            return
+        speakers, routers, host_routes = self.bgp_desired()
+        if not speakers and not routers and not self.bgp.instances and not self.bgp.host_routes:
+            return
+        from netemu.dataplane import frr
+
+        problem = frr.available()
+        if problem:
+            if problem not in self.bgp.warnings:
+                self.bgp.warnings.append(problem)
+                log.error("MetalLB BGP mode: %s", problem)
+            return
+        await asyncio.to_thread(self.bgp.sync, speakers, routers, host_routes)
+
     def set_speaker(self, node: str, alive: bool) -> None:
         """Kill or restart one node's speaker (failure injection): its IPs move elsewhere."""
         from netemu.control import metallb_l2
@@ -581,6 +666,8 @@ class LabDaemon:
             self.speakers.start(node)
         else:
             self.speakers.kill(node)
+            if self.bgp is not None:
+                self.bgp.kill(node)  # its FRR dies with it: the router's BFD or hold timer notices
         metallb_l2.set_speaker_alive(self.cluster, node, alive)
         self.cluster.reconcile()
         self._sync_speakers()
@@ -637,6 +724,8 @@ class LabDaemon:
         else:
             set_ready(self.cluster, obj, False, "NodeStatusUnknown", "Kubelet stopped posting node status.")
             self.speakers.kill(node)  # a failed node's speaker is gone with it
+            if self.bgp is not None:  # and its FRR (the cable is cut already: no goodbye reaches the router)
+                await asyncio.to_thread(self.bgp.kill, node)
         metallb_l2.set_speaker_alive(self.cluster, node, up)
         # fail over at once: every node already DNATs every LB IP, only the ARP owner moves
         self.cluster.reconcile()
@@ -721,6 +810,11 @@ class LabDaemon:
                 log.exception("stopping pods")
         if self.speakers is not None:
             self.speakers.close()
+        if self.bgp is not None:
+            try:
+                await asyncio.to_thread(self.bgp.close)
+            except Exception:
+                log.exception("stopping FRR")
         if self.proxy is not None:
             try:
                 self.proxy.close()

@@ -117,7 +117,7 @@ async def resume(d, hello: dict, extra: dict) -> None:
     d.initial_objects = []
     d.resumed = True
     spec = d.lab.spec
-    d.net = LabNet(d.name, spec.network, spec.gateway, spec.service_cidr, d.node_nets())
+    d.net = LabNet(d.name, spec.network, spec.gateway, spec.service_cidr, d.node_nets(), d.router_nets())
     d.launcher._next = (os.getpid() & 0xFFFF) << 32  # never an id the previous process used
     missing = missing_network(d.net)
     listing = None
@@ -160,6 +160,7 @@ async def resume(d, hello: dict, extra: dict) -> None:
         except Exception as e:
             log.error("node %s: setting its link %s: %s", node, "up" if is_up else "down", e)
     d.speakers = Speakers({n: d.net.node_netns(n) for n in d.net.nodes}, kernel_reply=spec.proxy_mode != "ipvs")
+    d.make_bgp()  # FRR still running from before is restarted from its configuration at the first pass
     for node, is_up in up.items():
         if not is_up:
             d.speakers.kill(node)

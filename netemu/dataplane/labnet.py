@@ -49,13 +49,24 @@ def _mac(seed: str) -> str:
     return "02:" + ":".join(f"{b:02x}" for b in h[:5])
 
 
+@dataclass(frozen=True)
+class RouterNet:
+    """A lab router (spec.routers): a namespace on the segment with forwarding on, no pods, no default
+    route; FRR (netemu.dataplane.frr) runs in it."""
+
+    name: str
+    ip: str
+
+
 class LabNet:
-    def __init__(self, lab: str, network: str, gateway: str, service_cidr: str, nodes: list[NodeNet]):
+    def __init__(self, lab: str, network: str, gateway: str, service_cidr: str, nodes: list[NodeNet],
+                 routers: Optional[list[RouterNet]] = None):
         self.lab = lab
         self.network = ipaddress.ip_network(network)
         self.gateway = gateway
         self.service_cidr = service_cidr
         self.nodes = {n.name: n for n in nodes}
+        self.routers = {r.name: r for r in routers or []}
         self.switch = names.switch_netns(lab)
         self.host_link = names.host_link(lab)
 
@@ -64,7 +75,7 @@ class LabNet:
 
     # ------------------------------------------------------------------ build
     def create_namespaces(self) -> None:
-        ip_batch([f"netns add {self.switch}"] + [f"netns add {self.node_netns(n)}" for n in self.nodes])
+        ip_batch([f"netns add {self.switch}"] + [f"netns add {self.node_netns(n)}" for n in [*self.nodes, *self.routers]])
 
     def build(self) -> None:
         """Wire the namespaces made by create_namespaces()."""
@@ -82,7 +93,7 @@ class LabNet:
             f"link set {names.SWITCH_BRIDGE} up",
             f"link set {names.SWITCH_HOST_PORT} master {names.SWITCH_BRIDGE} up",
         ]
-        for n in self.nodes.values():
+        for n in [*self.nodes.values(), *self.routers.values()]:
             port = names.switch_port(n.name)
             sw += [f"link add {port} type veth peer name {names.NODE_UPLINK} netns {self.node_netns(n.name)}",
                    f"link set {port} master {names.SWITCH_BRIDGE} up"]
@@ -92,6 +103,27 @@ class LabNet:
                                              "net.ipv6.conf.all.disable_ipv6": "1"})
         for n in self.nodes.values():
             self._build_node(n, prefix)
+        for r in self.routers.values():
+            self._build_router(r, prefix)
+
+    def _build_router(self, r: RouterNet, prefix: int) -> None:
+        ns = self.node_netns(r.name)
+        nsutil.write_sysctl_in(ns, {
+            "net.ipv4.ip_forward": "1",
+            "net.ipv4.conf.all.rp_filter": "0",
+            "net.ipv4.conf.default.rp_filter": "0",
+            # it forwards out of the interface it received on (host -> router -> node, one segment):
+            # no ICMP redirects, or the host would learn to bypass it and miss every failover
+            "net.ipv4.conf.all.send_redirects": "0",
+            "net.ipv4.conf.default.send_redirects": "0",
+            # ECMP over the nodes by flow (addresses and ports), not by address pair alone
+            "net.ipv4.fib_multipath_hash_policy": "1",
+            "net.ipv6.conf.all.disable_ipv6": "1",
+            "net.ipv6.conf.default.disable_ipv6": "1",
+        })
+        ip_batch(["link set lo up", f"addr add {r.ip}/{prefix} dev {names.NODE_UPLINK}",
+                  f"link set {names.NODE_UPLINK} up"], netns=ns)
+        nsutil.write_sysctl_in(ns, {f"net.ipv4.conf.{names.NODE_UPLINK}.send_redirects": "0"})
 
     def _build_node(self, n: NodeNet, prefix: int) -> None:
         ns = self.node_netns(n.name)

@@ -24,6 +24,9 @@ def full_teardown(lab: str, exclude_pids: tuple[int, ...] = ()) -> list[str]:
     cg = LabCgroups(lab)
     for pid in exclude_pids:
         cg.leave(pid)
+    from netemu.dataplane import frr
+
+    frr.sweep(lab)  # FRR daemons by their pid files (also where cgroups are not available)
     cg.teardown(exclude=exclude_pids)
     from netemu.dataplane import uplink
 

@@ -653,7 +653,8 @@ def _legacy_pool(raw: Any, i: int, names: dict[str, int], out: LegacyConfig,
                                                 spec=L2AdvertisementSpec(ip_address_pools=[name])))
 
 
-NO_BGP = "netemu's speakers announce over layer 2 only (no BGP sessions)"
+NO_BGP = ("the legacy ConfigMap's BGP pools give no addresses in netemu; MetalLB's BGP mode runs from the CRDs "
+          "(IPAddressPool, BGPPeer, BGPAdvertisement)")
 
 
 class MetalLBConfigError(ValueError):
@@ -710,7 +711,6 @@ def validate_metallb(obj: K8sModel, loc: Location, report: Report) -> Optional[l
         _namespace_note(obj, loc, report)
         for path, text in OBJECT_CHECKS[type(obj)](obj):
             report.error(loc, path, text)
-        report.warn(loc, "", f"checked as MetalLB checks it, but {NO_BGP}")
         return []
     if is_legacy_configmap(obj):
         parsed = check_legacy_configmap(obj, loc, report)

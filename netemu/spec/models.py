@@ -780,10 +780,22 @@ class LabNode(K8sModel):
     taints: Optional[list[Taint]] = None  # registered with these (kubeadm's --register-with-taints)
 
 
+class LabRouter(K8sModel):
+    """A router on the lab segment (a namespace running FRR: zebra, bgpd, bfdd) that MetalLB's BGP speakers
+    peer with; the host routes the BGP pools through it."""
+
+    name: str
+    ip: str
+    asn: int
+    # a BGP session with the host's end of the lab segment (never anything else); not built yet
+    upstream: bool = False
+
+
 class LabSpec(K8sModel):
     network: str = "192.168.1.0/24"
     gateway: str = "192.168.1.1"
     nodes: Optional[list[LabNode]] = None
+    routers: Optional[list[LabRouter]] = None
     pod_cidr: str = Field(default="172.16.0.0/16", alias="podCIDR")
     node_pod_prefix: int = 24
     service_cidr: str = Field(default="10.96.0.0/12", alias="serviceCIDR")

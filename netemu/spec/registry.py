@@ -60,7 +60,8 @@ class Resource:
 
 
 _RO = ("get", "list", "watch")
-_NO_BGP = "checked as MetalLB checks it, but MetalLB's BGP mode is not built; layer 2 is"
+_NO_BGP = ("MetalLB's BGP mode: FRR in every node peers with the lab's routers (Lab spec.routers) or any peer; "
+           "checked as MetalLB checks it")
 _ALL = ("all",)
 
 

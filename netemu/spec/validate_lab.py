@@ -50,6 +50,7 @@ def validate_lab(lab: Lab, loc: Location, report: Report) -> None:
     elif network and not _usable(gateway, network):
         report.error(loc, "spec.gateway", f"{gateway} must be a host address inside spec.network {network}")
     _check_nodes(lab, network, gateway, loc, report)
+    _check_routers(lab, network, gateway, loc, report)
     _check_pod_cidr(lab, ranges["podCIDR"], loc, report)
     service_cidr = ranges["serviceCIDR"]
     dns, why = parse_ip(spec.cluster_dns)
@@ -116,6 +117,40 @@ def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location,
         ips.setdefault(str(ip), i)
     if not any(n.role == "worker" for n in nodes):
         report.error(loc, "spec.nodes", "needs at least one node with role worker (pods run on workers)")
+
+
+ASN_MAX = 4294967295
+
+
+def _check_routers(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location, report: Report) -> None:
+    """Routers: names unique among nodes and routers (both are namespaces ne-<lab>_<name>), an address on
+    the lab network that nobody else has, an ASN of 1..4294967295 (32-bit ASNs, RFC 6793)."""
+    nodes = lab.spec.nodes or []
+    names = {n.name: f"spec.nodes[{i}]" for i, n in enumerate(nodes)}
+    ips = {n.ip: f"spec.nodes[{i}]" for i, n in enumerate(nodes)}
+    for i, r in enumerate(lab.spec.routers or []):
+        path = f"spec.routers[{i}]"
+        if (why := check_dns_label(r.name)) is not None:
+            report.error(loc, f"{path}.name", why)
+        elif r.name in names:
+            report.error(loc, f"{path}.name", f"duplicate name {r.name!r} (also {names[r.name]}): nodes and "
+                                              f"routers share one namespace each")
+        names.setdefault(r.name, path)
+        if not 1 <= r.asn <= ASN_MAX:
+            report.error(loc, f"{path}.asn", f"must be between 1 and {ASN_MAX}, got {r.asn}")
+        ip, why = parse_ip(r.ip)
+        if why:
+            report.error(loc, f"{path}.ip", why)
+            continue
+        if network and not _usable(ip, network):
+            report.error(loc, f"{path}.ip", f"{ip} must be a host address inside spec.network {network}")
+        if gateway is not None and ip == gateway:
+            report.error(loc, f"{path}.ip", f"{ip} is the gateway (the host's address on the lab network)")
+        if str(ip) in ips:
+            report.error(loc, f"{path}.ip", f"{ip} is taken (also {ips[str(ip)]})")
+        ips.setdefault(str(ip), path)
+        if r.upstream:
+            report.error(loc, f"{path}.upstream", "a BGP session with the host is not built yet: leave it false")
 
 
 RESOURCE_NAMES = ("cpu", "memory", "pods", "ephemeral-storage")

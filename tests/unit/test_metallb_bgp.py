@@ -105,13 +105,13 @@ def test_kinds_load_with_the_crds_defaults_and_are_served_by_the_registry():
     assert b.kind == "BFDProfile" and co.spec.communities[0].value == "64500:1"
     for kind in ("BGPPeer", "BGPAdvertisement", "BFDProfile", "Community"):
         res = registry.by_kind(kind)
-        assert res.acted and "not built" in res.note
+        assert res.acted and "FRR" in res.note
     assert registry.lookup("bgppeers").version == "v1beta2"
 
 
-def test_bgp_objects_warn_that_nothing_is_announced():
+def test_bgp_objects_load_without_a_warning_now_that_they_are_announced():
     spec = load_text(peer(), "bgp.yaml")
-    assert any("BGPPeer/r1" in w and "layer 2 only" in w for w in spec.warnings), spec.warnings
+    assert not any("BGPPeer/r1" in w for w in spec.warnings), spec.warnings
 
 
 def test_peer_at_v1beta1_is_refused_with_the_served_version():

@@ -1,0 +1,159 @@
+"""MetalLB's BGP mode with real FRR: a lab router peering with every node's speaker, ECMP to the nodes,
+failover by BFD and by the hold timer, the host's route to the pool via the router."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import TestLab, _free_index, _netns, curl, netemu
+
+pytestmark = pytest.mark.skipif(not os.access("/usr/lib/frr/bgpd", os.X_OK) or shutil.which("vtysh") is None,
+                                reason="FRR is not installed (apt-get install frr)")
+
+MANIFESTS = """\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: metallb-system}}
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {{name: bgp-pool, namespace: metallb-system}}
+spec:
+  addresses: ["{pool}"]
+  avoidBuggyIPs: true
+---
+apiVersion: metallb.io/v1beta1
+kind: BFDProfile
+metadata: {{name: fast, namespace: metallb-system}}
+spec: {{receiveInterval: 300, transmitInterval: 300, detectMultiplier: 3}}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {{name: r1, namespace: metallb-system}}
+spec: {{myASN: 64512, peerASN: 64500, peerAddress: "{router}", holdTime: 30s, bfdProfile: fast}}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {{name: adv, namespace: metallb-system}}
+spec: {{ipAddressPools: [bgp-pool], communities: ["64512:100"]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: c, image: sysnet4admin/echo-hname, ports: [{{containerPort: 80}}]}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: one}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: one}}}}
+  template:
+    metadata: {{labels: {{app: one}}}}
+    spec:
+      containers: [{{name: c, image: sysnet4admin/echo-hname, ports: [{{containerPort: 80}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: one-lb}}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {{app: one}}
+  ports: [{{port: 80}}]
+"""
+
+NO_BFD_PEER = """\
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {{name: r1, namespace: metallb-system}}
+spec: {{myASN: 64512, peerASN: 64500, peerAddress: "{router}", holdTime: 3s}}
+"""
+
+
+def _pool(index: int) -> str:
+    return f"10.{200 + index % 50}.7.0/24"
+
+
+@pytest.fixture(scope="module")
+def bgp_lab(tmp_path_factory):
+    lab = TestLab(f"bgp{uuid.uuid4().hex[:6]}", _free_index())
+    net = ipaddress.ip_network(lab.network)
+    lab.router_ip = str(net.network_address + 254)
+    lab.pool = _pool(lab.index)
+    lab.default_spec = {"routers": f"[{{name: r1, ip: {lab.router_ip}, asn: 64500}}]"}
+    lab.tmp = tmp_path_factory.mktemp("bgp")
+    try:
+        lab.up(MANIFESTS.format(pool=lab.pool, router=lab.router_ip), tmp_path=lab.tmp)
+        yield lab
+    finally:
+        lab.down()
+    assert not [n for n in _netns() if n.startswith(f"ne-{lab.name}")], "namespaces left after down"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"/run/frr/ne-{lab.name}_" not in ps, "FRR daemons left after down"
+    assert not os.path.isdir("/run/frr") or not [d for d in os.listdir("/run/frr") if d.startswith(f"ne-{lab.name}_")]
+    routes = subprocess.run(["ip", "route", "show", lab.pool], capture_output=True, text=True).stdout
+    assert routes.strip() == "", f"the host still routes the pool: {routes}"
+
+
+def router_route(lab, ip: str) -> set[str]:
+    """The next hops r1's kernel has for ip."""
+    out = subprocess.run(["ip", "-n", lab.node_netns("r1"), "route", "show", ip], capture_output=True,
+                         text=True).stdout
+    return {w[w.index("via") + 1] for w in (line.split() for line in out.splitlines()) if "via" in w}
+
+
+def sessions(lab) -> dict:
+    return json.loads(lab.run("bgp", "-o", "json").stdout)
+
+
+def established(lab) -> bool:
+    inst = sessions(lab)
+    peers = ((inst.get("r1") or {}).get("summary") or {}).get("ipv4Unicast", {}).get("peers", {})
+    return len(peers) == 4 and all(p.get("state") == "Established" for p in peers.values())
+
+
+def lb_ip(lab, svc: str) -> str:
+    return lab.wait_for(lambda: (lab.get("svc", svc)[0]["status"]["loadBalancer"].get("ingress") or [{}])[0]
+                        .get("ip"), what="an EXTERNAL-IP")
+
+
+def test_sessions_ecmp_and_traffic(bgp_lab):
+    lab = bgp_lab
+    lab.run("expose", "deployment", "web", "--type=LoadBalancer", "--name=web-lb", "--port=80")
+    ip = lb_ip(lab, "web-lb")
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(lab.pool)
+    lab.wait_for(lambda: established(lab), timeout=20, what="r1's four sessions Established")
+    workers = {lab.node_ips[n] for n in ("w1-k8s", "w2-k8s", "w3-k8s")}
+    # one next hop per announcing node; not the control plane (exclude-from-external-load-balancers)
+    lab.wait_for(lambda: router_route(lab, ip) == workers, timeout=15, what="three ECMP next hops on r1")
+    table = lab.run("bgp").stdout
+    assert "Established" in table and "r1" in table
+    shown = netemu("--lab", lab.name, "exec", "r1", "--", "vtysh", "-c", "show ip bgp").stdout
+    assert f"{ip}/32" in shown and "64512" in shown
+    detail = netemu("--lab", lab.name, "exec", "r1", "--", "vtysh", "-c",
+                    f"show ip bgp {ip}/32").stdout
+    assert "64512:100" in detail  # the advertisement's community
+    assert netemu("check-route", ip).returncode == 0
+    answers = {curl(lab, ip, 80) for _ in range(12)}
+    assert len({a for a in answers if a.startswith("web-")}) >= 2, answers
+    desc = lab.run("describe", "svc", "web-lb").stdout
+    assert 'announcing from node "w1-k8s" with protocol "bgp"' in desc
+    # the speaker's kill ends its session at once: the kernel closes bgpd's socket
+    lab.run("speaker", "kill", "w3-k8s")
+    lab.wait_for(lambda: lab.node_ips["w3-k8s"] not in router_route(lab, ip), timeout=3, interval=0.05,
+                 what="r1 to drop w3's next hop")
+    lab.run("speaker", "start", "w3-k8s")
+    lab.wait_for(lambda: router_route(lab, ip) == workers, timeout=15, what="w3 back")

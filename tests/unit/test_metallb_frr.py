@@ -1,0 +1,168 @@
+"""MetalLB's BGP mode in FRR, the pure part: MetalLB's decisions -> each node's and router's FRR
+configuration, the live changes (vtysh commands) between two sets of routes, and the Lab document's routers."""
+from __future__ import annotations
+
+import pytest
+
+from test_metallb_bgp import ALL, EVERYWHERE, adv, bfd, cluster, decide, peer, pool, slice_, svc
+
+from netemu.control import metallb, metallb_frr
+from netemu.control.metallb_frr import Applied, applied_from, plan, router_config, speaker_configs
+from netemu.dataplane.bgp import host_route_conflict
+from netemu.spec.errors import SpecError
+from netemu.spec.load import load_text
+
+IPS = {"m-k8s": "192.168.1.10", "w1-k8s": "192.168.1.101", "w2-k8s": "192.168.1.102", "w3-k8s": "192.168.1.103"}
+ALIVE = {n: True for n in ALL}
+
+
+def configs(c, services, slices, alive=ALIVE):
+    return speaker_configs(decide(c, services, slices, alive), metallb.load_config(c), IPS, alive)
+
+
+def test_a_node_speaker_renders_neighbors_networks_and_attributes():
+    c = cluster(pool(), peer(address="192.168.1.254", holdTime="3s", bfdProfile="fast"),
+                bfd(receiveInterval=300, transmitInterval=300, detectMultiplier=3),
+                adv(communities='["64500:100", "large:1:2:3"]'))
+    cfg = configs(c, [svc()], [slice_(endpoints=EVERYWHERE)])["w1-k8s"]
+    files = cfg.files()
+    bgpd = files["bgpd"]
+    assert "router bgp 64512\n bgp router-id 192.168.1.101\n no bgp ebgp-requires-policy\n" \
+           " no bgp network import-check\n" in bgpd
+    assert " neighbor 192.168.1.254 remote-as 64500\n" in bgpd
+    assert " neighbor 192.168.1.254 timers 1 3\n" in bgpd
+    assert " neighbor 192.168.1.254 bfd profile fast\n" in bgpd
+    rm = cfg.networks["10.10.10.1/32"].route_map
+    assert f"  network 10.10.10.1/32 route-map {rm}\n" in bgpd
+    assert f"route-map {rm} permit 10\n set community 64500:100\n set large-community 1:2:3\n" in bgpd
+    assert "set local-preference" not in bgpd  # eBGP: no LOCAL_PREF
+    assert "ip prefix-list ne-out-192.168.1.254 seq 1 permit 10.10.10.1/32\n" in bgpd
+    assert "ip prefix-list ne-out-192.168.1.254 seq 4294967295 deny any\n" in bgpd
+    assert "  neighbor 192.168.1.254 prefix-list ne-out-192.168.1.254 out\n" in bgpd
+    assert " profile fast\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n" in files["bfdd"]
+
+
+def test_nodes_keep_their_sessions_without_routes_and_dead_speakers_have_none():
+    c = cluster(pool(), peer(), adv())
+    alive = {**ALIVE, "w2-k8s": False}
+    cfgs = configs(c, [svc()], [slice_(endpoints=(("172.16.1.5", "w1-k8s", True),))], alive)
+    assert sorted(cfgs) == ["m-k8s", "w1-k8s", "w3-k8s"]
+    assert cfgs["w3-k8s"].neighbors and cfgs["w3-k8s"].networks  # Cluster policy: every node announces
+    local = configs(c, [svc(policy="Local")], [slice_(endpoints=(("172.16.1.5", "w1-k8s", True),))])
+    assert [n for n, cfg in local.items() if cfg.networks] == ["w1-k8s"]
+    assert local["w3-k8s"].neighbors and not local["w3-k8s"].networks  # still peers
+    assert speaker_configs(decide(cluster(pool()), [svc()], [slice_()]), metallb.load_config(cluster(pool())),
+                           IPS, ALIVE) == {}  # no peers: no FRR at all
+
+
+def test_ibgp_sends_local_pref_and_each_peer_gets_its_own_filter():
+    c = cluster(pool(), peer(my=64512, asn=64512, address="192.168.1.254"),
+                peer(name="r2", my=64512, asn=64512, address="192.168.1.253"), adv(localPref=150))
+    cfg = configs(c, [svc()], [slice_(endpoints=EVERYWHERE)])["w1-k8s"]
+    bgpd = cfg.bgpd_text()
+    assert "set local-preference 150" in bgpd
+    assert " neighbor 192.168.1.253 remote-as 64512\n" in bgpd
+    assert set(cfg.filters) == {"192.168.1.254", "192.168.1.253"}
+
+
+def test_plan_adds_before_announcing_withdraws_before_unfiltering():
+    c = cluster(pool(), peer(address="192.168.1.254"), adv())
+    one = configs(c, [svc(ip="10.10.10.1")], [slice_(endpoints=EVERYWHERE)])["w1-k8s"]
+    two = configs(c, [svc(ip="10.10.10.1"), svc(name="b", ip="10.10.10.2", app="b")],
+                  [slice_(endpoints=EVERYWHERE), slice_(service="b", endpoints=EVERYWHERE)])["w1-k8s"]
+    assert one.static_key() == two.static_key()
+    have = applied_from(one)
+    cmds, now = plan(have, two)
+    rm = two.networks["10.10.10.2/32"].route_map
+    assert cmds == ["ip prefix-list ne-out-192.168.1.254 seq 2 permit 10.10.10.2/32",
+                    "router bgp 64512", " address-family ipv4 unicast", f"  network 10.10.10.2/32 route-map {rm}",
+                    " exit-address-family", "exit"]
+    assert plan(now, two)[0] == []  # nothing to do twice
+    back, after = plan(now, one)
+    assert back == ["router bgp 64512", " address-family ipv4 unicast", "  no network 10.10.10.2/32",
+                    " exit-address-family", "exit",
+                    "no ip prefix-list ne-out-192.168.1.254 seq 2 permit 10.10.10.2/32"]
+    assert after.networks == applied_from(one).networks
+    # a new set of attributes brings its route-map once
+    c2 = cluster(pool(), peer(address="192.168.1.254"), adv(communities='["1:1"]'))
+    three = configs(c2, [svc(ip="10.10.10.1")], [slice_(endpoints=EVERYWHERE)])["w1-k8s"]
+    cmds, _ = plan(Applied(dict(one.networks), {"192.168.1.254": {"10.10.10.1/32": 1}},
+                           frozenset(a.route_map for a in one.networks.values())), three)
+    assert cmds[:3] == [f"route-map {three.networks['10.10.10.1/32'].route_map} permit 10", " set community 1:1",
+                        "exit"]
+    assert f"  network 10.10.10.1/32 route-map {three.networks['10.10.10.1/32'].route_map}" in cmds
+
+
+def test_a_router_accepts_the_peers_nodes_with_their_session_settings_and_ecmp():
+    c = cluster(pool(), peer(address="192.168.1.254", holdTime="3s", bfdProfile="fast", password="s3cret"),
+                peer(name="other", address="192.168.1.9"), bfd(), adv())
+    cfg = router_config("r1", "192.168.1.254", 64500, metallb.load_config(c), IPS)
+    bgpd = cfg.files()["bgpd"]
+    assert "router bgp 64500\n bgp router-id 192.168.1.254\n" in bgpd
+    for node, ip in IPS.items():
+        assert f" neighbor {ip} remote-as 64512\n" in bgpd
+        assert f" neighbor {ip} description {node}\n" in bgpd
+        assert f" neighbor {ip} bfd profile fast\n" in bgpd
+        assert f" neighbor {ip} password s3cret\n" in bgpd
+        assert f"  neighbor {ip} activate\n" in bgpd
+    assert "  maximum-paths 64\n" in bgpd and " bgp bestpath as-path multipath-relax\n" in bgpd
+    assert " profile fast\n" in cfg.files()["bfdd"]
+    # a router no BGPPeer names has no neighbors
+    assert router_config("r2", "192.168.1.253", 64501, metallb.load_config(c), IPS).neighbors == ()
+
+
+def test_the_host_routes_a_pool_only_where_it_routes_nothing_of_it():
+    routes = [{"dst": "default", "gateway": "10.0.0.1", "dev": "eth0"},
+              {"dst": "10.0.0.0/24", "dev": "eth0"}, {"dst": "172.17.0.0/16", "dev": "docker0"}]
+    assert host_route_conflict("10.10.10.0/24", routes) == ""
+    assert "10.0.0.0/24" in host_route_conflict("10.0.0.128/25", routes)
+    assert "172.17.0.0/16" in host_route_conflict("172.17.5.0/24", routes)
+
+
+# --------------------------------------------------------------------------- the Lab document's routers
+LAB = """apiVersion: netemu.dev/v1alpha1
+kind: Lab
+metadata: {name: lab}
+spec:
+  nodes:
+  - {name: m-k8s, ip: 192.168.1.10, role: control-plane}
+  - {name: w1-k8s, ip: 192.168.1.101}
+  routers:
+%s
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: x}
+"""
+
+
+def lab_errors(routers: str) -> list[str]:
+    with pytest.raises(SpecError) as e:
+        load_text(LAB % routers, "bgp.yaml")
+    return e.value.errors
+
+
+def test_routers_load():
+    lab = load_text(LAB % "  - {name: r1, ip: 192.168.1.254, asn: 64500}", "bgp.yaml").lab
+    assert lab.spec.routers[0].name == "r1" and lab.spec.routers[0].asn == 64500 and not lab.spec.routers[0].upstream
+
+
+@pytest.mark.parametrize("routers, words", [
+    ("  - {name: r1, ip: 192.168.2.254, asn: 64500}", "spec.routers[0].ip: 192.168.2.254 must be a host address inside"),
+    ("  - {name: r1, ip: 192.168.1.101, asn: 64500}", "spec.routers[0].ip: 192.168.1.101 is taken (also spec.nodes[1])"),
+    ("  - {name: r1, ip: 192.168.1.1, asn: 64500}", "spec.routers[0].ip: 192.168.1.1 is the gateway"),
+    ("  - {name: r1, ip: 192.168.1.254, asn: 0}", "spec.routers[0].asn: must be between 1 and 4294967295, got 0"),
+    ("  - {name: w1-k8s, ip: 192.168.1.254, asn: 1}", "spec.routers[0].name: duplicate name 'w1-k8s' (also spec.nodes[1])"),
+    ("  - {name: r1, ip: 192.168.1.254, asn: 1}\n  - {name: r1, ip: 192.168.1.253, asn: 1}",
+     "spec.routers[1].name: duplicate name 'r1' (also spec.routers[0])"),
+    ("  - {name: r1, ip: 192.168.1.254, asn: 1}\n  - {name: r2, ip: 192.168.1.254, asn: 1}",
+     "spec.routers[1].ip: 192.168.1.254 is taken (also spec.routers[0])"),
+    ("  - {name: R_1, ip: 192.168.1.254, asn: 1}", "spec.routers[0].name"),
+])
+def test_router_errors_name_file_document_and_field(routers, words):
+    errs = lab_errors(routers)
+    assert any(words in e and e.startswith("bgp.yaml: document 1 (Lab/lab)") for e in errs), errs
+
+
+def test_the_rendering_module_names_what_it_exports():
+    assert set(metallb_frr.__all__) <= set(dir(metallb_frr))

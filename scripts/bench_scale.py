@@ -40,6 +40,15 @@ WORKERS = 10
 NAMESPACES = 10
 SCALE_BY = 30
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+MB_PER_POD = 4.5  # what a pod costs this machine, processes and kernel (3,000 pods took 13 GB)
+
+
+def mem_available_mb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def lab_yaml(pods: int, deployments: int) -> str:
@@ -167,6 +176,10 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: it builds real labs")
+    need, have = args.pods * MB_PER_POD + 1024, mem_available_mb()
+    if need > have:  # a lab past the machine's memory thrashes it (and whatever else runs on it)
+        raise SystemExit(f"{args.pods:,} pods need about {need / 1024:.1f} GB and {have / 1024:.1f} GB is available: "
+                         f"use fewer (--pods {int((have - 1024) / MB_PER_POD) // 1000 * 1000})")
     many = measure("many", args.pods, args.deployments, args.idle)
     one = measure("one", args.pods, 1, args.idle)
     print(f"\n{args.pods:,} pods on {WORKERS} workers; {args.deployments:,} Deployments + Services "

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 import uuid
 
 import pytest
@@ -157,3 +159,51 @@ def test_sessions_ecmp_and_traffic(bgp_lab):
                  what="r1 to drop w3's next hop")
     lab.run("speaker", "start", "w3-k8s")
     lab.wait_for(lambda: router_route(lab, ip) == workers, timeout=15, what="w3 back")
+
+
+def test_local_policy_announces_from_endpoint_nodes_only(bgp_lab):
+    lab = bgp_lab
+    ip = lb_ip(lab, "one-lb")
+    node = lab.pods("app=one")[0]["spec"]["nodeName"]
+    lab.wait_for(lambda: router_route(lab, ip) == {lab.node_ips[node]}, timeout=15,
+                 what=f"one next hop, {node}'s")
+    assert curl(lab, ip, 80).startswith("one-")
+    lab.run("delete", "svc", "one-lb")
+    lab.wait_for(lambda: not router_route(lab, ip), timeout=10, what="the route withdrawn with the Service")
+
+
+def _withdrawn_after(lab, ip: str, node: str, limit: float) -> float:
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "netemu", "node", "down", node, "--lab", lab.name],
+                            stdout=subprocess.DEVNULL)
+    gone = None
+    while time.monotonic() - t0 < limit + 5:
+        if lab.node_ips[node] not in router_route(lab, ip):
+            gone = time.monotonic() - t0
+            break
+        time.sleep(0.01)
+    proc.wait(30)
+    assert gone is not None, f"{node}'s next hop still on r1 after {limit + 5:.1f}s"
+    return gone
+
+
+def test_node_down_withdraws_within_bfd_then_hold_time(bgp_lab):
+    lab = bgp_lab
+    lab.run("expose", "deployment", "web", "--type=LoadBalancer", "--name=web-lb", "--port=80", check=False)
+    ip = lb_ip(lab, "web-lb")
+    workers = {lab.node_ips[n] for n in ("w1-k8s", "w2-k8s", "w3-k8s")}
+    lab.wait_for(lambda: router_route(lab, ip) == workers, timeout=15, what="three next hops")
+    # BFD 300 ms x 3: the router drops the path in about 0.9 s (the CLI's own start-up on top)
+    took = _withdrawn_after(lab, ip, "w2-k8s", 1.5)
+    assert took < 1.5, took
+    lab.run("node", "up", "w2-k8s")
+    lab.wait_for(lambda: router_route(lab, ip) == workers, timeout=20, what="w2 back")
+    # without BFD, the hold time (3 s) does it
+    path = lab.tmp / "peer.yaml"
+    path.write_text(NO_BFD_PEER.format(router=lab.router_ip))
+    lab.run("apply", "-f", str(path))
+    lab.wait_for(lambda: established(lab) and router_route(lab, ip) == workers, timeout=20,
+                 what="sessions again, without BFD")
+    took = _withdrawn_after(lab, ip, "w1-k8s", 3.0 + 1.0)
+    assert 2.0 < took < 4.0, took
+    lab.run("node", "up", "w1-k8s")

@@ -89,12 +89,12 @@ def cpu_seconds(pid: int) -> float:
 def scale_to_ready(api: Api, ns: str, name: str) -> float:
     """PATCH the Deployment's scale by +SCALE_BY; seconds until a watch sees all its replicas ready."""
     path = f"/apis/apps/v1/namespaces/{ns}/deployments"
-    st, body = api.request("GET", f"{path}/{name}")
-    dep = json.loads(body)
-    want = dep["spec"]["replicas"] + SCALE_BY
+    st, body = api.request("GET", f"{path}?fieldSelector=metadata.name%3D{name}")
+    listing = json.loads(body)  # the list's resourceVersion: the object's own may be older than the watch window
+    want = listing["items"][0]["spec"]["replicas"] + SCALE_BY
     w = api.connect()
     w.request("GET", f"{path}?watch=true&fieldSelector=metadata.name%3D{name}"
-                     f"&resourceVersion={dep['metadata']['resourceVersion']}")
+                     f"&resourceVersion={listing['metadata']['resourceVersion']}")
     resp = w.getresponse()
     done = threading.Event()
 
@@ -103,7 +103,10 @@ def scale_to_ready(api: Api, ns: str, name: str) -> float:
             line = resp.readline()
             if not line:
                 return
-            status = json.loads(line)["object"].get("status") or {}
+            event = json.loads(line)
+            if event["type"] == "ERROR":
+                raise SystemExit(f"watch: {event['object'].get('message')}")
+            status = event["object"].get("status") or {}
             if status.get("readyReplicas") == want and status.get("replicas") == want:
                 done.set()
                 return

@@ -822,7 +822,7 @@ class LabDaemon:
                 log.exception("stopping kube-proxy")
 
 
-CHECKPOINT_SECONDS = 30.0
+CHECKPOINT_SECONDS = 300.0  # the journal holds every change: a checkpoint only bounds the replay
 CHECKPOINT_CHANGES = 5000
 
 

@@ -343,16 +343,14 @@ def reconcile(c) -> BGPAnnouncements:
     node that starts announcing a Service; advertisements that cannot be merged), remember the result
     (:func:`announcements`). No store writes: safe in every pass."""
     from netemu.control.metallb import load_config
-    from netemu.control.metallb_l2 import SERVICE_NAME_LABEL, SPEAKER, load_balancers, speakers_alive
+    from netemu.control.metallb_l2 import SPEAKER, load_balancers_and_slices, speakers_alive
 
     st = _state(c)
     config = load_config(c)
     if config is None or config.bgp is None or not config.bgp.peers:
         st.last, st.assigned = BGPAnnouncements(), {}
         return st.last
-    lb = load_balancers(c.store)
-    slices = [sl for svc in lb for sl in c.store.select("EndpointSlice", svc.metadata.namespace,
-                                                        {SERVICE_NAME_LABEL: svc.metadata.name})]
+    lb, slices = load_balancers_and_slices(c.store)
     result = decide(lb, slices, c.store.list("Node"), config, speakers_alive(c))
     services = {(s.metadata.namespace, s.metadata.name): s for s in lb}
     seen = set()

@@ -230,9 +230,7 @@ def reconcile(c: "Cluster") -> Announcements:
     """Elect the announcing nodes, record MetalLB's events, remember the result (see
     :func:`announcements`). No store writes: safe to run in every controller pass."""
     st = _state(c)
-    lb = load_balancers(c.store)
-    slices = [sl for svc in lb for sl in c.store.select("EndpointSlice", svc.metadata.namespace,
-                                                        {SERVICE_NAME_LABEL: svc.metadata.name})]
+    lb, slices = load_balancers_and_slices(c.store)
     result = elect(lb, slices, c.store.list("Node"), load_config(c), speakers_alive(c))
     services = {(s.metadata.namespace, s.metadata.name): s for s in lb}
     seen = set()
@@ -262,6 +260,13 @@ def reconcile(c: "Cluster") -> Announcements:
 def load_balancers(store) -> list[Service]:
     """The LoadBalancer Services (an index: the others cost an election nothing)."""
     return store.indexed("service-type", "Service", lambda s: s.spec.type, "LoadBalancer")
+
+
+def load_balancers_and_slices(store) -> tuple[list[Service], list[EndpointSlice]]:
+    """The LoadBalancer Services and their EndpointSlices: what both MetalLB modes elect from."""
+    lb = load_balancers(store)
+    return lb, [sl for svc in lb for sl in store.select("EndpointSlice", svc.metadata.namespace,
+                                                         {SERVICE_NAME_LABEL: svc.metadata.name})]
 
 
 def announcements(c: "Cluster") -> Announcements:

@@ -104,14 +104,9 @@ def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location,
             from netemu.spec.validate_scheduling import check_taint_list
 
             check_taint_list(node.taints, f"{path}.taints", loc, report)
-        ip, why = parse_ip(node.ip)
-        if why:
-            report.error(loc, f"{path}.ip", why)
+        ip = _lab_address(node.ip, f"{path}.ip", network, gateway, loc, report)
+        if ip is None:
             continue
-        if network and not _usable(ip, network):
-            report.error(loc, f"{path}.ip", f"{ip} must be a host address inside spec.network {network}")
-        if gateway is not None and ip == gateway:
-            report.error(loc, f"{path}.ip", f"{ip} is the gateway (the host's address on the lab network)")
         if str(ip) in ips:
             report.error(loc, f"{path}.ip", f"duplicate node address {ip} (also spec.nodes[{ips[str(ip)]}])")
         ips.setdefault(str(ip), i)
@@ -120,6 +115,20 @@ def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location,
 
 
 ASN_MAX = 4294967295
+
+
+def _lab_address(text: str, path: str, network: Optional[IPNetwork], gateway, loc: Location, report: Report):
+    """A node's or router's address on the lab segment: parsed, a host of spec.network, not the gateway.
+    None when it does not parse (the other checks then say nothing more)."""
+    ip, why = parse_ip(text)
+    if why:
+        report.error(loc, path, why)
+        return None
+    if network and not _usable(ip, network):
+        report.error(loc, path, f"{ip} must be a host address inside spec.network {network}")
+    if gateway is not None and ip == gateway:
+        report.error(loc, path, f"{ip} is the gateway (the host's address on the lab network)")
+    return ip
 
 
 def _check_routers(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location, report: Report) -> None:
@@ -138,14 +147,9 @@ def _check_routers(lab: Lab, network: Optional[IPNetwork], gateway, loc: Locatio
         names.setdefault(r.name, path)
         if not 1 <= r.asn <= ASN_MAX:
             report.error(loc, f"{path}.asn", f"must be between 1 and {ASN_MAX}, got {r.asn}")
-        ip, why = parse_ip(r.ip)
-        if why:
-            report.error(loc, f"{path}.ip", why)
+        ip = _lab_address(r.ip, f"{path}.ip", network, gateway, loc, report)
+        if ip is None:
             continue
-        if network and not _usable(ip, network):
-            report.error(loc, f"{path}.ip", f"{ip} must be a host address inside spec.network {network}")
-        if gateway is not None and ip == gateway:
-            report.error(loc, f"{path}.ip", f"{ip} is the gateway (the host's address on the lab network)")
         if str(ip) in ips:
             report.error(loc, f"{path}.ip", f"{ip} is taken (also {ips[str(ip)]})")
         ips.setdefault(str(ip), path)

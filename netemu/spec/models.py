@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 IntOrString = Union[int, str]
@@ -770,6 +770,9 @@ class Node(K8sModel):
 class LabNode(K8sModel):
     name: str
     ip: str
+    # the node's IPv6 address in a dual-stack lab (``ip: v4,v6`` as kubelet's --node-ip is split into
+    # ip and ip6); unset: the lab's network6 prefix and the IPv4 address's last number (101 -> ::101)
+    ip6: Optional[str] = None
     role: Literal["control-plane", "worker"] = "worker"
     labels: Optional[dict[str, str]] = None
     # what the node's kubelet reports (cpu, memory, pods, ephemeral-storage, hugepages-*, extended
@@ -779,6 +782,13 @@ class LabNode(K8sModel):
     allocatable: Optional[dict[str, IntOrString | float]] = None
     taints: Optional[list[Taint]] = None  # registered with these (kubeadm's --register-with-taints)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _split_families(cls, data: Any) -> Any:
+        from netemu.spec.families import DUAL_NODE_KEYS, split_document
+
+        return split_document(data, DUAL_NODE_KEYS)
+
 
 class LabRouter(K8sModel):
     """A router on the lab segment (a namespace running FRR: zebra, bgpd, bfdd) that MetalLB's BGP speakers
@@ -786,14 +796,29 @@ class LabRouter(K8sModel):
 
     name: str
     ip: str
+    ip6: Optional[str] = None
     asn: int
     # a BGP session with the host's end of the lab segment (never anything else); not built yet
     upstream: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_families(cls, data: Any) -> Any:
+        from netemu.spec.families import DUAL_NODE_KEYS, split_document
+
+        return split_document(data, DUAL_NODE_KEYS)
 
 
 class LabSpec(K8sModel):
     network: str = "192.168.1.0/24"
     gateway: str = "192.168.1.1"
+    # dual-stack (netemu.spec.families): each IPv4 range's IPv6 twin, written "v4,v6" in the IPv4 key
+    # as kubeadm takes them, or in these keys; all unset is an IPv4-only lab
+    network6: Optional[str] = None
+    gateway6: Optional[str] = None  # unset: the first address of network6
+    pod_cidr6: Optional[str] = Field(default=None, alias="podCIDR6")
+    node_pod_prefix6: int = 64  # kube-controller-manager's --node-cidr-mask-size-ipv6
+    service_cidr6: Optional[str] = Field(default=None, alias="serviceCIDR6")
     nodes: Optional[list[LabNode]] = None
     routers: Optional[list[LabRouter]] = None
     pod_cidr: str = Field(default="172.16.0.0/16", alias="podCIDR")
@@ -825,6 +850,13 @@ class LabSpec(K8sModel):
     hpa_tolerance: float = 0.1
     hpa_cpu_initialization_period_seconds: float = 300.0
     hpa_initial_readiness_delay_seconds: float = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_families(cls, data: Any) -> Any:
+        from netemu.spec.families import DUAL_KEYS, split_document
+
+        return split_document(data, DUAL_KEYS)
 
 
 class Lab(K8sModel):

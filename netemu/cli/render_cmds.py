@@ -25,32 +25,82 @@ def cmd_render(args) -> int:
     _allocate_missing(spec.lab, services)
     if pods:
         slices += slices_from_pods(services, pods)
-    from netemu.dataplane.proxy.iptables.render import base_jump_rules, render
-    from netemu.dataplane.proxy.view import KUBE_PROXY_TEST_OPTIONS, build_view
+    from netemu.dataplane.proxy.view import KUBE_PROXY_TEST_OPTIONS
 
     options = {"nfacct": args.nfacct, **(KUBE_PROXY_TEST_OPTIONS if args.fake_proxier else {}),
                "localhost_nodeports": args.localhost_nodeports, "masquerade_all": args.masquerade_all,
                "node_port_addresses": _nodeport_addresses(args)}
-    view = build_view(services, slices, node_name=args.node_name, node_ips=args.node_ip or [],
-                      cluster_cidr=args.cluster_cidr, **options)
+    fams = service_families(services)
+    for fam in fams:
+        if len(fams) > 1:  # each family is its own kube-proxy, loaded by its own tool
+            print(f"# {fam}: {_LOADERS[args.mode][fam]}")
+        sys.stdout.write(_render_family(args, spec.lab, services, slices, options, fam, single=len(fams) == 1))
+    return 0
+
+
+# what loads each family's output (a header names it when both families are printed)
+_LOADERS = {"iptables": {"IPv4": "iptables-restore --noflush", "IPv6": "ip6tables-restore --noflush"},
+            "nftables": {"IPv4": "table ip kube-proxy", "IPv6": "table ip6 kube-proxy"},
+            "ipvs": {"IPv4": "IPv4 virtual servers, ipsets, iptables",
+                     "IPv6": "IPv6 virtual servers, ipsets, ip6tables"}}
+
+
+def service_families(services: list) -> list[str]:
+    """The IP families to render, IPv4 first: those of the Services' clusterIPs (a dual-stack Service
+    has both); IPv4 when no Service has a cluster IP (kube-proxy's node-wide rules)."""
+    from netemu.dataplane.proxy.addresses import IPV4, IPV6, family_of, parse_ip
+
+    found = set()
+    for s in services:
+        for ip in (s.spec.cluster_ips or []) or [s.spec.cluster_ip or ""]:
+            addr = parse_ip(ip)
+            if addr is not None:
+                found.add(family_of(addr))
+    return [f for f in (IPV4, IPV6) if f in found] or [IPV4]
+
+
+def _of_family(values, family: str) -> list[str]:
+    """The values (addresses or CIDRs, each may be "a,b") of one family; kube-proxy's flags take both."""
+    from netemu.dataplane.proxy.addresses import IPV4
+
+    out = []
+    for text in values or []:
+        for v in text.split(","):
+            v = v.strip()
+            if v and (":" in v) == (family != IPV4):
+                out.append(v)
+    return out
+
+
+def _render_family(args, lab, services, slices, options, family: str, *, single: bool) -> str:
+    from netemu.dataplane.proxy.addresses import IPV4
+    from netemu.dataplane.proxy.iptables.render import base_jump_rules, render
+    from netemu.dataplane.proxy.view import build_view
+
+    if single and family == IPV4:
+        node_ips, cluster_cidr = args.node_ip or [], args.cluster_cidr   # as written, as before
+    else:
+        node_ips = _of_family(args.node_ip, family)
+        cluster_cidr = next(iter(_of_family([args.cluster_cidr] if args.cluster_cidr else [], family)), None)
+    view = build_view(services, slices, node_name=args.node_name, node_ips=node_ips,
+                      cluster_cidr=cluster_cidr, ip_family=family, **options)
     if args.mode == "nftables":
         from netemu.dataplane.proxy.nftables.render import NftSettings
         from netemu.dataplane.proxy.nftables.render import render as nft_render
 
-        rs = nft_render(view, NftSettings(service_cidrs=tuple(args.service_cidr or [spec.lab.spec.service_cidr])))
-        sys.stdout.write(rs.fast_text() if args.fast else rs.text())
-        return 0
+        cidrs = args.service_cidr or [c for c in (lab.spec.service_cidr, getattr(lab.spec, "service_cidr6", None)) if c]
+        # the renderer keeps the CIDRs of the view's family
+        rs = nft_render(view, NftSettings(service_cidrs=tuple(c.strip() for t in cidrs for c in t.split(","))))
+        return rs.fast_text() if args.fast else rs.text()
     if args.mode == "ipvs":
         from netemu.dataplane.proxy.ipvs.render import IpvsSettings, render_text
 
-        scheduler = getattr(args, "ipvs_scheduler", None) or spec.lab.spec.ipvs_scheduler
-        sys.stdout.write(render_text(view, IpvsSettings(scheduler=scheduler), jumps=args.jumps))
-        return 0
+        scheduler = getattr(args, "ipvs_scheduler", None) or lab.spec.ipvs_scheduler
+        return render_text(view, IpvsSettings(scheduler=scheduler), jumps=args.jumps)
+    out = ""
     if args.jumps:
-        for rule in base_jump_rules():
-            print(rule)
-    sys.stdout.write(render(view).payload())
-    return 0
+        out = "".join(f"{rule}\n" for rule in base_jump_rules())
+    return out + render(view).payload()
 
 
 def _nodeport_addresses(args) -> tuple[str, ...]:

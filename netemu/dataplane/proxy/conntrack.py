@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Optional
 
+from netemu.dataplane.proxy.addresses import IPV4, IPV6
 from netemu.dataplane.proxy.view import NodeProxyView, ServicePortView
 
 UDP = "UDP"
@@ -31,6 +32,7 @@ class ConntrackDeletion:
     service_ip: Optional[str]   # original destination (a frontend IP); None for NodePorts
     endpoint_ip: Optional[str]  # reply source to match; None: every flow to the NodePort
     protocol: str = "udp"
+    family: str = IPV4          # the view's family: conntrack lists IPv4 unless told otherwise
 
     def argv(self) -> list[str]:
         """Arguments for the conntrack tool."""
@@ -40,6 +42,9 @@ class ConntrackDeletion:
         args += ["--orig-port-dst", str(self.port)]
         if self.endpoint_ip:
             args += ["--reply-src", self.endpoint_ip]
+        if self.family == IPV6:
+            # a NodePort deletion names no address, and conntrack's default family is IPv4
+            args += ["-f", "ipv6"]
         return args
 
 
@@ -56,6 +61,7 @@ def stale_udp_conntrack(prev: Optional[NodeProxyView], new: NodeProxyView, *,
     """Deletions due after moving from `prev` to `new`. include_emptied also clears flows to
     endpoints of ports left with no serving endpoint (what kube-proxy did before 1.31)."""
     before = {p.key: p for p in prev.ports()} if prev is not None else {}
+    fam = new.options.ip_family
     out: list[ConntrackDeletion] = []
     for p in new.ports():
         if p.protocol != UDP:
@@ -68,14 +74,14 @@ def stale_udp_conntrack(prev: Optional[NodeProxyView], new: NodeProxyView, *,
         gone = sorted(old_serving - serving)
         name = p.service_port_name
         for ip in _frontends(p):
-            out.extend(ConntrackDeletion("endpoint", name, p.port, ip, ep) for ep in gone)
+            out.extend(ConntrackDeletion("endpoint", name, p.port, ip, ep, family=fam) for ep in gone)
         if p.node_port:
-            out.extend(ConntrackDeletion("nodeport-endpoint", name, p.node_port, None, ep) for ep in gone)
+            out.extend(ConntrackDeletion("nodeport-endpoint", name, p.node_port, None, ep, family=fam) for ep in gone)
         if serving and not old_serving:
             # the frontend had no backend: its flows were never DNATed
-            out.extend(ConntrackDeletion("service", name, p.port, ip, ip) for ip in _frontends(p))
+            out.extend(ConntrackDeletion("service", name, p.port, ip, ip, family=fam) for ip in _frontends(p))
             if p.node_port:
-                out.append(ConntrackDeletion("nodeport", name, p.node_port, None, None))
+                out.append(ConntrackDeletion("nodeport", name, p.node_port, None, None, family=fam))
     return out
 
 

@@ -8,12 +8,16 @@ The mode picks the tracer:
   equivalent form of it), rendered once and followed by nftables/trace.py (kube-proxy's nftablesTracer);
 - ipvs: no rule walk to show, only the conntrack entries (which real server the kernel picked).
 
+In a dual-stack lab each destination is traced through the rules of its own family (the node's
+ip6tables-save, or the `ip6 kube-proxy` table, for an IPv6 address).
+
 Every mode answers in one shape (per destination: the entry, the matched rules by depth, the chains,
 the DNAT targets, the verdicts, masquerading, conntrack), which the CLI prints.
 """
 from __future__ import annotations
 
 from netemu.dataplane import capture
+from netemu.dataplane.proxy.addresses import IPV4, IPV6
 
 VERDICTS = ("ACCEPT", "DROP", "REJECT")
 
@@ -28,14 +32,31 @@ def trace(proxy, node: str, mode: str, src: str, dests: list[dict]) -> dict:
     n = proxy.nodes[node]
     netns = n.netns
     try:
-        rules = capture.SavedRuleset.parse(proxy.rules(node)) if mode == "iptables" else None
         local = capture.local_addresses(netns)
     except capture.CaptureError as e:
         raise TraceError(str(e)) from None
     if mode == "iptables":
-        results = [iptables_result(rules, d, src, local) for d in dests]
+        saved: dict[str, object] = {}
+        results = []
+        for d in dests:
+            fam = _family(d["ip"])
+            if fam not in saved:
+                if n.proxier(fam) is None:
+                    raise TraceError(f"kube-proxy on {node} has no {fam} rules in this lab")
+                try:
+                    text = proxy.rules(node, fam) if len(n.proxiers) > 1 else proxy.rules(node)
+                    saved[fam] = capture.SavedRuleset.parse(text)
+                except capture.CaptureError as e:
+                    raise TraceError(str(e)) from None
+            results.append(iptables_result(saved[fam], d, src, local))
     elif mode == "nftables":
-        results = _nftables_results(n, dests, src, local)
+        by_family: dict[str, list[int]] = {}
+        for i, d in enumerate(dests):
+            by_family.setdefault(_family(d["ip"]), []).append(i)
+        results = [None] * len(dests)
+        for idx in by_family.values():  # one render per family
+            for i, r in zip(idx, _nftables_results(n, [dests[i] for i in idx], src, local)):
+                results[i] = r
     else:  # ipvs: the kernel's choice is in conntrack; `netemu rules NODE` shows the virtual servers
         results = [{**d, "src": src, "entry": "", "nat": [], "filter": [], "chains": [], "dnat": [], "verdicts": [],
                     "masquerade": False, "no_walk": True} for d in dests]
@@ -47,6 +68,10 @@ def trace(proxy, node: str, mode: str, src: str, dests: list[dict]) -> dict:
         r["conntrack"] = [{"src": f"{e.src}:{e.sport}", "dst": f"{e.dst}:{e.dport}", "state": e.state,
                            "dnat": e.dnat, "snat": e.snat, "flags": list(e.flags), "raw": e.raw} for e in entries]
     return {"node": node, "netns": netns, "mode": mode, "src": src, "results": results}
+
+
+def _family(ip: str) -> str:
+    return IPV6 if ":" in ip else IPV4
 
 
 def iptables_result(rules, dest: dict, src: str, local_ips: set[str]) -> dict:
@@ -70,16 +95,21 @@ def iptables_result(rules, dest: dict, src: str, local_ips: set[str]) -> dict:
 
 
 def _nftables_results(n, dests: list[dict], src: str, local_ips: set[str]) -> list[dict]:
-    """nftables mode: the table kube-proxy writes for the node's view, rendered once for every destination."""
+    """nftables mode: the table kube-proxy writes for the node's view, rendered once for every destination
+    (all of one family: the view of that family)."""
     from netemu.dataplane.proxy.nftables.render import render
     from netemu.dataplane.proxy.nftables.trace import trace_packet
 
     if n.backend.mode != "nftables":
         raise TraceError("this lab's kube-proxy is not in nftables mode")
-    view = n.view
+    fam = _family(dests[0]["ip"]) if dests else IPV4
+    fp = n.proxier(fam)
+    if fp is None:
+        raise TraceError(f"kube-proxy on {n.name} has no {fam} rules in this lab")
+    view = fp.view
     if view is None:
         raise TraceError(f"kube-proxy on {n.name} has not synced yet")
-    state = render(view, n.backend.syncer.renderer.settings).state()
+    state = render(view, fp.backend.syncer.renderer.settings).state()
     return [nftables_result(d, trace_packet(state, src, d["ip"], int(d["port"]), d["proto"],
                                             sorted(local_ips) or [n.ip]), src, local_ips)
             for d in dests]

@@ -8,6 +8,10 @@ from the same, already-filtered input:
   the node's family are skipped; each remaining (port name, protocol) becomes a ServicePortView.
 - External IPs, load-balancer ingress IPs (VIP mode only) and source ranges are parsed sloppily,
   normalised, filtered to the node's family; unparseable ones are dropped.
+- One view per IP family: kube-proxy runs one proxier per family (its MetaProxier in a dual-stack
+  cluster), and each sees the Service's clusterIP of its family (spec.clusterIPs by spec.ipFamilies),
+  the slices of its addressType, the external and load-balancer IPs of its family; a Service without
+  the family in spec.ipFamilies is not in that family's view (build_views).
 - EndpointSlices are matched to service ports by (port name, protocol); the slice port number is
   the resolved targetPort. Slices of the other address family, slices without the service-name
   label, ports with a nil name or no number, endpoints without a usable address are ignored.
@@ -376,3 +380,15 @@ def build_view(services: Iterable[Service], slices: Iterable[EndpointSlice], *, 
         if ports:
             by_service[ports[0].service] = ports
     return NodeProxyView(opts, by_service)
+
+
+def build_views(services: Iterable[Service], slices: Iterable[EndpointSlice], *, node_name: str,
+                families: Mapping[str, tuple[Sequence[str], Optional[str]]],
+                node_labels: Optional[Mapping[str, str]] = None, **options: Any) -> dict[str, NodeProxyView]:
+    """One view per IP family, as kube-proxy's MetaProxier runs one proxier per family.
+    `families`: family ("IPv4", "IPv6") -> (the node's addresses of that family, its pod CIDR for the
+    local-traffic detector); `options` as for build_view, the same for every family."""
+    services, slices = list(services), list(slices)
+    return {fam: build_view(services, slices, node_name=node_name, node_ips=ips, cluster_cidr=cidr,
+                            node_labels=node_labels, ip_family=fam, **options)
+            for fam, (ips, cidr) in families.items()}

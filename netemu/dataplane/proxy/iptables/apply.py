@@ -2,11 +2,15 @@
 
 The first sync of a node sends the base chains and jumps (render.base_payload) with the full
 payload, in one restore; later syncs send only the chains that changed (sync.IptablesSyncer).
+One backend per IP family: an IPv6 view goes through ip6tables-restore, of the same backend
+(nft or legacy) as the IPv4 one, and with the same partial syncs (a full resync through
+iptables-nft is the slow path, whichever the family).
 """
 from __future__ import annotations
 
 from typing import Optional
 
+from netemu.dataplane.proxy.addresses import IPV4
 from netemu.dataplane.proxy.iptables.render import base_payload
 from netemu.dataplane.proxy.iptables.sync import IptablesSyncer
 from netemu.dataplane.proxy.runner import NetnsRunner, Runner, RunError
@@ -16,10 +20,12 @@ from netemu.dataplane.proxy.view import NodeProxyView
 class IptablesBackend:
     mode = "iptables"
 
-    def __init__(self, lab, runner: Optional[Runner] = None):
+    def __init__(self, lab, runner: Optional[Runner] = None, ip_family: str = IPV4):
         backend = lab.spec.iptables_backend
-        self.restore_cmd = f"iptables-{backend}-restore"
-        self.save_cmd = f"iptables-{backend}-save"
+        tool = "iptables" if ip_family == IPV4 else "ip6tables"
+        self.ip_family = ip_family
+        self.restore_cmd = f"{tool}-{backend}-restore"
+        self.save_cmd = f"{tool}-{backend}-save"
         self.runner = runner or NetnsRunner()
         self.syncer = IptablesSyncer()
         self.initialized = False

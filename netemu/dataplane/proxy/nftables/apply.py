@@ -1,10 +1,12 @@
 """kube-proxy's nftables mode on one node: `nft -f` transactions (the fast equivalent form, see
-render.py), stale chains removed first in their own transaction (sync.NftSyncer)."""
+render.py), stale chains removed first in their own transaction (sync.NftSyncer). One backend per IP
+family: the IPv4 view is table `ip kube-proxy`, the IPv6 view table `ip6 kube-proxy` beside it."""
 from __future__ import annotations
 
 import json
 from typing import Optional
 
+from netemu.dataplane.proxy.addresses import IPV4
 from netemu.dataplane.proxy.nftables.render import TABLE, NftSettings
 from netemu.dataplane.proxy.nftables.sync import NftSyncer
 from netemu.dataplane.proxy.runner import NetnsRunner, Runner, RunError
@@ -16,9 +18,12 @@ LOAD = ("nft", "-f", "-")
 class NftablesBackend:
     mode = "nftables"
 
-    def __init__(self, lab, runner: Optional[Runner] = None):
+    def __init__(self, lab, runner: Optional[Runner] = None, ip_family: str = IPV4):
         self.runner = runner or NetnsRunner()
-        self.syncer = NftSyncer("fast", NftSettings(service_cidrs=(lab.spec.service_cidr,)))
+        self.ip_family = ip_family
+        self.family = "ip" if ip_family == IPV4 else "ip6"   # the table's nftables family
+        cidr = lab.spec.service_cidr if ip_family == IPV4 else getattr(lab.spec, "service_cidr6", None)
+        self.syncer = NftSyncer("fast", NftSettings(service_cidrs=(cidr,) if cidr else ()))
         self.syncer.reset(fresh=True)
 
     def apply(self, netns: str, view: NodeProxyView, changed) -> tuple[bool, int]:
@@ -40,11 +45,11 @@ class NftablesBackend:
     def adopt(self, netns: str) -> None:
         """The node's table survived a restart of the control process: the next (full) sync
         flushes it over what is there and later deletes stale chains and sets."""
-        out = self.runner.run(netns, ["nft", "-j", "list", "table", "ip", TABLE])
+        out = self.runner.run(netns, ["nft", "-j", "list", "table", self.family, TABLE])
         items = json.loads(out).get("nftables", [])
         chains = [i["chain"]["name"] for i in items if "chain" in i]
         sets = [i["set"]["name"] for i in items if "set" in i]
         self.syncer.reset(chains, sets, fresh=False)
 
     def rules(self, netns: str) -> str:
-        return self.runner.run(netns, ["nft", "list", "table", "ip", TABLE])
+        return self.runner.run(netns, ["nft", "list", "table", self.family, TABLE])

@@ -33,6 +33,11 @@ def start_http(bind: str, port: int, path: str, route: Route) -> ThreadingHTTPSe
     class Server(ThreadingHTTPServer):
         address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
 
+        def server_bind(self) -> None:
+            if bind == "::":  # both families, as the DNS sockets beside it
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
     server = Server((bind, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"dns-http{path}",

@@ -8,6 +8,10 @@ a repeat costs one dict lookup and two syscalls. A new zone replaces the cache w
     server = serve("10.244.0.5", feed)   # threads running; returns at once
     feed.publish(new_zone)               # answers follow from the next query
     server.stop()
+
+Bound to "::" (or "": "::" where the kernel has IPv6, else "0.0.0.0"), the server takes both
+families on one socket, as CoreDNS's ``.:53`` does (Go's wildcard listener): IPv4 clients arrive
+as IPv4-mapped addresses and are counted as family 1.
 """
 from __future__ import annotations
 
@@ -41,13 +45,16 @@ Entry = tuple[Callable[[], bytes], Cell]
 
 class _ZoneState:
     """A zone and the answers computed from it; replaced together, never mutated in place
-    except for filling the caches."""
-    __slots__ = ("zone", "udp", "tcp")
+    except for filling the caches. IPv4 clients of a dual-stack socket have caches of their
+    own: an entry carries its metrics cell, and the cell names the client's family."""
+    __slots__ = ("zone", "udp", "tcp", "udp_v4", "tcp_v4")
 
     def __init__(self, zone: Optional[ClusterZone]):
         self.zone = zone
         self.udp: dict[bytes, Entry] = {}
         self.tcp: dict[bytes, Entry] = {}
+        self.udp_v4: dict[bytes, Entry] = {}
+        self.tcp_v4: dict[bytes, Entry] = {}
 
 
 class DNSServer:
@@ -56,11 +63,14 @@ class DNSServer:
                  ready_port: Optional[int] = 8181, shuffle: bool = True):
         if isinstance(zone_source, ClusterZone):
             zone_source = ZoneFeed(zone_source)
+        if bind == "":  # every address, as CoreDNS's '.:53': both families where IPv6 exists
+            bind = "::" if _ipv6_available() else "0.0.0.0"
         self.bind = bind
         self.shuffle = shuffle
         self._source = zone_source
         self._family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         self._family_label = "2" if self._family == socket.AF_INET6 else "1"
+        self._dual = bind == "::"  # both families on one socket
         self._requested = {"dns": port, "metrics": metrics_port, "health": health_port, "ready": ready_port}
         self._state = _ZoneState(zone_source.current())
         # with a feed that pushes updates, the hot loop never has to ask for the zone
@@ -86,7 +96,7 @@ class DNSServer:
         return self
 
     def _start(self) -> None:
-        self._udp, self._tcp = _bind_udp_tcp(self._family, self.bind, self._requested["dns"])
+        self._udp, self._tcp = _bind_udp_tcp(self._family, self.bind, self._requested["dns"], self._dual)
         self.port = self._udp.getsockname()[1]
         self.metrics.server = _server_label(self.bind, self.port)
         subscribe = getattr(self._source, "subscribe", None)
@@ -172,6 +182,7 @@ class DNSServer:
         recvfrom, sendto = sock.recvfrom, sock.sendto
         polling = self._poll is not None
         stopped = self._stopped.is_set
+        dual = self._dual
         while True:
             try:
                 data, peer = recvfrom(UDP_RECV_SIZE)
@@ -184,9 +195,13 @@ class DNSServer:
                     return
                 continue
             state = self._current() if polling else self._state
-            entry = state.udp.get(data[2:])
+            if dual and _mapped(peer[0]):
+                cache, family = state.udp_v4, "1"
+            else:
+                cache, family = state.udp, self._family_label
+            entry = cache.get(data[2:])
             if entry is None:
-                entry = self._resolve(state, state.udp, data, "udp")
+                entry = self._resolve(state, cache, data, "udp", family)
                 if entry is None:
                     continue
             entry[1][0] += 1
@@ -199,17 +214,19 @@ class DNSServer:
     def _accept_tcp(self) -> None:
         while True:
             try:
-                conn, _ = self._tcp.accept()
+                conn, peer = self._tcp.accept()
             except OSError:
                 if self._stopped.is_set():
                     return
                 continue
             conn.settimeout(TCP_IDLE_SECONDS)
             self._tcp_conns.add(conn)
-            threading.Thread(target=self._serve_tcp, args=(conn,), name="dns-tcp-conn", daemon=True).start()
+            v4 = self._dual and _mapped(peer[0])
+            threading.Thread(target=self._serve_tcp, args=(conn, v4), name="dns-tcp-conn", daemon=True).start()
 
-    def _serve_tcp(self, conn: socket.socket) -> None:
+    def _serve_tcp(self, conn: socket.socket, v4_client: bool = False) -> None:
         """Length-prefixed requests, answered in order, until the client closes or idles."""
+        family = "1" if v4_client else self._family_label
         try:
             while not self._stopped.is_set():
                 head = _recv_exact(conn, 2)
@@ -219,7 +236,8 @@ class DNSServer:
                 if data is None:
                     return
                 state = self._current()
-                entry = state.tcp.get(data[2:]) or self._resolve(state, state.tcp, data, "tcp")
+                cache = state.tcp_v4 if v4_client else state.tcp
+                entry = cache.get(data[2:]) or self._resolve(state, cache, data, "tcp", family)
                 if entry is None:
                     continue
                 entry[1][0] += 1
@@ -232,22 +250,23 @@ class DNSServer:
             conn.close()
 
     # ------------------------------------------------------------------ the slow path
-    def _resolve(self, state: _ZoneState, cache: dict, data: bytes, proto: str) -> Optional[Entry]:
+    def _resolve(self, state: _ZoneState, cache: dict, data: bytes, proto: str,
+                 family: str) -> Optional[Entry]:
         """Answer a request not seen since the zone changed, and remember the wire reply."""
         verdict = wire.screen(data)
         if verdict == wire.IGNORE:
             return None
         cacheable = True
         if verdict is not None:
-            payloads, key = [verdict[2:]], self._key(proto, "other", verdict, "")
+            payloads, key = [verdict[2:]], self._key(proto, family, "other", verdict, "")
         else:
             try:
                 request = DNSRecord.parse(data)
             except Exception:  # dnslib raises several kinds on garbage
                 reply = wire.reject(data, RCODE.FORMERR)
-                payloads, key = [reply[2:]], self._key(proto, "other", reply, "")
+                payloads, key = [reply[2:]], self._key(proto, family, "other", reply, "")
             else:
-                payloads, key, cacheable = self._reply_payloads(state.zone, request, proto)
+                payloads, key, cacheable = self._reply_payloads(state.zone, request, proto, family)
         entry = (_next_of(payloads), self.metrics.cell(key))
         entry[1][1] += 1
         if cacheable:
@@ -256,7 +275,7 @@ class DNSServer:
             cache[data[2:]] = entry
         return entry
 
-    def _reply_payloads(self, zone: Optional[ClusterZone], request: DNSRecord, proto: str):
+    def _reply_payloads(self, zone: Optional[ClusterZone], request: DNSRecord, proto: str, family: str):
         """The wire replies (rotations of one, see ``loadbalance``), their metrics labels, and
         whether they may be cached (not after a failure)."""
         limit = wire.size_limit(request, tcp=proto == "tcp")
@@ -274,13 +293,13 @@ class DNSServer:
         except Exception:  # a bug, or a name too long to encode: SERVFAIL, as CoreDNS recovers
             log.exception("answering %s", request.q)
             payloads, plugin, cacheable = [wire.encode(server_failure(request), limit)[2:]], "", False
-        key = self._key(proto, type_label(str(qtype)), payloads[0], plugin, offset=-2)
+        key = self._key(proto, family, type_label(str(qtype)), payloads[0], plugin, offset=-2)
         return payloads, key, cacheable
 
-    def _key(self, proto: str, qtype: str, reply: bytes, plugin: str, offset: int = 0) -> CellKey:
+    def _key(self, proto: str, family: str, qtype: str, reply: bytes, plugin: str, offset: int = 0) -> CellKey:
         """The metrics labels of a wire reply (``offset`` -2: the reply lacks its ID)."""
         rcode = reply[3 + offset] & 0xF
-        return CellKey(proto, self._family_label, qtype, str(RCODE.get(rcode, rcode)), plugin)
+        return CellKey(proto, family, qtype, str(RCODE.get(rcode, rcode)), plugin)
 
     # ------------------------------------------------------------------ HTTP
     def _metrics_page(self) -> tuple[int, str, str]:
@@ -297,8 +316,8 @@ class DNSServer:
 def serve(bind: str, zone_source: Union[ZoneSource, ClusterZone], *, port: int = 53,
           metrics_port: Optional[int] = 9153, health_port: Optional[int] = 8080,
           ready_port: Optional[int] = 8181, shuffle: bool = True) -> DNSServer:
-    """Start answering on bind:port (UDP and TCP; 0 picks a free port, see ``.port``) from the
-    zone the source holds. ``zone_source``: a ClusterZone, a ZoneFeed, or any object with
+    """Start answering on bind:port (UDP and TCP; 0 picks a free port, see ``.port``; "::"
+    takes both families, "" too where the kernel has IPv6) from the zone the source holds. ``zone_source``: a ClusterZone, a ZoneFeed, or any object with
     ``current()`` (asked on every query when it has no ``subscribe``). HTTP ports set to None
     are not opened. Returns the running server; ``.wait()`` blocks, ``.stop()`` ends it."""
     return DNSServer(bind, zone_source, port=port, metrics_port=metrics_port, health_port=health_port,
@@ -327,13 +346,30 @@ def _recv_exact(conn: socket.socket, n: int) -> Optional[bytes]:
     return b"".join(chunks)
 
 
-def _bind_udp_tcp(family: int, bind: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """UDP and TCP sockets on the same port (with port 0: a free port both can have)."""
+def _ipv6_available() -> bool:
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+        return True
+    except OSError:  # a kernel booted without IPv6
+        return False
+
+
+def _mapped(host: str) -> bool:
+    """An IPv4 client as a dual-stack socket reports it (::ffff:a.b.c.d)."""
+    return host.startswith("::ffff:") and "." in host
+
+
+def _bind_udp_tcp(family: int, bind: str, port: int, dual: bool = False) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on the same port (with port 0: a free port both can have).
+    ``dual``: IPv6 sockets that take IPv4 too, whatever the namespace's bindv6only says."""
     for _ in range(50):
         udp = socket.socket(family, socket.SOCK_DGRAM)
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER)  # absorb bursts
         tcp = socket.socket(family, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if dual:
+            for sock in (udp, tcp):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         try:
             udp.bind((bind, port))
             tcp.bind((bind, udp.getsockname()[1]))

@@ -354,7 +354,6 @@ def _endpoint_group(sl: EndpointSlice, service: str, publish_not_ready: bool,
 
 
 def _pod_ips(p: Pod) -> list[str]:
-    ips = [x.ip for x in p.status.pod_ips or []]
-    if p.status.pod_ip and p.status.pod_ip not in ips:
-        ips.append(p.status.pod_ip)
-    return ips
+    """The addresses ``pods verified`` finds a pod by. CoreDNS keeps and indexes status.podIP
+    only (the primary family's), so a dual-stack pod's other address has no verified name."""
+    return [p.status.pod_ip] if p.status.pod_ip else []

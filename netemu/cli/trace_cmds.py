@@ -59,8 +59,8 @@ def _node_ips(nodes: list[dict]) -> dict[str, str]:
     out = {}
     for n in nodes:
         for a in (n.get("status") or {}).get("addresses") or []:
-            if a.get("type") == "InternalIP":
-                out[n["metadata"]["name"]] = a["address"]
+            if a.get("type") == "InternalIP":  # the first: IPv4 (a dual-stack node lists its IPv6 next)
+                out.setdefault(n["metadata"]["name"], a["address"])
     return out
 
 

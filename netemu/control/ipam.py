@@ -15,7 +15,8 @@ class Exhausted(Exception):
 
 
 def node_pod_cidrs(pod_cidr: str, prefix: int, count: int) -> list[str]:
-    """One /prefix per node, in node order (node 0 gets the first subnet)."""
+    """One /prefix per node, in node order (node 0 gets the first subnet). Either family: the subnets
+    are generated one at a time, so a /56 cut into /64s costs only the nodes'."""
     net = ipaddress.ip_network(pod_cidr)
     subnets = net.subnets(new_prefix=prefix)
     out = []
@@ -34,10 +35,13 @@ def next_pod_ip(subnet: str, used: Iterable[str], last: Optional[str]) -> str:
 
 
 def next_free_pod_ip(subnet: str, taken_ints: set[int], last: Optional[str]) -> str:
-    """next_pod_ip with the used addresses as integers (a caller handing out many keeps them so)."""
+    """next_pod_ip with the used addresses as integers (a caller handing out many keeps them so).
+
+    IPv4 skips the network, gateway (.1) and broadcast addresses; IPv6 has no broadcast, so only the
+    first address and ::1 (cni0's, the pods' gateway) are skipped, as host-local does."""
     net = ipaddress.ip_network(subnet)
     base = int(net.network_address)
-    first, count = 2, net.num_addresses - 3  # skip network, gateway (.1) and broadcast
+    first, count = 2, net.num_addresses - (3 if net.version == 4 else 2)
     if count <= 0:
         raise Exhausted(f"no free pod address left in {subnet}")
     start = 0
@@ -45,10 +49,12 @@ def next_free_pod_ip(subnet: str, taken_ints: set[int], last: Optional[str]) -> 
         off = int(ipaddress.ip_address(last)) - base
         if first <= off < first + count:
             start = off - first + 1
-    for i in range(count):
+    # of any len(taken) + 1 distinct addresses one is free: the walk is bounded by the pods, not by the
+    # subnet (an IPv6 /64 has 2^64 addresses)
+    for i in range(min(count, len(taken_ints) + 1)):
         off = first + (start + i) % count
         if base + off not in taken_ints:
-            return str(ipaddress.ip_address(base + off))
+            return str(net.network_address + off)
     raise Exhausted(f"no free pod address left in {subnet}")
 
 

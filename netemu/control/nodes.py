@@ -19,6 +19,7 @@ from netemu.control.ipam import node_pod_cidrs
 from netemu.control.pods import is_terminal, is_terminating, set_condition
 from netemu.control.store import parse_rfc3339
 from netemu.spec.defaults import default_max_pods
+from netemu.spec.families import dual_stack
 from netemu.spec.models import Condition, Lab, Node, NodeAddress, NodeSpec, NodeStatus, ObjectMeta, Taint
 from netemu.wellknown import (
     CONTROL_PLANE_LABEL, CONTROL_PLANE_TAINT, EXCLUDE_FROM_LB_LABEL, HOSTNAME_LABEL, NOT_READY_TAINT, OS_LABEL,
@@ -79,9 +80,12 @@ def node_capacity(lab: Lab, ln) -> tuple[dict[str, str], dict[str, str]]:
 
 def nodes_from_lab(lab: Lab, now: str) -> list[Node]:
     spec = lab.spec
-    cidrs = node_pod_cidrs(spec.pod_cidr, spec.node_pod_prefix, len(spec.nodes or []))
+    count = len(spec.nodes or [])
+    cidrs = node_pod_cidrs(spec.pod_cidr, spec.node_pod_prefix, count)
+    # dual-stack: each node gets a subnet of each family (kube-controller-manager's --cluster-cidr v4,v6)
+    cidrs6 = node_pod_cidrs(spec.pod_cidr6, spec.node_pod_prefix6, count) if dual_stack(spec) else [None] * count
     out = []
-    for ln, cidr in zip(spec.nodes or [], cidrs):
+    for ln, cidr, cidr6 in zip(spec.nodes or [], cidrs, cidrs6):
         labels = {
             HOSTNAME_LABEL: ln.name,
             OS_LABEL: "linux",
@@ -109,10 +113,13 @@ def nodes_from_lab(lab: Lab, now: str) -> list[Node]:
             metadata=ObjectMeta(name=ln.name, labels=labels,
                                 annotations={"node.alpha.kubernetes.io/ttl": "0",
                                              "volumes.kubernetes.io/controller-managed-attach-detach": "true"}),
-            spec=NodeSpec(pod_cidr=cidr, pod_cidrs=[cidr], taints=taints),
+            spec=NodeSpec(pod_cidr=cidr, pod_cidrs=[cidr, cidr6] if cidr6 else [cidr], taints=taints),
             status=NodeStatus(
                 conditions=conditions,
-                addresses=[NodeAddress(type="InternalIP", address=ln.ip), NodeAddress(type="Hostname", address=ln.name)],
+                # kubelet's --node-ip v4,v6: an InternalIP of each family, the primary (IPv4) first
+                addresses=[NodeAddress(type="InternalIP", address=ln.ip),
+                           *([NodeAddress(type="InternalIP", address=ln.ip6)] if cidr6 and ln.ip6 else []),
+                           NodeAddress(type="Hostname", address=ln.name)],
                 node_info={"machineID": _machine_id(lab, ln.name), "systemUUID": _machine_id(lab, ln.name, "uuid"),
                            "bootID": _machine_id(lab, ln.name, "boot"),
                            "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,
@@ -139,10 +146,24 @@ def _arch() -> str:
 
 
 def internal_ip(node: Node) -> str:
+    """The node's first InternalIP: its IPv4 address (the lab's primary family)."""
     for a in node.status.addresses or []:
         if a.type == "InternalIP":
             return a.address
     return ""
+
+
+def internal_ip6(node: Node) -> Optional[str]:
+    """The node's IPv6 InternalIP in a dual-stack lab, else None."""
+    for a in node.status.addresses or []:
+        if a.type == "InternalIP" and ":" in a.address:
+            return a.address
+    return None
+
+
+def node_pod_cidr6(node: Node) -> Optional[str]:
+    """The node's IPv6 pod subnet (spec.podCIDRs' IPv6 entry) in a dual-stack lab, else None."""
+    return next((c for c in node.spec.pod_cidrs or [] if ":" in c), None)
 
 
 def is_control_plane(node: Node) -> bool:

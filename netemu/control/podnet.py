@@ -5,7 +5,7 @@ import ipaddress
 from typing import TYPE_CHECKING, Optional
 
 from netemu.control.ipam import Exhausted, next_free_pod_ip
-from netemu.control.nodes import internal_ip
+from netemu.control.nodes import internal_ip, internal_ip6, node_pod_cidr6
 from netemu.control.kubeadm import is_control_process_pod
 from netemu.control.pods import is_terminal, is_terminating, set_creating
 from netemu.control.scheduler import node_ready
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
 
 LAST_IP_ANNOTATION = "netemu.dev/last-pod-ip"
+LAST_IP6_ANNOTATION = "netemu.dev/last-pod-ip6"  # the same for the node's IPv6 pod subnet (dual-stack)
 
 
 def _awaiting_address(p: Pod) -> Optional[bool]:
@@ -30,9 +31,13 @@ def reconcile(c: "Cluster") -> None:
     # the pods of the nodes concerned (not of the whole lab)
     pods = [p for name in sorted({p.spec.node_name for p in waiting}) for p in c.store.on_node(name)]
     used: dict[str, set[int]] = {}  # per node, as integers: parsed once per pass, not once per new pod
+    used6: dict[str, set[int]] = {}  # the same for the IPv6 addresses of a dual-stack lab
     for p in pods:
         if p.status.pod_ip:
             used.setdefault(p.spec.node_name, set()).add(int(ipaddress.ip_address(p.status.pod_ip)))
+        for extra in (p.status.pod_ips or [])[1:]:
+            if ":" in extra.ip:
+                used6.setdefault(p.spec.node_name, set()).add(int(ipaddress.ip_address(extra.ip)))
     admitted: Optional[dict] = None
     for pod in sorted(waiting, key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name)):
         node = nodes.get(pod.spec.node_name)
@@ -43,22 +48,31 @@ def reconcile(c: "Cluster") -> None:
                 continue
         if node is None or not node_ready(node) or pod.spec.host_network:
             if node is not None and pod.spec.host_network and node_ready(node):
+                # a host-network pod has its node's addresses, one per family
                 pod.status.pod_ip = pod.status.host_ip = internal_ip(node)
-                pod.status.pod_ips = [PodIP(ip=pod.status.pod_ip)]
+                ip6 = internal_ip6(node)
+                pod.status.pod_ips = [PodIP(ip=pod.status.pod_ip), *([PodIP(ip=ip6)] if ip6 else [])]
                 c.store.update(pod)
             continue
         ann = node.metadata.annotations = node.metadata.annotations or {}
+        cidr6 = node_pod_cidr6(node)
         try:
             ip = next_free_pod_ip(node.spec.pod_cidr, used.get(node.metadata.name, set()),
                                   ann.get(LAST_IP_ANNOTATION))
+            # dual-stack: an address of each family, or none (the CNI's ADD fails as a whole)
+            ip6 = next_free_pod_ip(cidr6, used6.get(node.metadata.name, set()),
+                                   ann.get(LAST_IP6_ANNOTATION)) if cidr6 else None
         except Exhausted as e:
             c.event(pod, "FailedCreatePodSandBox", str(e), type_="Warning", source="kubelet")
             continue
         used.setdefault(node.metadata.name, set()).add(int(ipaddress.ip_address(ip)))
         ann[LAST_IP_ANNOTATION] = ip
+        if ip6:
+            used6.setdefault(node.metadata.name, set()).add(int(ipaddress.ip_address(ip6)))
+            ann[LAST_IP6_ANNOTATION] = ip6
         c.store.update(node)
         pod.status.pod_ip = ip
-        pod.status.pod_ips = [PodIP(ip=ip)]
+        pod.status.pod_ips = [PodIP(ip=ip), *([PodIP(ip=ip6)] if ip6 else [])]
         pod.status.host_ip = internal_ip(node)
         if not is_control_process_pod(pod):
             set_creating(pod, c.now_str())  # the kubelet took it: ContainerCreating until it runs

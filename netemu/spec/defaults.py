@@ -206,16 +206,25 @@ def default_max_pods(node_pod_prefix: int) -> int:
 
 def default_lab(lab: Lab, *, file_stem: Optional[str] = None, name: Optional[str] = None) -> Lab:
     """Fill the Lab in place: its name (``name`` from the caller wins, then the document's, then the
-    file's stem), the seeds' nodes when it lists none, and addresses derived from its network."""
+    file's stem), the seeds' nodes when it lists none, and addresses derived from its network (and, in a
+    dual-stack lab, from network6: gateway6 and each node's and router's ip6)."""
     if name:
         lab.metadata.name = name
     elif not lab.metadata.name:
         lab.metadata.name = lab_name_from_file(file_stem or DEFAULT_LAB_NAME)
     spec = lab.spec
+    _default_lab4(spec)
+    _default_lab6(spec)
+    return lab
+
+
+def _default_lab4(spec) -> None:
     try:
         network = ipaddress.ip_network(spec.network, strict=False)
     except ValueError:
-        return lab  # validation reports it; nothing can be derived from it
+        return  # validation reports it; nothing can be derived from it
+    if network.version != 4:
+        return  # IPv6 in the IPv4 field: validation says IPv6-only labs are not built yet
     # a lab moved to another network keeps the seeds' layout on it: .1 host, .10 and .101-103 nodes
     if "gateway" not in spec.model_fields_set:
         spec.gateway = str(network.network_address + 1)
@@ -224,7 +233,43 @@ def default_lab(lab: Lab, *, file_stem: Optional[str] = None, name: Optional[str
                       for n, host, role in SEED_NODES]
     if "cluster_dns" not in spec.model_fields_set:
         try:
-            spec.cluster_dns = str(ipaddress.ip_network(spec.service_cidr, strict=False).network_address + 10)
+            service = ipaddress.ip_network(spec.service_cidr, strict=False)
+            if service.version == 4:  # kube-dns is SingleStack in the primary family
+                spec.cluster_dns = str(service.network_address + 10)
         except ValueError:
             pass
-    return lab
+
+
+def default_ip6(network6: str, ip: str) -> Optional[str]:
+    """A node's or router's IPv6 address on the lab segment: network6's prefix and the IPv4 address's last
+    number written as is (192.168.1.101 -> fd00:192:168:1::101), so the two read alike; None when either
+    does not parse or the result falls outside network6."""
+    try:
+        net = ipaddress.ip_network(network6, strict=False)
+        v4 = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if net.version != 6 or v4.version != 4:
+        return None
+    # the decimal digits read as hex: "101" -> ::101, as a person would write it
+    offset = int(str(v4).rsplit(".", 1)[1], 16)
+    if offset >= net.num_addresses:
+        return None
+    return str(net.network_address + offset)
+
+
+def _default_lab6(spec) -> None:
+    """gateway6 is network6's first address; each node's and router's ip6 follows its IPv4 address."""
+    if not spec.network6:
+        return
+    try:
+        net = ipaddress.ip_network(spec.network6, strict=False)
+    except ValueError:
+        return
+    if net.version != 6:
+        return  # validation says so
+    if spec.gateway6 is None and net.num_addresses > 1:
+        spec.gateway6 = str(net.network_address + 1)
+    for m in [*(spec.nodes or []), *(spec.routers or [])]:
+        if m.ip6 is None:
+            m.ip6 = default_ip6(spec.network6, m.ip)

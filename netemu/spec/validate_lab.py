@@ -6,12 +6,27 @@ from typing import Optional
 
 from netemu.spec.defaults import LAB_NAME_MAX, default_max_pods, node_pod_limit
 from netemu.spec.errors import Location, Report
+from netemu.spec.families import IPV4, IPV6, family_of, split_dual
 from netemu.spec.models import Lab
 from netemu.spec.rules import IPNetwork, check_dns_label, check_dns_subdomain, parse_cidr, parse_ip, parse_port_range
 from netemu.spec.validate_pods import check_labels
 
 IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh")
 MAX_NODE_POD_PREFIX = 30  # a node's pod subnet needs its bridge address and room for pods
+# IPv6: a /120 holds 254 pods, an IPv4 /24's worth (kube-controller-manager's default is /64)
+MAX_NODE_POD_PREFIX6 = 120
+# kube-controller-manager's cidrset: an IPv6 cluster CIDR is cut into at most 2^16 node subnets
+CLUSTER_SUBNET_MAX_DIFF = 16
+# kube-apiserver's maxCIDRBits: a service range of at most 2^20 addresses (/108 in IPv6)
+SERVICE_CIDR_MAX_BITS = 20
+# IPv6 ranges that cannot be a lab's: they mean something else to every host
+RESERVED6 = (("::/127", "the unspecified and loopback addresses"), ("::ffff:0:0/96", "IPv4-mapped addresses"),
+             ("fe80::/10", "link-local addresses"), ("ff00::/8", "multicast addresses"))
+# the examples in messages: the IPv4 field's key, its default, and an IPv6 twin (topologies' dual-stack lab)
+DUAL_EXAMPLES = {"network": ("192.168.1.0/24", "fd00:192:168:1::/64"), "gateway": ("192.168.1.1", "fd00:192:168:1::1"),
+                 "podCIDR": ("172.16.0.0/16", "fd00:10:244::/56"), "serviceCIDR": ("10.96.0.0/12", "fd00:10:96::/112"),
+                 "ip": ("192.168.1.101", "fd00:192:168:1::101")}
+NOT_BUILT6 = "IPv6-only and IPv6-primary labs are not built yet: write IPv4 first, e.g."
 
 
 def check_lab_name(name: str) -> Optional[str]:
@@ -35,26 +50,31 @@ def validate_lab(lab: Lab, loc: Location, report: Report) -> None:
     spec = lab.spec
     if lab.metadata.name and (why := check_lab_name(lab.metadata.name)) is not None:
         report.error(loc, "metadata.name", why)
-    ranges = {"network": _cidr(spec.network, "spec.network", loc, report),
-              "podCIDR": _cidr(spec.pod_cidr, "spec.podCIDR", loc, report),
-              "serviceCIDR": _cidr(spec.service_cidr, "spec.serviceCIDR", loc, report)}
+    ranges = {key: None if _whole_value(getattr(spec, attr), f"spec.{key}", getattr(spec, attr + "6"), loc, report)
+              else _cidr(getattr(spec, attr), f"spec.{key}", loc, report)
+              for key, attr in (("network", "network"), ("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr"))}
     named = list(ranges.items())
     for i, (a, net_a) in enumerate(named):
         for b, net_b in named[i + 1:]:
             if net_a and net_b and net_a.overlaps(net_b):
                 report.error(loc, f"spec.{b}", f"{net_b} overlaps spec.{a} {net_a}: the ranges must be disjoint")
     network = ranges["network"]
-    gateway, why = parse_ip(spec.gateway)
+    gateway, why = (None, None) if _whole_value(spec.gateway, "spec.gateway", spec.gateway6, loc, report) \
+        else parse_ip(spec.gateway)
     if why:
         report.error(loc, "spec.gateway", why)
-    elif network and not _usable(gateway, network):
+    elif gateway is not None and network and not _usable(gateway, network):
         report.error(loc, "spec.gateway", f"{gateway} must be a host address inside spec.network {network}")
     _check_nodes(lab, network, gateway, loc, report)
     _check_routers(lab, network, gateway, loc, report)
     _check_pod_cidr(lab, ranges["podCIDR"], loc, report)
+    _validate_lab6(lab, loc, report)
     service_cidr = ranges["serviceCIDR"]
     dns, why = parse_ip(spec.cluster_dns)
-    if why:
+    if family_of(str(spec.cluster_dns)) == IPV6:
+        report.error(loc, "spec.clusterDNS", f"must be an IPv4 address, got {spec.cluster_dns!r}: kube-dns's Service "
+                                             f"is SingleStack in the lab's primary family (IPv4), as kubeadm makes it")
+    elif why:
         report.error(loc, "spec.clusterDNS", why)
     elif service_cidr and not _usable(dns, service_cidr):
         report.error(loc, "spec.clusterDNS", f"{dns} must be a host address inside spec.serviceCIDR {service_cidr}")
@@ -85,6 +105,8 @@ def validate_lab(lab: Lab, loc: Location, report: Report) -> None:
 def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location, report: Report) -> None:
     nodes = lab.spec.nodes
     if nodes is None:
+        if "," in str(lab.spec.network) or family_of(str(lab.spec.network)) == IPV6:
+            return  # a value not split into IPv4 and IPv6: its own error says what to write
         report.error(loc, "spec.nodes", f"no nodes: the default nodes (.10, .101-.103) do not fit in "
                                         f"spec.network {lab.spec.network}; list the nodes")
         return
@@ -104,7 +126,8 @@ def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location,
             from netemu.spec.validate_scheduling import check_taint_list
 
             check_taint_list(node.taints, f"{path}.taints", loc, report)
-        ip = _lab_address(node.ip, f"{path}.ip", network, gateway, loc, report)
+        ip = None if _whole_value(node.ip, f"{path}.ip", node.ip6, loc, report) else \
+            _lab_address(node.ip, f"{path}.ip", network, gateway, loc, report)
         if ip is None:
             continue
         if str(ip) in ips:
@@ -147,7 +170,8 @@ def _check_routers(lab: Lab, network: Optional[IPNetwork], gateway, loc: Locatio
         names.setdefault(r.name, path)
         if not 1 <= r.asn <= ASN_MAX:
             report.error(loc, f"{path}.asn", f"must be between 1 and {ASN_MAX}, got {r.asn}")
-        ip = _lab_address(r.ip, f"{path}.ip", network, gateway, loc, report)
+        ip = None if _whole_value(r.ip, f"{path}.ip", r.ip6, loc, report) else \
+            _lab_address(r.ip, f"{path}.ip", network, gateway, loc, report)
         if ip is None:
             continue
         if str(ip) in ips:
@@ -224,3 +248,194 @@ def _check_pod_cidr(lab: Lab, pod_cidr: Optional[IPNetwork], loc: Location, repo
     if count > room:
         report.error(loc, "spec.podCIDR", f"{pod_cidr} has room for {room} node subnets of /{prefix}, "
                                           f"but the lab has {count} nodes")
+
+
+# --------------------------------------------------------------------------- dual-stack
+def _whole_value(value, path: str, twin_value: Optional[str], loc: Location, report: Report) -> bool:
+    """A value of an IPv4 field that the loader left whole because it is not "IPv4,IPv6" (two of one
+    family, IPv6 first, more than two, IPv6 alone), or because the IPv6 twin was written as well. True when
+    it is one (and was reported): the IPv4 checks then say nothing more about it."""
+    text = str(value)
+    parts = [p.strip() for p in text.split(",")]
+    families = [family_of(p) for p in parts]
+    key = path.rsplit(".", 1)[-1]
+    v4_example, v6_example = DUAL_EXAMPLES.get(key, DUAL_EXAMPLES["ip"])
+    if len(parts) > 2:
+        # kube-apiserver: "--service-cluster-ip-range must not contain more than two entries"
+        report.error(loc, path, f"must not contain more than two entries (one IPv4, then one IPv6), got {text!r}")
+    elif "" in parts and len(parts) > 1:
+        report.error(loc, path, f"has an empty entry, got {text!r}: write one IPv4, then one IPv6")
+    elif len(parts) == 2 and families[0] == families[1]:
+        # kube-apiserver's words for --service-cluster-ip-range[0] and [1]
+        report.error(loc, path, f"[0] {parts[0]} and [1] {parts[1]} must be of different IP family "
+                                f"(one IPv4, then one IPv6)")
+    elif families == [IPV6, IPV4]:
+        report.error(loc, path, f"{NOT_BUILT6} {key}: {parts[1]},{parts[0]}")
+    elif families == [IPV6]:
+        report.error(loc, path, f"{NOT_BUILT6} {key}: {v4_example},{text}")
+    elif split_dual(text) is not None:
+        # "v4,v6" that the loader did not split: the IPv6 twin is written too
+        report.error(loc, path, f"{text!r} gives an IPv6 value and {path}6 is set too ({twin_value}): write the "
+                                f"IPv6 value once, in one place")
+    else:
+        return False
+    return True
+
+
+def _reserved6(net) -> Optional[str]:
+    for cidr, what in RESERVED6:
+        if net.overlaps(ipaddress.ip_network(cidr)):
+            return f"{net} overlaps {cidr} ({what})"
+    return None
+
+
+def _cidr6(value: str, path: str, loc: Location, report: Report) -> Optional[ipaddress.IPv6Network]:
+    """An IPv6 network in CIDR form (a twin field), or None after reporting why not."""
+    text = str(value)
+    example = DUAL_EXAMPLES[path[len("spec."):-1]][1]
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError:
+        iface = None
+    if iface is None or iface.version != 6:
+        report.error(loc, path, f"must be an IPv6 CIDR like {example}, got {text!r}")
+        return None
+    if "/" not in text:
+        report.error(loc, path, f"must be a CIDR with a prefix length, like {text}/64, got {text!r}")
+        return None
+    if iface.ip != iface.network.network_address:
+        report.error(loc, path, f"has host bits set: did you mean {iface.network}?")
+        return None
+    if (why := _reserved6(iface.network)) is not None:
+        report.error(loc, path, f"{why}: use a unique local range (fd00::/8) such as {example}")
+        return None
+    return iface.network
+
+
+def _ip6(value: str, path: str, loc: Location, report: Report) -> Optional[ipaddress.IPv6Address]:
+    try:
+        ip = ipaddress.ip_address(str(value))
+    except ValueError:
+        ip = None
+    if ip is None or ip.version != 6:
+        report.error(loc, path, f"must be an IPv6 address, got {value!r}")
+        return None
+    return ip
+
+
+def _validate_lab6(lab: Lab, loc: Location, report: Report) -> None:
+    """The IPv6 half of a dual-stack lab (IPv4 primary): all three ranges or none, each IPv6 and disjoint,
+    gateway6 and the nodes' and routers' ip6 hosts of network6, node subnets kube-controller-manager can
+    cut from podCIDR6, a serviceCIDR6 kube-apiserver accepts."""
+    spec = lab.spec
+    members = [(f"spec.nodes[{i}]", n) for i, n in enumerate(spec.nodes or [])] + \
+              [(f"spec.routers[{i}]", r) for i, r in enumerate(spec.routers or [])]
+    ranges6 = {"network6": spec.network6, "podCIDR6": spec.pod_cidr6, "serviceCIDR6": spec.service_cidr6}
+    given = [f"spec.{k}" for k, v in ranges6.items() if v]
+    if not given:
+        # an IPv4-only lab: IPv6 settings alone would be silently ignored
+        stray = [("spec.gateway6", spec.gateway6)] + [(f"{p}.ip6", m.ip6) for p, m in members]
+        if "node_pod_prefix6" in spec.model_fields_set:
+            stray.append(("spec.nodePodPrefix6", spec.node_pod_prefix6))
+        for path, value in stray:
+            if value is not None:
+                report.error(loc, path, "is set, but the lab is IPv4-only: a dual-stack lab sets spec.network6, "
+                                        "spec.podCIDR6 and spec.serviceCIDR6 (e.g. podCIDR: 172.16.0.0/16,fd00:10:244::/56)")
+        return
+    nets: dict[str, Optional[ipaddress.IPv6Network]] = {}
+    for key, value in ranges6.items():
+        if not value:
+            v4_key = key[:-1]
+            v4, v6 = DUAL_EXAMPLES[v4_key]
+            report.error(loc, f"spec.{key}", f"must be set too: the lab is dual-stack ({', '.join(given)} set) and "
+                                             f"each of network, podCIDR and serviceCIDR needs its IPv6 range, "
+                                             f"e.g. {v4_key}: {v4},{v6}")
+            nets[key] = None
+        else:
+            nets[key] = _cidr6(value, f"spec.{key}", loc, report)
+    named = list(nets.items())
+    for i, (a, net_a) in enumerate(named):
+        for b, net_b in named[i + 1:]:
+            if net_a and net_b and net_a.overlaps(net_b):
+                report.error(loc, f"spec.{b}", f"{net_b} overlaps spec.{a} {net_a}: the ranges must be disjoint")
+    network6 = nets["network6"]
+    gateway6 = None
+    if spec.gateway6 is not None:
+        gateway6 = _ip6(spec.gateway6, "spec.gateway6", loc, report)
+        if gateway6 is not None and network6 is not None and not _usable6(gateway6, network6):
+            report.error(loc, "spec.gateway6", f"{gateway6} must be a host address inside spec.network6 {network6}")
+    _check_members6(members, network6, gateway6, loc, report)
+    _check_pod_cidr6(lab, nets["podCIDR6"], loc, report)
+    service6 = nets["serviceCIDR6"]
+    if service6 is not None and service6.max_prefixlen - service6.prefixlen > SERVICE_CIDR_MAX_BITS:
+        least = service6.max_prefixlen - SERVICE_CIDR_MAX_BITS
+        report.error(loc, "spec.serviceCIDR6", f"{service6} is too large: kube-apiserver refuses it (specified "
+                                               f"--service-cluster-ip-range[1] is too large; for 128-bit addresses, "
+                                               f"the mask must be >= {least}), e.g. {DUAL_EXAMPLES['serviceCIDR'][1]}")
+
+
+def _usable6(ip: ipaddress.IPv6Address, net: ipaddress.IPv6Network) -> bool:
+    """A host of an IPv6 network: inside it and not its first address (the subnet-router anycast address);
+    IPv6 has no broadcast, so the last address is a host's."""
+    return ip in net and ip != net.network_address
+
+
+def _check_members6(members, network6, gateway6, loc: Location, report: Report) -> None:
+    """Each node's and router's ip6: an IPv6 host of network6, not the gateway's, nobody else's."""
+    taken: dict[str, str] = {}
+    for path, m in members:
+        if m.ip6 is None:
+            if network6 is not None and parse_ip(m.ip)[0] is not None:  # else its ip's error says enough
+                last = str(m.ip).rsplit(".", 1)[-1]
+                report.error(loc, f"{path}.ip6", f"has no IPv6 address: the default (spec.network6 and the IPv4 "
+                                                 f"address's last number, ::{last}) is not inside {network6}; write "
+                                                 f"ip: {m.ip},<an IPv6 address of {network6}>")
+            continue
+        ip6 = _ip6(m.ip6, f"{path}.ip6", loc, report)
+        if ip6 is None:
+            continue
+        if network6 is not None and not _usable6(ip6, network6):
+            report.error(loc, f"{path}.ip6", f"{ip6} must be a host address inside spec.network6 {network6}")
+        if gateway6 is not None and ip6 == gateway6:
+            report.error(loc, f"{path}.ip6", f"{ip6} is the gateway6 (the host's IPv6 address on the lab network)")
+        if str(ip6) in taken:
+            report.error(loc, f"{path}.ip6", f"{ip6} is taken (also {taken[str(ip6)]})")
+        taken.setdefault(str(ip6), path)
+
+
+def pod_addresses6(node_pod_prefix6: int) -> int:
+    """The pod addresses of a node's IPv6 /node_pod_prefix6 subnet: all but its first (the subnet-router
+    anycast address) and ::1 (cni0's); IPv6 has no broadcast address."""
+    return max(0, 2 ** (128 - node_pod_prefix6) - 2)
+
+
+def _check_pod_cidr6(lab: Lab, pod_cidr6: Optional[ipaddress.IPv6Network], loc: Location, report: Report) -> None:
+    spec = lab.spec
+    prefix = spec.node_pod_prefix6
+    if pod_cidr6 is None:
+        return
+    if not pod_cidr6.prefixlen <= prefix <= MAX_NODE_POD_PREFIX6:
+        report.error(loc, "spec.nodePodPrefix6", f"must be between the podCIDR6's prefix /{pod_cidr6.prefixlen} "
+                                                 f"and /{MAX_NODE_POD_PREFIX6}, got /{prefix}")
+        return
+    if prefix - pod_cidr6.prefixlen > CLUSTER_SUBNET_MAX_DIFF:
+        report.error(loc, "spec.nodePodPrefix6",
+                     f"/{prefix} is more than {CLUSTER_SUBNET_MAX_DIFF} bits longer than spec.podCIDR6 {pod_cidr6}: "
+                     f"kube-controller-manager refuses it (New CIDR set failed; the node CIDR size is too big); "
+                     f"use a podCIDR6 of /{prefix - CLUSTER_SUBNET_MAX_DIFF} or longer, e.g. /56 with /64")
+        return
+    count = len(spec.nodes or [])
+    room = 2 ** (prefix - pod_cidr6.prefixlen)
+    if count > room:
+        report.error(loc, "spec.podCIDR6", f"{pod_cidr6} has room for {room} node subnets of /{prefix}, "
+                                           f"but the lab has {count} nodes")
+    if spec.node_pod_prefix <= MAX_NODE_POD_PREFIX:  # else spec.nodePodPrefix's own error says so
+        # every pod takes an address of each family: the IPv6 subnet must hold as many as the node can
+        pods, _ = node_pod_limit(spec.node_pod_prefix)
+        have = pod_addresses6(prefix)
+        if have < pods:
+            longest = next(p for p in range(MAX_NODE_POD_PREFIX6, 0, -1) if pod_addresses6(p) >= pods)
+            report.error(loc, "spec.nodePodPrefix6",
+                         f"a /{prefix} has {have} pod addresses, fewer than the {pods} pods a node can hold "
+                         f"(spec.nodePodPrefix /{spec.node_pod_prefix}): every pod takes an IPv6 address too; "
+                         f"use /{longest} or shorter")

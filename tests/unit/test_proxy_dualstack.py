@@ -340,3 +340,23 @@ def test_render_a_dual_stack_service_in_both_families(tmp_path, capsys):
     assert "-d 10.96.0.60 --dport 80" in v4 and "fd00" not in v4   # the IPv6 slice is not IPv4's
     assert "-d fd00:10:96::60 --dport 80" in v6 and "--to-destination [fd00:10:244:1::a]:8080" in v6
     assert v6.count("-j KUBE-SERVICES") == v4.count("-j KUBE-SERVICES") > 0    # each has its jumps
+
+
+# --------------------------------------------------------------------------- netemu trace
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_trace_follows_each_destination_through_its_familys_rules(monkeypatch, mode):
+    from netemu.dataplane import capture
+    from netemu.dataplane.proxy import trace as trace_mod
+    from netemu.dataplane.proxy.iptables.render import base_payload
+
+    views = build_views([ds_service()], ds_slices(), node_name="w1-k8s", families=FAMILIES)
+    saved = {f: base_payload() + iptables_render(v).payload() for f, v in views.items()}
+    runner = FakeRunner({("iptables-nft-save",): saved[IPV4], ("ip6tables-nft-save",): saved[IPV6]})
+    kp = kube_proxy(dual_lab(mode), runner)
+    asyncio.run(kp.sync(Store([ds_service()], ds_slices())))
+    monkeypatch.setattr(capture, "local_addresses", lambda netns: {"192.168.1.101", "fd00:192:168:1::101"})
+    monkeypatch.setattr(capture, "conntrack_entries", lambda *a, **k: [])
+    dests = [{"via": "NodePort", "ip": ip, "port": 30080, "proto": "tcp"}
+             for ip in ("fd00:192:168:1::101", "192.168.1.101")]
+    doc = trace_mod.trace(kp, "w1-k8s", mode, "fd00:192:168:1::1", dests)
+    assert [r["dnat"] for r in doc["results"]] == [["[fd00:10:244:1::a]:8080"], ["172.16.1.10:8080"]]

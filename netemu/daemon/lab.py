@@ -19,12 +19,13 @@ from typing import Any, Callable, Optional
 
 from netemu import paths
 from netemu.control.cluster import Cluster
-from netemu.control.nodes import internal_ip, set_ready
+from netemu.control.nodes import internal_ip, internal_ip6, node_pod_cidr6, set_ready
 from netemu.dataplane.cgroups import LabCgroups
 from netemu.dataplane.kubelet import Kubelet
 from netemu.dataplane.labnet import LabNet, NodeNet
 from netemu.dataplane import launcher as launcher_mod
 from netemu.dataplane.launcher import LauncherClient
+from netemu.spec.families import dual_stack
 from netemu.spec.models import K8sModel, Lab
 
 log = logging.getLogger("netemu.daemon")
@@ -431,15 +432,24 @@ class LabDaemon:
         self.bgp = BgpSpeakers(self.name, self.net.node_netns, tuple(cg.dirs) if cg is not None else ())
 
     def node_nets(self) -> list[NodeNet]:
-        return [NodeNet(n.metadata.name, internal_ip(n), n.spec.pod_cidr) for n in
+        dual = dual_stack(self.lab.spec)
+        return [NodeNet(n.metadata.name, internal_ip(n), n.spec.pod_cidr,
+                        *(_node_ipv6(self.lab, n) if dual else (None, None))) for n in
                 sorted(self.cluster.store.list("Node"), key=lambda n: _node_order(self.lab, n.metadata.name))]
+
+    def make_net(self) -> LabNet:
+        """The lab's wires as the Lab document and the Nodes say (a build and a resume make it)."""
+        spec = self.lab.spec
+        dual = dual_stack(spec)
+        return LabNet(self.name, spec.network, spec.gateway, spec.service_cidr, self.node_nets(),
+                      self.router_nets(), network6=spec.network6 if dual else None,
+                      gateway6=spec.gateway6 if dual else None, service_cidr6=spec.service_cidr6 if dual else None)
 
     async def build(self) -> None:
         """Bring the lab up. On any failure the caller tears everything down."""
         spec = self.lab.spec
         self.cluster.bootstrap()
-        self.net = LabNet(self.name, spec.network, spec.gateway, spec.service_cidr, self.node_nets(),
-                          self.router_nets())
+        self.net = self.make_net()
         self.progress(f"building the lab network: {len(self.net.nodes)} nodes"
                       + (f", {len(self.net.routers)} router{'s' * (len(self.net.routers) != 1)}"
                          if self.net.routers else ""))
@@ -835,6 +845,13 @@ def _write_state(path: str, data: dict) -> bool:
         return True
     except FileNotFoundError:  # the lab is being removed
         return False
+
+
+def _node_ipv6(lab: Lab, node) -> tuple[Optional[str], Optional[str]]:
+    """A dual-stack lab's node: its IPv6 address (its InternalIP of that family, else the Lab
+    document's ip6) and its IPv6 pod subnet (spec.podCIDRs[1]); None for what it lacks."""
+    ip6 = internal_ip6(node) or next((n.ip6 for n in lab.spec.nodes or [] if n.name == node.metadata.name), None)
+    return ip6, node_pod_cidr6(node)
 
 
 def _node_order(lab: Lab, name: str) -> int:

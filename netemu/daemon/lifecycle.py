@@ -79,16 +79,22 @@ def lab_overlaps(name: str, spec, claims: dict[str, dict]) -> list[str]:
     from netemu.dataplane import uplink
 
     mine = {"lab network": spec.network, "pod CIDR": spec.pod_cidr, "service CIDR": spec.service_cidr}
+    # a dual-stack lab's IPv6 ranges (an IPv4 range never overlaps an IPv6 one)
+    six = ipv6_ranges(spec)
+    mine.update({"IPv6 lab network": six["network6"], "IPv6 pod CIDR": six["podCIDR6"],
+                 "IPv6 service CIDR": six["serviceCIDR6"]} if six else {})
     problems = []
     for other, ospec in claims.items():
         if other == name or ospec is None:
             continue
         theirs = {"lab network": ospec.get("network"), "pod CIDR": ospec.get("podCIDR"),
-                  "service CIDR": ospec.get("serviceCIDR")}
+                  "service CIDR": ospec.get("serviceCIDR"), "IPv6 lab network": ospec.get("network6"),
+                  "IPv6 pod CIDR": ospec.get("podCIDR6"), "IPv6 service CIDR": ospec.get("serviceCIDR6")}
         for what, cidr in mine.items():
             for owhat, ocidr in theirs.items():
                 try:
-                    overlap = cidr and ocidr and ipaddress.ip_network(cidr).overlaps(ipaddress.ip_network(ocidr))
+                    a, b = (ipaddress.ip_network(cidr), ipaddress.ip_network(ocidr)) if cidr and ocidr else (None, None)
+                    overlap = a is not None and a.version == b.version and a.overlaps(b)
                 except ValueError:
                     continue
                 if overlap:
@@ -103,6 +109,14 @@ def lab_overlaps(name: str, spec, claims: dict[str, dict]) -> list[str]:
     return problems
 
 
+def ipv6_ranges(spec) -> dict[str, Optional[str]]:
+    """A dual-stack lab's IPv6 ranges under their claim keys; {} for an IPv4-only lab (what
+    netemu.spec.families.dual_stack decides, from a spec that may predate the IPv6 fields)."""
+    six = {"network6": getattr(spec, "network6", None), "podCIDR6": getattr(spec, "pod_cidr6", None),
+           "serviceCIDR6": getattr(spec, "service_cidr6", None)}
+    return six if any(six.values()) else {}
+
+
 def host_conflicts(network: str, routes: list[dict], links: list[dict], own_link: Optional[str] = None) -> list[str]:
     """Reasons why `network` cannot be a lab's network on a host with these routes (`ip -j route show
     table all`) and links (`ip -j addr show`); `own_link` (the lab's uplink) is left out."""
@@ -115,7 +129,8 @@ def host_conflicts(network: str, routes: list[dict], links: list[dict], own_link
         if r.get("dev") == own_link:
             continue
         try:
-            rnet = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
+            # a route to one address has no length: /32 or /128 by its family
+            rnet = ipaddress.ip_network(dst, strict=False)
         except ValueError:
             continue
         if rnet.version == net.version and rnet.overlaps(net):
@@ -172,20 +187,26 @@ def _claim(name: str, lab, force_uplink: bool, warn: Warn) -> int:
                 warn(w)
         except uplink.UplinkError as e:
             raise LifecycleError(str(e)) from None
-    problems += host_conflicts(spec.network, hostnet.host_routes(), hostnet.host_addresses(),
+    addresses = hostnet.host_addresses()
+    problems += host_conflicts(spec.network, hostnet.host_routes(), addresses,
                                own_link=uplink.host_side_link(spec.uplink))
+    six = ipv6_ranges(spec)
+    if six.get("network6"):  # the host must not reach the IPv6 segment some other way either
+        problems += host_conflicts(six["network6"], hostnet.host_routes(6), addresses,
+                                   own_link=uplink.host_side_link(spec.uplink))
     if problems:
         raise LifecycleError(f'cannot start lab "{name}": its addresses are already in use on this host:\n  - '
                              + "\n  - ".join(problems)
                              + "\n(give the lab other CIDRs in its Lab document: spec.network, spec.podCIDR, "
-                               "spec.serviceCIDR)")
+                               "spec.serviceCIDR" + (" and their IPv6 twins" if six else "") + ")")
     owner = locks.claim_owner(name)
     if owner is None:
         raise LifecycleError(f'lab "{name}" is being started or removed by another netemu command: try again')
     locks.write_claim(name, {"up_pid": os.getpid(), "created": time.time(), "spec": {
         "network": spec.network, "gateway": spec.gateway, "podCIDR": spec.pod_cidr, "serviceCIDR": spec.service_cidr,
         "uplink": spec.uplink, "proxyMode": spec.proxy_mode,
-        "nodes": [{"name": n.name, "ip": n.ip} for n in spec.nodes or []]}})
+        "nodes": [{"name": n.name, "ip": n.ip} for n in spec.nodes or []],
+        **({**six, "gateway6": spec.gateway6} if six else {})}})
     return owner
 
 

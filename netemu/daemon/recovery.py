@@ -111,13 +111,12 @@ def node_is_up(node) -> bool:
 # ---------------------------------------------------------------------------- resuming a lab
 async def resume(d, hello: dict, extra: dict) -> None:
     from netemu.dataplane import launcher as launcher_mod
-    from netemu.dataplane.labnet import LabNet
 
     restore_store(d, d.initial_objects, extra)
     d.initial_objects = []
     d.resumed = True
     spec = d.lab.spec
-    d.net = LabNet(d.name, spec.network, spec.gateway, spec.service_cidr, d.node_nets(), d.router_nets())
+    d.net = d.make_net()
     d.launcher._next = (os.getpid() & 0xFFFF) << 32  # never an id the previous process used
     missing = missing_network(d.net)
     listing = None

@@ -2,7 +2,8 @@
 
 A lab must never turn a curl into packets on the real network: before `up` the lab network must
 not already be routed or addressed on the host (a more specific route than the default route,
-or an address of the host: netemu/daemon/lifecycle.py's host_conflicts over what this module reads),
+or an address of the host: netemu/daemon/lifecycle.py's host_conflicts over what this module reads;
+a dual-stack lab's network6 too, against the host's IPv6 routes and addresses),
 and before anything sends to a lab address it checks that the route leaves through a lab's own
 interface.
 """
@@ -14,9 +15,10 @@ from netemu.dataplane import names
 from netemu.dataplane.ipcmd import IpError, ip_json
 
 
-def host_routes() -> list[dict]:
-    """The host's routes, every table (`ip -j route show table all`)."""
-    return ip_json(["route", "show", "table", "all"])
+def host_routes(family: int = 4) -> list[dict]:
+    """The host's routes of one family, every table (`ip -j [-6] route show table all`: without -6, ip
+    lists IPv4 routes only)."""
+    return ip_json((["-6"] if family == 6 else []) + ["route", "show", "table", "all"])
 
 
 def host_addresses() -> list[dict]:
@@ -25,12 +27,22 @@ def host_addresses() -> list[dict]:
 
 
 def route_device(address: str) -> Optional[str]:
-    """The interface the host would send to `address` through."""
+    """The interface the host would send to `address` through (IPv4 or IPv6; an IPv6 address may be
+    written as in a URL, in brackets)."""
+    address = plain_address(address)
     try:
         routes = ip_json(["route", "get", address])
     except IpError:
         return None
     return routes[0].get("dev") if routes else None
+
+
+def plain_address(address: str) -> str:
+    """`[fd00::1]` (as curl -g takes it) -> `fd00::1`; anything else as it is."""
+    address = address.strip()
+    if address.startswith("[") and address.endswith("]"):
+        return address[1:-1]
+    return address
 
 
 def routes_into_lab(address: str, lab: Optional[str] = None) -> bool:

@@ -26,7 +26,7 @@ from netemu.control.store import rfc3339
 from netemu.dataplane import nsutil, podfiles, probes, resources, rootfs, security
 from netemu.dataplane.cgroups import LabCgroups, kill_all
 from netemu.dataplane.launcher import SANDBOX_GONE
-from netemu.dataplane.labnet import LabNet, PodNet
+from netemu.dataplane.labnet import LabNet, NodeNet, PodNet
 from netemu.dataplane.stdio import ContainerStdio
 from netemu.spec.models import (
     Container,
@@ -237,8 +237,7 @@ class Kubelet:
             nets = []
             for pod in group:
                 node = self.net.nodes[pod.spec.node_name]
-                nets.append(PodNet(pod.metadata.namespace, pod.metadata.name, pod.spec.node_name, pod.status.pod_ip,
-                                   int(node.pod_cidr.split("/")[1]), node.gateway))
+                nets.append(pod_net(pod, node))
                 self.cgroups.create(pod.metadata.uid)
                 # requests and limits, as kubelet sets the pod-level cgroup (raises if refused)
                 resources.apply_pod_resources(self.cgroups, pod.metadata.uid, pod)
@@ -917,6 +916,16 @@ class Kubelet:
 
     def set_node_up(self, node: str, up: bool) -> None:
         self.node_up[node] = up
+
+
+def pod_net(pod: Pod, node: NodeNet) -> PodNet:
+    """A pod's wires: its IPv4 address in the node's pod subnet, and in a dual-stack lab whose node has an
+    IPv6 pod subnet its IPv6 address (status.podIPs[1]) with cni0's ::1 as its IPv6 gateway."""
+    ip6 = next((p.ip for p in pod.status.pod_ips or [] if p.ip and ":" in p.ip), None) if node.pod_cidr6 else None
+    return PodNet(pod.metadata.namespace, pod.metadata.name, pod.spec.node_name, pod.status.pod_ip,
+                  int(node.pod_cidr.split("/")[1]), node.gateway,
+                  ip6=ip6, prefixlen6=int(node.pod_cidr6.split("/")[1]) if ip6 else None,
+                  gateway6=node.gateway6 if ip6 else None)
 
 
 def _startable(rt: PodRt, c: ContainerRt) -> bool:

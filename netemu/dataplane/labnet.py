@@ -7,6 +7,14 @@
 
 The segment's bridge lives in its own namespace so the host's firewall and bridge-netfilter
 settings never see lab frames. Only the host's end of one veth is in the root namespace.
+
+An IPv4-only lab has IPv6 switched off in every namespace and on the host link. A dual-stack lab
+(network6) carries IPv6 beside IPv4 on the same wires: the host link gets gateway6, each node's eth0
+its ip6, cni0 the first host (::1) of the node's IPv6 pod subnet, host-gw routes to the other nodes'
+IPv6 pod subnets, pods their IPv6 address and a default route via cni0's ::1. Containment is IPv4's:
+no IPv6 default route in a node, no router advertisements taken or solicited and no autoconfiguration
+anywhere (accept_ra=0, autoconf=0 before a link comes up), the host ignores ICMPv6 redirects from the
+lab, and addresses are added `nodad` so they work at once (the lab alone decides who has which address).
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ import hashlib
 import ipaddress
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -22,15 +31,26 @@ from netemu.dataplane import names, nsutil
 from netemu.dataplane.ipcmd import ip_batch, netns_list
 
 
+def first_host(cidr: str) -> str:
+    """The first usable address of a subnet (.1, ::1): a node's cni0, its pods' gateway."""
+    return str(next(ipaddress.ip_network(cidr).hosts()))
+
+
 @dataclass(frozen=True)
 class NodeNet:
     name: str
     ip: str
     pod_cidr: str
+    ip6: Optional[str] = None  # dual-stack lab: the node's address on network6
+    pod_cidr6: Optional[str] = None  # dual-stack lab: its IPv6 pod subnet (Node spec.podCIDRs[1])
 
     @property
     def gateway(self) -> str:
-        return str(next(ipaddress.ip_network(self.pod_cidr).hosts()))
+        return first_host(self.pod_cidr)
+
+    @property
+    def gateway6(self) -> Optional[str]:
+        return first_host(self.pod_cidr6) if self.pod_cidr6 else None
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,9 @@ class PodNet:
     ip: str
     prefixlen: int
     gateway: str
+    ip6: Optional[str] = None  # dual-stack lab: status.podIPs[1], in the node's IPv6 pod subnet
+    prefixlen6: Optional[int] = None
+    gateway6: Optional[str] = None  # cni0's ::1
 
 
 def _mac(seed: str) -> str:
@@ -58,9 +81,34 @@ class RouterNet:
     ip: str
 
 
+# IPv6 on an interface that takes part in a lab: no router advertisements taken (nor solicited: a node
+# with accept_ra=0 sends no router solicitations), no addresses made up from them, no redirects believed
+IPV6_QUIET = {"accept_ra": "0", "autoconf": "0", "accept_redirects": "0", "router_solicitations": "0"}
+
+
+def ipv6_conf(scope: str, values: dict[str, str]) -> dict[str, str]:
+    """sysctl keys of net.ipv6.conf.<scope> (all, default or an interface)."""
+    return {f"net.ipv6.conf.{scope}.{k}": v for k, v in values.items()}
+
+
+IPV6_OFF = {**ipv6_conf("all", {"disable_ipv6": "1"}), **ipv6_conf("default", {"disable_ipv6": "1"})}
+
+
+def ipv6_on(*links: str) -> dict[str, str]:
+    """A namespace with IPv6 and none of its self-configuration: all and default first (links made
+    later take them), then the links that exist already (made with the kernel's defaults, accept_ra=1)."""
+    out: dict[str, str] = {}
+    for scope in ("all", "default", *links):
+        out.update(ipv6_conf(scope, IPV6_QUIET))
+    out.update(ipv6_conf("all", {"disable_ipv6": "0"}))
+    out.update(ipv6_conf("default", {"disable_ipv6": "0"}))
+    return out
+
+
 class LabNet:
     def __init__(self, lab: str, network: str, gateway: str, service_cidr: str, nodes: list[NodeNet],
-                 routers: Optional[list[RouterNet]] = None):
+                 routers: Optional[list[RouterNet]] = None, network6: Optional[str] = None,
+                 gateway6: Optional[str] = None, service_cidr6: Optional[str] = None):
         self.lab = lab
         self.network = ipaddress.ip_network(network)
         self.gateway = gateway
@@ -69,6 +117,14 @@ class LabNet:
         self.routers = {r.name: r for r in routers or []}
         self.switch = names.switch_netns(lab)
         self.host_link = names.host_link(lab)
+        # a dual-stack lab: the segment's IPv6 network, the host's address on it, the IPv6 service range
+        self.network6 = ipaddress.ip_network(network6) if network6 else None
+        self.gateway6 = gateway6 or (str(self.network6.network_address + 1) if self.network6 else None)
+        self.service_cidr6 = service_cidr6
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.network6 is not None
 
     def node_netns(self, node: str) -> str:
         return names.node_netns(self.lab, node)
@@ -80,13 +136,15 @@ class LabNet:
     def build(self) -> None:
         """Wire the namespaces made by create_namespaces()."""
         prefix = self.network.prefixlen
+        if self.dual_stack and not os.path.isdir("/proc/sys/net/ipv6"):
+            raise RuntimeError("this lab is dual-stack but the kernel has IPv6 switched off (ipv6.disable=1)")
         # the host's end first: if the name is taken the lab stops here, before touching more
         ip_batch([
             f"link add {self.host_link} type veth peer name {names.SWITCH_HOST_PORT} netns {self.switch}",
             f"addr add {self.gateway}/{prefix} dev {self.host_link}",
         ])
-        _quiet_host_link(self.host_link)
-        ip_batch([f"link set {self.host_link} up"])
+        _quiet_host_link(self.host_link, self.dual_stack)
+        ip_batch(self.host_link_commands())
         sw = [
             "link set lo up",
             f"link add {names.SWITCH_BRIDGE} address {_mac(self.lab + '/br0')} type bridge",
@@ -98,6 +156,7 @@ class LabNet:
             sw += [f"link add {port} type veth peer name {names.NODE_UPLINK} netns {self.node_netns(n.name)}",
                    f"link set {port} master {names.SWITCH_BRIDGE} up"]
         ip_batch(sw, netns=self.switch)
+        # the switch has no address of either family: its bridge carries IPv6 frames with IPv6 off
         nsutil.write_sysctl_in(self.switch, {"net.bridge.bridge-nf-call-iptables": "0",
                                              "net.bridge.bridge-nf-call-ip6tables": "0",
                                              "net.ipv6.conf.all.disable_ipv6": "1"})
@@ -105,6 +164,13 @@ class LabNet:
             self._build_node(n, prefix)
         for r in self.routers.values():
             self._build_router(r, prefix)
+
+    def host_link_commands(self) -> list[str]:
+        """The host link's IPv6 address (after its sysctls, before it is up) and up."""
+        cmds = []
+        if self.dual_stack:
+            cmds.append(f"addr add {self.gateway6}/{self.network6.prefixlen} dev {self.host_link} nodad")
+        return cmds + [f"link set {self.host_link} up"]
 
     def _build_router(self, r: RouterNet, prefix: int) -> None:
         ns = self.node_netns(r.name)
@@ -128,7 +194,11 @@ class LabNet:
     def _build_node(self, n: NodeNet, prefix: int) -> None:
         ns = self.node_netns(n.name)
         # forwarding and bridge-netfilter first: pods' traffic must meet kube-proxy's rules
-        nsutil.write_sysctl_in(ns, {
+        nsutil.write_sysctl_in(ns, self.node_sysctls())
+        ip_batch(self.node_commands(n, prefix), netns=ns)
+
+    def node_sysctls(self) -> dict[str, str]:
+        values = {
             "net.ipv4.ip_forward": "1",
             "net.bridge.bridge-nf-call-iptables": "1",
             "net.ipv4.conf.all.rp_filter": "0",
@@ -140,20 +210,49 @@ class LabNet:
             # a namespace's ICMP rate limit can swallow the very first "port unreachable" of a
             # REJECT rule here, turning an instant refusal into a client timeout
             "net.ipv4.icmp_ratelimit": "0",
-        })
+        }
+        if self.dual_stack:
+            for key in IPV6_OFF:
+                del values[key]
+            # eth0 exists already (the switch made it): its own values, before it comes up
+            values.update(ipv6_on(names.NODE_UPLINK))
+            values.update({
+                "net.ipv6.conf.all.forwarding": "1",  # (also default and every link)
+                "net.bridge.bridge-nf-call-ip6tables": "1",
+                "net.ipv6.icmp.ratelimit": "0",  # as IPv4's: ip6tables' REJECT answers at once
+            })
+        return values
+
+    def node_commands(self, n: NodeNet, prefix: int) -> list[str]:
         cmds = [
             "link set lo up",
             f"addr add {n.ip}/{prefix} dev {names.NODE_UPLINK}",
+        ]
+        if self.dual_stack and n.ip6:
+            cmds.append(f"addr add {n.ip6}/{self.network6.prefixlen} dev {names.NODE_UPLINK} nodad")
+        cmds += [
             f"link set {names.NODE_UPLINK} up",
             f"link add {names.NODE_BRIDGE} address {_mac(self.lab + '/' + n.name + '/cni0')} type bridge",
             f"addr add {n.gateway}/{ipaddress.ip_network(n.pod_cidr).prefixlen} dev {names.NODE_BRIDGE}",
+        ]
+        if self.dual_stack and n.pod_cidr6:
+            cmds.append(f"addr add {n.gateway6}/{ipaddress.ip_network(n.pod_cidr6).prefixlen} "
+                        f"dev {names.NODE_BRIDGE} nodad")
+        cmds += [
             f"link set {names.NODE_BRIDGE} up",
             f"route add {self.service_cidr} dev {names.NODE_UPLINK} src {n.ip}",
         ]
+        if self.dual_stack and n.ip6 and self.service_cidr6:
+            # the node's own connections to IPv6 ClusterIPs need a route too (there is no default one)
+            cmds.append(f"route add {self.service_cidr6} dev {names.NODE_UPLINK} src {n.ip6}")
         for other in self.nodes.values():
             if other.name != n.name:
                 cmds.append(f"route add {other.pod_cidr} via {other.ip} dev {names.NODE_UPLINK}")
-        ip_batch(cmds, netns=ns)
+        if self.dual_stack and n.ip6:
+            for other in self.nodes.values():
+                if other.name != n.name and other.ip6 and other.pod_cidr6:
+                    cmds.append(f"route add {other.pod_cidr6} via {other.ip6} dev {names.NODE_UPLINK}")
+        return cmds
 
     # ------------------------------------------------------------------ node failure
     def set_node_link(self, node: str, up: bool) -> None:
@@ -191,18 +290,25 @@ class LabNet:
         for node, group in by_node.items():
             cmds = []
             for p in group:
-                veth = names.pod_veth(p.namespace, p.name)
-                cmds += [
-                    # the pod's end is created inside the pod's namespace, as its second link
-                    f"link add {veth} type veth peer name {names.POD_IF} netns {self.pod_netns(p.namespace, p.name)}"
-                    f" index {POD_IF_INDEX}",
-                    f"link set {veth} master {names.NODE_BRIDGE} up",
-                    # a pod reaching its own Service may be sent back to itself (hairpin)
-                    f"link set dev {veth} type bridge_slave hairpin on",
-                ]
+                cmds += self.pod_port_commands(p)
             ip_batch(cmds, netns=self.node_netns(node))
         for p in pods:
             configure_pod_interface(self.pod_netns(p.namespace, p.name), p)
+
+    def pod_port_commands(self, p: PodNet) -> list[str]:
+        """The pod's veth pair, made in its node: the node's end a port of cni0."""
+        veth = names.pod_veth(p.namespace, p.name)
+        return [
+            # the pod's end is created inside the pod's namespace, as its second link
+            f"link add {veth} type veth peer name {names.POD_IF} netns {self.pod_netns(p.namespace, p.name)}"
+            f" index {POD_IF_INDEX}",
+            # a bridge port needs no IPv6 address of its own (cni0 has the node's): no link-local
+            # address, DAD or MLD report per pod
+            *([f"link set {veth} addrgenmode none"] if self.dual_stack else []),
+            f"link set {veth} master {names.NODE_BRIDGE} up",
+            # a pod reaching its own Service may be sent back to itself (hairpin)
+            f"link set dev {veth} type bridge_slave hairpin on",
+        ]
 
     def remove_pods(self, pods: Iterable[tuple[str, str]]) -> None:
         """Deleting a pod's namespace deletes its veth pair with it."""
@@ -276,21 +382,47 @@ def configure_pod_interface(netns: str, p: PodNet) -> None:
     from pyroute2 import IPRoute
 
     with nsutil.in_netns(netns):
-        # the lab is IPv4: no link-local addresses, DAD or router solicitations per pod
-        for scope in ("all", "default"):
-            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
-                f.write("1")
+        for key, value in pod_sysctls(p).items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
         with IPRoute() as ipr:
             ipr.link("set", index=1, state="up")
             ipr.addr("add", index=POD_IF_INDEX, address=p.ip, prefixlen=p.prefixlen)
+            if p.ip6:
+                ipr.addr("add", index=POD_IF_INDEX, address=p.ip6, prefixlen=p.prefixlen6, flags=IFA_F_NODAD)
             ipr.link("set", index=POD_IF_INDEX, state="up")
             ipr.route("add", dst="default", gateway=p.gateway, oif=POD_IF_INDEX)
+            if p.ip6 and p.gateway6:
+                ipr.route("add", dst="::/0", gateway=p.gateway6, oif=POD_IF_INDEX, family=socket.AF_INET6)
 
 
-def _quiet_host_link(link: str) -> None:
-    """No IPv6 chatter (router solicitations, DAD) from the host onto the lab segment."""
-    try:
-        with open(f"/proc/sys/net/ipv6/conf/{link}/disable_ipv6", "w") as f:
-            f.write("1")
-    except OSError:
-        pass
+IFA_F_NODAD = 0x02  # linux/if_addr.h
+
+
+def pod_sysctls(p: PodNet) -> dict[str, str]:
+    """An IPv4 pod: IPv6 off (no link-local addresses, DAD or router solicitations per pod). A pod of a
+    dual-stack lab: IPv6 on, configured by netemu only (its eth0 was made with the kernel's defaults)."""
+    return ipv6_on(names.POD_IF) if p.ip6 else dict(IPV6_OFF)
+
+
+def host_link_sysctls(dual_stack: bool) -> dict[str, str]:
+    """The host link's IPv6 settings (in the root namespace, keys under net.ipv6.conf.<link>). IPv4 lab:
+    IPv6 off, no chatter (router solicitations, DAD) from the host onto the segment. Dual-stack: IPv6
+    on, but the host takes no router advertisement, address or redirect from the lab (a node announcing
+    itself as a default router would otherwise pull the host's traffic into the lab, or a redirect steer
+    it), whatever the host's defaults (accept_ra=1, autoconf=1) say. The quiet settings go first: the
+    link is still down, nothing is sent before they hold."""
+    if not dual_stack:
+        return {"disable_ipv6": "1"}
+    return {**IPV6_QUIET, "disable_ipv6": "0"}
+
+
+def _quiet_host_link(link: str, dual_stack: bool = False) -> None:
+    for key, value in host_link_sysctls(dual_stack).items():
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{link}/{key}", "w") as f:
+                f.write(value)
+        except OSError:
+            if dual_stack:
+                raise  # an IPv6 lab with a host link that listens to router advertisements: no
+            return

@@ -8,6 +8,10 @@ TLS), the thread ending with its connection, so an idle stand-in has only its ma
 datagrams are answered inline. Threads hand work back with `call_soon_threadsafe`; `call_later`
 runs something on the loop after a delay. The pod log's buffered lines go out when the loop has
 nothing to do (podlog), and before the process dies of SIGTERM, SIGINT or SIGHUP.
+
+A stand-in listening on every address (0.0.0.0) in a pod with IPv6 (a dual-stack lab's) listens on
+:: too, with a second, IPv6-only socket per port: IPv4 clients still meet the IPv4 socket and are
+seen with their plain IPv4 address (a dual :: socket would show them as ::ffff:a.b.c.d).
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ LISTEN_BACKLOG = 511  # nginx's default; the kernel caps it at somaxconn
 ACCEPT_BATCH = 64  # connections taken per wake-up when many arrive at once
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; the socket module lacks it
 _PKTINFO = struct.Struct("i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
+_PKTINFO6 = struct.Struct("16sI")  # struct in6_pktinfo: addr, ifindex
+ANY4, ANY6 = "0.0.0.0", "::"
 
 SWEEP_INTERVAL = 1.0  # seconds between looks for stream connections idle too long
 EXIT_FLUSH_WAIT = 1.0  # seconds a dying stand-in waits for the log to be free to flush it
@@ -81,31 +87,55 @@ class Loop:
         return self._listen(port, lambda conn, client: self._start_stream(conn, client, open_connection))
 
     def _listen(self, port: int, start: Callable[[socket.socket, tuple], None]) -> socket.socket:
-        sock = self._bound(socket.SOCK_STREAM, port)
-        sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-        self.selector.register(sock, selectors.EVENT_READ, lambda _events: self._accept(sock, start))
-        self.endpoints.append(f"TCP {self.bind_address}:{sock.getsockname()[1]}")
-        return sock
+        first = None
+        for sock in self._bound_all(socket.SOCK_STREAM, port):
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+            self.selector.register(sock, selectors.EVENT_READ, lambda _events, s=sock: self._accept(s, start))
+            self.endpoints.append(f"TCP {_where(sock)}")
+            first = first or sock
+        return first
 
     def add_udp(self, port: int, answer: DatagramAnswer) -> socket.socket:
-        sock = self._bound(socket.SOCK_DGRAM, port)
-        # learn each datagram's destination address, and answer from that same address
-        sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
-        sock.setblocking(False)
-        self.selector.register(sock, selectors.EVENT_READ, lambda _events: self._datagram(sock, answer))
-        self.endpoints.append(f"UDP {self.bind_address}:{sock.getsockname()[1]}")
-        return sock
+        first = None
+        for sock in self._bound_all(socket.SOCK_DGRAM, port):
+            # learn each datagram's destination address, and answer from that same address
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            sock.setblocking(False)
+            self.selector.register(sock, selectors.EVENT_READ, lambda _events, s=sock: self._datagram(s, answer))
+            self.endpoints.append(f"UDP {_where(sock)}")
+            first = first or sock
+        return first
 
-    def _bound(self, kind: int, port: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, kind)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    def _bound_all(self, kind: int, port: int) -> list[socket.socket]:
+        """The port on the loop's address; listening on every IPv4 address in a namespace with IPv6,
+        on every IPv6 address too (the same port, as taken by the first socket when port is 0)."""
+        first = self._bound(kind, port, socket.AF_INET, self.bind_address)
+        if self.bind_address != ANY4 or not ipv6_enabled():
+            return [first]
         try:
-            sock.bind((self.bind_address, port))
+            return [first, self._bound(kind, port or first.getsockname()[1], socket.AF_INET6, ANY6)]
+        except StartError:
+            first.close()
+            raise
+
+    def _bound(self, kind: int, port: int, family: int = socket.AF_INET,
+               address: Optional[str] = None) -> socket.socket:
+        address = self.bind_address if address is None else address
+        sock = socket.socket(family, kind)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # IPv4 has a socket of its own
+        try:
+            sock.bind((address, port))
         except OSError as e:
             sock.close()
             proto = "TCP" if kind == socket.SOCK_STREAM else "UDP"
-            raise StartError(f"bind() to {self.bind_address}:{port}/{proto} failed "
+            shown = f"[{address}]" if family == socket.AF_INET6 else address
+            raise StartError(f"bind() to {shown}:{port}/{proto} failed "
                              f"({e.errno}: {e.strerror})") from None
         return sock
 
@@ -247,6 +277,10 @@ class Loop:
                 _ifindex, _spec_dst, dst = _PKTINFO.unpack_from(blob)
                 local_ip = socket.inet_ntoa(dst)
                 ancillary = [(socket.IPPROTO_IP, _IP_PKTINFO, _PKTINFO.pack(0, dst, b"\0" * 4))]
+            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(blob) >= _PKTINFO6.size:
+                dst, _ifindex = _PKTINFO6.unpack_from(blob)
+                local_ip = socket.inet_ntop(socket.AF_INET6, dst)
+                ancillary = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _PKTINFO6.pack(dst, 0))]
         reply = answer(data, client, (local_ip, sock.getsockname()[1]))
         if reply is None:
             return
@@ -254,6 +288,21 @@ class Loop:
             sock.sendmsg([reply], ancillary, 0, client)
         except OSError:
             pass
+
+
+def ipv6_enabled() -> bool:
+    """Whether this process's network namespace has IPv6 on (/proc/sys/net follows the namespace of
+    whoever reads it): a pod of a dual-stack lab has, an IPv4 lab's pods have it switched off."""
+    try:
+        with open("/proc/sys/net/ipv6/conf/all/disable_ipv6") as f:
+            return f.read().strip() == "0"
+    except OSError:
+        return False
+
+
+def _where(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
 
 
 def _flush_log_before_dying() -> None:

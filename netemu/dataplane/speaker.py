@@ -1,4 +1,4 @@
-"""MetalLB's layer2 speaker for one node: answers ARP for the LoadBalancer IPs the node announces.
+"""MetalLB's layer2 speaker for one node: answers ARP and NDP for the LoadBalancer IPs the node announces.
 
 A raw packet socket (``AF_PACKET``, ``SOCK_RAW``, ``ETH_P_ARP``: the kernel hands it ARP frames only)
 is opened inside the node's network namespace and bound to the node's lab interface (``eth0``).
@@ -28,7 +28,30 @@ stops. In kube-proxy's IPVS mode the IP sits on every node's kube-ipvs0, where t
 ARP for it on every node unless arp_ignore=1 / arp_announce=2 (MetalLB's strictARP) and will not
 proxy it either: the lab uses the raw-socket replies there.
 
-IPv4 only: the lab segment has IPv6 disabled, so there is no NDP responder.
+IPv6 (a dual-stack lab): the NDP side, as MetalLB's ndp.go; the frames are in :mod:`ndp`. A second
+raw packet socket (``ETH_P_IPV6``, with a socket filter that lets only Neighbor Solicitations
+through) is opened on the first IPv6 address the node announces:
+
+- the speaker joins the solicited-node multicast group of each announced address (an
+  ``IPV6_JOIN_GROUP`` on a socket of the node's namespace: MLD reports, so a snooping switch sends
+  the solicitations here; refcounted, as several addresses can share a group);
+- a solicitation for an announced address carrying the asker's source link-layer option gets a
+  Neighbor Advertisement (Solicited, not Override, target link-layer option = eth0's MAC) from eth0's
+  link-local address to the asker; unicast solicitations (the asker's reachability probes) too, which
+  MetalLB's ICMPv6 socket never sees (the kernel does not deliver them: the address is not its own);
+- on gaining an address: an unsolicited advertisement to ff02::1 (Override set) per gratuitous round.
+
+The node's kernel does not answer for the address (it is on none of its interfaces) and does not
+stand in the way: the packet socket gets its copy of every frame before IPv6 input looks at it. In
+``kernel_reply`` mode the kernel answers instead, as proxy ARP does for IPv4 and as MetalLB's
+NDPProxyManager does: ``proxy_ndp`` on eth0 (and ``all``, which the forwarding path checks before it
+hands a unicast probe for a proxied address to NDP: a node forwards IPv6, ``all.forwarding`` 1, so
+unicast probes take that path), a proxy neighbour entry per address (the kernel then joins its
+solicited-node group itself), ``proxy_delay`` 0; its answer has the same flags (S=1, O=0, R=0).
+No route is needed: unlike ARP, NDP proxying does not look at routes.
+
+Where IPv6 is off on the interface (an IPv4-only lab) the NDP socket is never opened: IPv6 addresses
+are skipped with a warning, once per address, as before.
 
 Runs on a loop (``add_reader`` on the socket, ``call_later`` for the gratuitous rounds): a
 :class:`SpeakerThread` (a small epoll loop in a thread; several speakers can share one; replies
@@ -49,7 +72,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from netemu.dataplane import names, nsutil
+from netemu.dataplane import names, ndp, nsutil
 from netemu.dataplane.ipcmd import IpError, ip_batch
 
 log = logging.getLogger("netemu.speaker")
@@ -136,13 +159,79 @@ def open_arp_socket(netns: Optional[str], iface: str) -> tuple[socket.socket, by
     return sock, bytes(mac)
 
 
+class Ipv6Off(OSError):
+    """IPv6 is disabled on the interface (an IPv4-only lab): no NDP responder there."""
+
+
+@dataclass
+class NdpSocket:
+    sock: socket.socket  # raw packet socket: Neighbor Solicitations in, advertisements out
+    member: socket.socket  # an IPv6 datagram socket of the node's namespace holding the group memberships
+    mac: bytes
+    ifindex: int
+    source: bytes  # the advertisements' IPv6 source: eth0's link-local address
+
+    def close(self) -> None:
+        self.sock.close()
+        self.member.close()  # leaves its groups
+
+
+SO_ATTACH_FILTER = 26
+
+
+def attach_filter(sock: socket.socket, program: bytes) -> None:
+    """setsockopt(SO_ATTACH_FILTER) with a classic BPF program (struct sock_fprog points at it)."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))  # native alignment pads len
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def open_ndp_socket(netns: Optional[str], iface: str) -> NdpSocket:
+    """The NDP side's sockets inside ``netns``; :class:`Ipv6Off` where the interface has no IPv6."""
+    def make() -> NdpSocket:
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{iface}/disable_ipv6") as f:
+                off = f.read().strip() != "0"
+        except OSError:
+            off = True
+        if off:
+            raise Ipv6Off(f"IPv6 is off on {iface}")
+        # protocol 0 until the filter is on: no unfiltered frame queues up in between
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        member = None
+        try:
+            attach_filter(s, ndp.icmpv6_filter(ndp.ICMPV6_NS))
+            s.bind((iface, ndp.ETH_P_IPV6))
+            member = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            ifindex = socket.if_nametoindex(iface)
+            with open("/proc/thread-self/net/if_inet6") as f:
+                addresses = ndp.parse_if_inet6(f.read(), iface)
+        except OSError:
+            s.close()
+            if member is not None:
+                member.close()
+            raise
+        mac = bytes(s.getsockname()[4])
+        return NdpSocket(s, member, mac, ifindex, ndp.source_address(addresses, mac))
+
+    if netns is None:
+        out = make()
+    else:
+        with nsutil.in_netns(netns):
+            out = make()
+    out.sock.setblocking(False)
+    return out
+
+
 @dataclass
 class SpeakerStats:
-    requests: int = 0  # ARP requests seen (for any IP)
-    replies: int = 0  # replies sent from the raw socket for announced IPs
+    requests: int = 0  # ARP requests and Neighbor Solicitations seen (for any IP)
+    replies: int = 0  # replies (ARP replies, solicited NAs) sent from the raw sockets for announced IPs
     kernel_replies: int = 0  # requests for announced IPs the node's kernel answered (kernel_reply mode)
-    ignored: int = 0  # other ARP frames (replies, requests for other IPs, our own)
-    gratuitous: int = 0  # gratuitous frames sent
+    ignored: int = 0  # other ARP/NDP frames (replies, requests for other IPs, our own)
+    gratuitous: int = 0  # gratuitous frames sent (ARP, and unsolicited NAs)
     errors: int = 0  # send failures
     last_reply: float = 0.0  # time.time() of the last reply
 
@@ -307,7 +396,11 @@ class Speaker:
         self.mac = mac_str(self._mac)
         self.stats = SpeakerStats()
         self._schedule = garp_schedule(garp_interval, garp_duration)
-        self._announced: frozenset[bytes] = frozenset()  # packed IPv4 addresses
+        self._announced: frozenset[bytes] = frozenset()  # packed addresses: 4 bytes IPv4, 16 bytes IPv6
+        self._ndp: Optional[NdpSocket] = None  # opened with the first IPv6 address
+        self._ndp_lock = threading.Lock()
+        self._groups: dict[bytes, int] = {}  # solicited-node group -> announced addresses in it
+        self._warned6: set[str] = set()
         self._timers: dict[bytes, list[asyncio.TimerHandle]] = {}
         self._own_thread: Optional[SpeakerThread] = None
         if loop is None:
@@ -352,30 +445,64 @@ class Speaker:
     # ---------------------------------------------------------------- API
     @property
     def announced(self) -> frozenset[str]:
-        return frozenset(str(ipaddress.IPv4Address(ip)) for ip in self._announced)
+        return frozenset(str(ipaddress.ip_address(ip)) for ip in self._announced)
+
+    @property
+    def ndp(self) -> bool:
+        """Whether the NDP side is open (IPv6 on the interface and an IPv6 address announced once)."""
+        return self._ndp is not None
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def set_announced(self, ips: Iterable[str]) -> None:
-        """Answer ARP for exactly these IPv4 addresses from now on; gratuitous ARP for the new ones.
-        IPv6 addresses are skipped (no NDP responder: the lab segment is IPv4 only)."""
-        packed = set()
+        """Answer ARP (IPv4) and NDP (IPv6) for exactly these addresses from now on; gratuitous ARP or
+        unsolicited NAs for the new ones. IPv6 addresses are skipped where the interface has no IPv6."""
+        packed, v6 = set(), []
         for ip in ips:
             addr = ipaddress.ip_address(str(ip))
-            if addr.version != 4:
-                log.warning("%s: %s is IPv6: not announced (no NDP responder)", self.node_name, addr)
-                continue
-            packed.add(addr.packed)
-        packed = frozenset(packed)
+            (v6.append(addr) if addr.version == 6 else packed.add(addr.packed))
         if self._closed:
             return
-        self._call(self._set, packed)
+        if v6:
+            reason = self._open_ndp()
+            for addr in v6:
+                if reason is None:
+                    packed.add(addr.packed)
+                elif str(addr) not in self._warned6:  # the daemon offers it again every pass
+                    self._warned6.add(str(addr))
+                    log.warning("%s: %s is IPv6: not announced (no NDP responder: %s)", self.node_name, addr, reason)
+        self._call(self._set, frozenset(packed))
+
+    def _open_ndp(self) -> Optional[str]:
+        """Open the NDP side if it is not open yet; None when it is, else why not."""
+        with self._ndp_lock:
+            if self._ndp is not None:
+                return None
+            try:
+                sock = open_ndp_socket(self.netns, self.iface)
+            except Ipv6Off as e:
+                return str(e)
+            except OSError as e:
+                self.stats.errors += 1
+                return f"{self.iface}: {e}"
+            if self.kernel_reply:
+                try:
+                    self._kernel_prepare6()
+                except OSError as e:
+                    sock.close()
+                    self.stats.errors += 1
+                    return f"proxy NDP on {self.iface}: {e}"
+            self._ndp = sock
+        self._call(lambda: self.loop.add_reader(sock.sock.fileno(), self.handle_readable_ndp))
+        log.info("%s: NDP responder on %s (%s, from %s)", self.node_name, self.iface, self.mac,
+                 ipaddress.IPv6Address(sock.source))
+        return None
 
     def announce_again(self, ips: Optional[Iterable[str]] = None) -> None:
         """Send the gratuitous rounds again for announced IPs (all of them by default)."""
-        chosen = self._announced if ips is None else frozenset(ipaddress.IPv4Address(str(i)).packed for i in ips)
+        chosen = self._announced if ips is None else frozenset(ipaddress.ip_address(str(i)).packed for i in ips)
         self._call(lambda: [self._start_garp(ip) for ip in chosen & self._announced])
 
     def close(self) -> None:
@@ -391,14 +518,21 @@ class Speaker:
             if self.kernel_reply:  # a stopped speaker must stop the kernel answering for it too
                 self._kernel_program(frozenset(), self._announced, strict=False)
             self._announced = frozenset()
-            try:
-                self.loop.remove_reader(self.sock.fileno())
-            except (ValueError, OSError):
-                pass
+            self._groups.clear()
+            for sock in (self.sock, self._ndp.sock if self._ndp else None):
+                if sock is None:
+                    continue
+                try:
+                    self.loop.remove_reader(sock.fileno())
+                except (ValueError, OSError):
+                    pass
 
         if not self.loop.is_closed():
             self._call(detach)
         self.sock.close()
+        with self._ndp_lock:
+            if self._ndp is not None:
+                self._ndp.close()
         if self._own_thread is not None:
             self._own_thread.stop()
 
@@ -416,13 +550,37 @@ class Speaker:
         old = self._announced
         if self.kernel_reply:  # before the gratuitous rounds: askers must find the kernel answering
             self._kernel_program(packed - old, old - packed)
+        for ip in sorted(packed - old):  # MetalLB's Watch before its first unsolicited NA
+            if len(ip) == 16:
+                self._group(ndp.solicited_node(ip), +1)
         self._announced = packed
         for ip in old - packed:  # lost: stop its gratuitous rounds (MetalLB: refcount gone, no more spam)
             for h in self._timers.pop(ip, []):
                 h.cancel()
+            if len(ip) == 16:
+                self._group(ndp.solicited_node(ip), -1)
         for ip in sorted(packed - old):
-            log.info("%s: announcing %s from %s", self.node_name, ipaddress.IPv4Address(ip), self.mac)
+            log.info("%s: announcing %s from %s", self.node_name, ipaddress.ip_address(ip), self.mac)
             self._start_garp(ip)
+
+    def _group(self, group: bytes, delta: int) -> None:
+        """Join a solicited-node group on its first address, leave it with its last (MetalLB's Watch
+        and Unwatch). A failure only costs the MLD report: the packet socket sees the frames anyway
+        on a segment that floods them, as the lab's bridge does."""
+        n = self._groups.get(group, 0) + delta
+        if n > 0:
+            self._groups[group] = n
+        else:
+            self._groups.pop(group, None)
+        if self._ndp is None or not ((delta > 0 and n == 1) or (delta < 0 and n == 0)):
+            return
+        opt = socket.IPV6_JOIN_GROUP if delta > 0 else socket.IPV6_LEAVE_GROUP
+        try:
+            self._ndp.member.setsockopt(socket.IPPROTO_IPV6, opt, group + struct.pack("@I", self._ndp.ifindex))
+        except OSError as e:
+            self.stats.errors += 1
+            log.warning("%s: %s group %s: %s", self.node_name, "joining" if delta > 0 else "leaving",
+                        ipaddress.IPv6Address(group), e)
 
     # ---------------------------------------------------------------- kernel_reply mode
     KERNEL_ROUTE_PROTO = "77"  # marks our /32 routes, so a restarted speaker can find leftovers
@@ -437,16 +595,30 @@ class Speaker:
         ip_batch([f"neigh flush proxy dev {self.iface}", f"route flush proto {self.KERNEL_ROUTE_PROTO}"],
                  netns=self.netns, force=True)
 
+    def _kernel_prepare6(self) -> None:
+        """Proxy NDP on eth0: answered at once (proxy_delay 0; else a multicast solicitation waits up to
+        0.8 s), by an interface in router mode (the kernel proxies only there), and unicast probes for a
+        proxied address handed to NDP by the forwarding path (it checks ``all.proxy_ndp``)."""
+        if self.netns is None:
+            raise OSError("kernel_reply needs the node's network namespace")
+        nsutil.write_sysctl_in(self.netns, {f"net.ipv6.neigh.{self.iface}.proxy_delay": "0",
+                                            f"net.ipv6.conf.{self.iface}.forwarding": "1",
+                                            f"net.ipv6.conf.{self.iface}.proxy_ndp": "1",
+                                            "net.ipv6.conf.all.proxy_ndp": "1"})
+        # (an earlier speaker's IPv6 proxy entries went with _kernel_prepare's flush: it takes both families)
+
     def _kernel_program(self, gained: frozenset[bytes], lost: frozenset[bytes], strict: bool = True) -> None:
         cmds = []
         for ip in sorted(lost):
-            a = ipaddress.IPv4Address(ip)
-            cmds += [f"neigh del proxy {a} dev {self.iface}",
-                     f"route del {a}/32 dev {self.detour} proto {self.KERNEL_ROUTE_PROTO}"]
+            a = ipaddress.ip_address(ip)
+            cmds.append(f"neigh del proxy {a} dev {self.iface}")
+            if a.version == 4:  # (NDP proxying needs no route)
+                cmds.append(f"route del {a}/32 dev {self.detour} proto {self.KERNEL_ROUTE_PROTO}")
         for ip in sorted(gained):
-            a = ipaddress.IPv4Address(ip)
-            cmds += [f"route replace {a}/32 dev {self.detour} proto {self.KERNEL_ROUTE_PROTO}",
-                     f"neigh replace proxy {a} dev {self.iface}"]
+            a = ipaddress.ip_address(ip)
+            if a.version == 4:
+                cmds.append(f"route replace {a}/32 dev {self.detour} proto {self.KERNEL_ROUTE_PROTO}")
+            cmds.append(f"neigh replace proxy {a} dev {self.iface}")
         try:
             ip_batch(cmds, netns=self.netns, force=not strict)
         except IpError as e:  # the namespace or bridge gone: nothing answers, as with a dead speaker
@@ -467,13 +639,18 @@ class Speaker:
     def _garp_round(self, ip: bytes) -> None:
         if ip not in self._announced or self._closed:
             return
+        if len(ip) == 16:  # MetalLB's Gratuitous for IPv6: one unsolicited NA to all-nodes
+            if self._ndp is not None and self._send(
+                    ndp.unsolicited_advertisement(self._mac, self._ndp.source, ip), self._ndp.sock):
+                self.stats.gratuitous += 1
+            return
         for frame in gratuitous_frames(self._mac, ip):
             if self._send(frame):
                 self.stats.gratuitous += 1
 
-    def _send(self, frame: bytes) -> bool:
+    def _send(self, frame: bytes, sock: Optional[socket.socket] = None) -> bool:
         try:
-            self.sock.send(frame)
+            (sock or self.sock).send(frame)
             return True
         except OSError as e:  # a full queue, the interface gone or down
             self.stats.errors += 1
@@ -511,6 +688,37 @@ class Speaker:
             reply = arp_frame(ARP_REPLY, self._mac, self._mac, req.target_ip, req.sender_mac, req.sender_ip,
                               req.sender_mac)
             if self._send(reply):
+                self.stats.replies += 1
+                self.stats.last_reply = time.time()
+
+    def handle_readable_ndp(self) -> None:
+        """Answer every Neighbor Solicitation waiting on the NDP socket (the loop calls this)."""
+        side = self._ndp
+        if side is None:
+            return
+        while True:
+            try:
+                frame, addr = side.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.stats.errors += 1
+                log.debug("%s: recv failed: %s", self.node_name, e)
+                return
+            if addr[2] == PACKET_OUTGOING:
+                continue
+            ns = ndp.parse_ns(frame)
+            if ns is None:
+                self.stats.ignored += 1
+                continue
+            self.stats.requests += 1
+            if ndp.wanted(ns, self._announced, self._mac) is not None:
+                self.stats.ignored += 1
+                continue
+            if self.kernel_reply:  # the proxy entry answers it
+                self.stats.kernel_replies += 1
+                continue
+            if self._send(ndp.solicited_reply(self._mac, side.source, ns), side.sock):
                 self.stats.replies += 1
                 self.stats.last_reply = time.time()
 
@@ -562,7 +770,7 @@ class Speakers:
     def sync(self, by_node: dict[str, set[str]]) -> None:
         """Each speaker answers for exactly its node's IPs (gratuitous ARP for the ones it gains)."""
         for node, sp in self.speakers.items():
-            want = set(by_node.get(node, ()))
+            want = {str(ipaddress.ip_address(str(ip))) for ip in by_node.get(node, ())}  # IPv6 spelt one way
             if want != set(sp.announced):
                 sp.set_announced(want)
 
@@ -579,4 +787,5 @@ class Speakers:
 
 
 __all__ = ["Speaker", "Speakers", "SpeakerThread", "SpeakerStats", "garp_schedule", "gratuitous_frames", "arp_frame",
-           "parse_request", "open_arp_socket", "GARP_INTERVAL", "GARP_DURATION"]
+           "parse_request", "open_arp_socket", "open_ndp_socket", "NdpSocket", "Ipv6Off",
+           "GARP_INTERVAL", "GARP_DURATION"]

@@ -55,18 +55,30 @@ def _hostport(text: str) -> Optional[tuple[str, int]]:
     return host, int(port)
 
 
-def _node_ips(nodes: list[dict]) -> dict[str, str]:
-    out = {}
+def _node_ips(nodes: list[dict]) -> dict[str, list[str]]:
+    """Each node's InternalIPs in order (a dual-stack node lists its IPv4 one, then its IPv6 one)."""
+    out: dict[str, list[str]] = {}
     for n in nodes:
         for a in (n.get("status") or {}).get("addresses") or []:
-            if a.get("type") == "InternalIP":  # the first: IPv4 (a dual-stack node lists its IPv6 next)
-                out.setdefault(n["metadata"]["name"], a["address"])
+            if a.get("type") == "InternalIP":
+                out.setdefault(n["metadata"]["name"], []).append(a["address"])
     return out
 
 
-def destinations(svc: dict, node_ip: Optional[str], port_filter: Optional[str]) -> list[dict]:
-    """Every way into a Service's ports: clusterIP, nodePort on the node, externalIPs, LB IPs."""
+def _family(ip: str) -> str:
+    return "IPv6" if ":" in ip else "IPv4"
+
+
+def destinations(svc: dict, node_ips, port_filter: Optional[str]) -> list[dict]:
+    """Every way into a Service's ports: its clusterIP of each family, the nodePort on the node's address
+    of each of the Service's families (the other family's kube-proxy ignores the Service), externalIPs,
+    LB IPs. node_ips: the node's addresses (or one address)."""
     sp, st = svc.get("spec") or {}, svc.get("status") or {}
+    if isinstance(node_ips, str) or node_ips is None:
+        node_ips = [node_ips] if node_ips else []
+    cluster_ips = [ip for ip in (sp.get("clusterIPs") or [sp.get("clusterIP")]) if ip and ip != "None"]
+    families = sp.get("ipFamilies") or [_family(ip) for ip in cluster_ips]
+    np_ips = [ip for ip in node_ips if _family(ip) in families] or node_ips[:1]
     out = []
     ports = sp.get("ports") or []
     if port_filter:
@@ -77,10 +89,10 @@ def destinations(svc: dict, node_ip: Optional[str], port_filter: Optional[str]) 
     for p in ports:
         proto = (p.get("protocol") or "TCP").lower()
         pname = f"port {p['name']}" if p.get("name") else f"port {p['port']}"
-        if sp.get("clusterIP") and sp["clusterIP"] != "None":
-            out.append({"via": f"ClusterIP ({pname})", "ip": sp["clusterIP"], "port": p["port"], "proto": proto})
-        if p.get("nodePort") and node_ip:
-            out.append({"via": f"NodePort {p['nodePort']} ({pname})", "ip": node_ip, "port": p["nodePort"],
+        for ip in cluster_ips:
+            out.append({"via": f"ClusterIP ({pname})", "ip": ip, "port": p["port"], "proto": proto})
+        for ip in np_ips if p.get("nodePort") else ():
+            out.append({"via": f"NodePort {p['nodePort']} ({pname})", "ip": ip, "port": p["nodePort"],
                         "proto": proto})
         for ip in sp.get("externalIPs") or []:
             out.append({"via": f"externalIP ({pname})", "ip": ip, "port": p["port"], "proto": proto})
@@ -101,21 +113,26 @@ def cmd_trace(args) -> int:
     if node and node not in node_ips:
         raise CliError(f'node "{node}" not found (nodes: {", ".join(node_ips)})')
     src, src_what = args.src, "--src"
+    srcs: dict[str, str] = {}   # a source per family for destinations of both (a pod's, the host's)
     if args.from_pod:
         pod = get_object(client, by_kind("Pod"), ns, args.from_pod)
-        src = (pod.get("status") or {}).get("podIP")
+        st = pod.get("status") or {}
+        src = st.get("podIP")
         if not src:
             raise CliError(f'pod "{args.from_pod}" has no IP yet')
+        srcs = {_family(a["ip"]): a["ip"] for a in reversed(st.get("podIPs") or []) if a.get("ip")}
         src_what = f"pod {args.from_pod}"
         node = node or (pod.get("spec") or {}).get("nodeName")
     if not src:
         src, src_what = lab["spec"].get("gateway", "192.168.1.1"), "the host, at the lab's gateway address"
+        if lab["spec"].get("gateway6"):
+            srcs = {"IPv4": src, "IPv6": lab["spec"]["gateway6"]}
 
     hp = _hostport(args.target)
     if hp:
         ip, port = hp
         if not node:
-            node = next((n for n, nip in node_ips.items() if nip == ip), None)
+            node = next((n for n, nips in node_ips.items() if ip in nips), None)
         dests = [{"via": f"{ip}:{port}", "ip": ip, "port": port, "proto": args.protocol or "tcp"}]
         title = f"{args.target}"
     else:
@@ -130,12 +147,21 @@ def cmd_trace(args) -> int:
     if not node:
         raise CliError(f"which node's rules? add --node NODE (one of: {', '.join(node_ips)})")
 
-    doc = client.call("trace", name=node, src=src, destinations=dests)
-    mode, netns, results = doc["mode"], doc["netns"], doc["results"]
+    # one call per family of destinations, each from the source of its family when there is one
+    by_src: dict[str, list[int]] = {}
+    for i, d in enumerate(dests):
+        by_src.setdefault(srcs.get(_family(d["ip"]), src), []).append(i)
+    results: list = [None] * len(dests)
+    for s, idx in by_src.items():
+        doc = client.call("trace", name=node, src=s, destinations=[dests[i] for i in idx])
+        for i, r in zip(idx, doc["results"]):
+            results[i] = r
+    mode, netns = doc["mode"], doc["netns"]
     if args.output == "json":
         json.dump({"node": node, "netns": netns, "mode": mode, "src": src, "results": results}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    src = " and ".join(by_src)   # one address per family traced
     print(f"{title} on node {node} (netns {netns}, {mode} mode), a new connection from {src} ({src_what}):")
     for r in results:
         print()
@@ -143,7 +169,8 @@ def cmd_trace(args) -> int:
         if r.get("no_walk"):
             print(f"  IPVS mode: no rule walk to show (`netemu rules {node}` lists the virtual servers)")
         elif mode == "nftables":
-            print(f"  table ip kube-proxy, {r['entry']}: the rules that match, chain by chain")
+            table = "ip6" if _family(r["ip"]) == "IPv6" else "ip"
+            print(f"  table {table} kube-proxy, {r['entry']}: the rules that match, chain by chain")
             chain = None
             for m in r["nat"]:
                 if m["chain"] != chain:

@@ -11,6 +11,7 @@ checked to go into the lab."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -52,6 +53,7 @@ def lab(make_lab, request):
     i = lab.index
     # IPv6 ranges as unique as the lab's IPv4 ones (they follow its index)
     lab.network6 = f"fd00:192:168:{200 + i % 50}::/64"
+    lab.gateway6 = f"fd00:192:168:{200 + i % 50}::1"
     lab.service_cidr6 = f"fd00:10:{100 + i % 50}::/112"
     lab.node_ips6 = {n: f"fd00:192:168:{200 + i % 50}::{ip.rsplit('.', 1)[1]}" for n, ip in lab.node_ips.items()}
     for n, ip6 in lab.node_ips6.items():
@@ -123,6 +125,13 @@ def test_clusterip_and_nodeport_over_ipv6(lab, tmp_path):
         assert cip4 not in v6
     rules = lab.run("rules", "w1-k8s").stdout
     assert "# IPv6\n" in rules and cip6 in rules and cip4 in rules
+    # `netemu trace` follows each address through the rules of its family
+    doc = json.loads(lab.run("trace", "np6", "--node", "w1-k8s", "-o", "json").stdout)
+    by_ip = {r["ip"]: r for r in doc["results"]}
+    assert set(by_ip) == {cip4, cip6, lab.node_ips["w1-k8s"], w1}
+    v6_targets = {f"[{pod_ip6(p)}]:80" for p in pods.values()}
+    assert set(by_ip[cip6]["dnat"]) == set(by_ip[w1]["dnat"]) == v6_targets
+    assert by_ip[w1]["src"] == lab.gateway6 and by_ip[w1]["masquerade"]
 
     # a scale-down reaches the IPv6 rules
     lab.run("scale", "deployment", "np-pods", "--replicas=1")

@@ -360,3 +360,22 @@ def test_trace_follows_each_destination_through_its_familys_rules(monkeypatch, m
              for ip in ("fd00:192:168:1::101", "192.168.1.101")]
     doc = trace_mod.trace(kp, "w1-k8s", mode, "fd00:192:168:1::1", dests)
     assert [r["dnat"] for r in doc["results"]] == [["[fd00:10:244:1::a]:8080"], ["172.16.1.10:8080"]]
+
+
+def test_trace_destinations_of_a_dual_stack_service_cover_both_families():
+    from netemu.cli.trace_cmds import _node_ips, destinations
+
+    node = {"metadata": {"name": "w1-k8s"}, "status": {"addresses": [
+        {"type": "InternalIP", "address": "192.168.1.101"}, {"type": "InternalIP", "address": "fd00:192:168:1::101"},
+        {"type": "Hostname", "address": "w1-k8s"}]}}
+    ips = _node_ips([node])
+    assert ips == {"w1-k8s": ["192.168.1.101", "fd00:192:168:1::101"]}
+    dual = ds_service().model_dump(by_alias=True, exclude_none=True)
+    assert [(d["via"].split(" (")[0], d["ip"]) for d in destinations(dual, ips["w1-k8s"], None)] == [
+        ("ClusterIP", "10.96.0.50"), ("ClusterIP", "fd00:10:96::50"),
+        ("NodePort 30080", "192.168.1.101"), ("NodePort 30080", "fd00:192:168:1::101")]
+    # an IPv4 Service: the IPv6 kube-proxy ignores it, so no NodePort on the node's IPv6 address
+    v4 = ds_service(families=(IPV4,)).model_dump(by_alias=True, exclude_none=True)
+    assert [d["ip"] for d in destinations(v4, ips["w1-k8s"], None)] == ["10.96.0.50", "192.168.1.101"]
+    legacy = {"spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80, "nodePort": 30001}]}}
+    assert [d["ip"] for d in destinations(legacy, "192.168.1.101", None)] == ["10.96.0.9", "192.168.1.101"]

@@ -774,7 +774,9 @@ def reconcile(c: "Cluster") -> None:
                     ips = []
             if ips:
                 _set(svc, ips, alloc.pool(key))
-                if len(ips) == 1 and service_policy(svc) == PREFER_DUAL:
+                # (only a Service with cluster IPs of both families: MetalLB tries it for any PreferDualStack
+                # one, and a single-stack lab's would then lose the second address on the next pass)
+                if len(ips) == 1 and service_policy(svc) == PREFER_DUAL and service_family(svc) == DUAL:
                     upgrade.append(svc)
                 continue
         pending.append(svc)

@@ -555,3 +555,15 @@ def test_kubectl_create_and_patch_through_the_api():
     assert e.value.code == 422
     assert e.value.message == ('Service "np6" is invalid: spec.ipFamilyPolicy: Invalid value: "RequireDualStack": '
                                "this cluster is not configured for dual-stack services")
+
+
+def test_prefer_dual_stack_in_a_single_stack_lab_stays_single():
+    from netemu.spec.metallb import IPAddressPool
+
+    c = cluster(dual=False)
+    c.apply([IPAddressPool.model_validate(POOLS)])
+    c.apply([lb("web", ipFamilyPolicy="PreferDualStack")])
+    for _ in range(3):
+        metallb.reconcile(c)
+    assert ingress(c, "web") == ["192.168.1.240"]
+    assert [r for r, _ in events(c, "web")] == ["IPAllocated"]

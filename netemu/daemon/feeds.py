@@ -125,8 +125,10 @@ class ZonePublisher(Publisher):
 
     def build(self, store) -> bytes:
         spec = self.lab.spec
-        dns_ips = [p.status.pod_ip for p in store.list("Pod", "kube-system")
-                   if (p.metadata.labels or {}).get("k8s-app") == "kube-dns" and p.status.pod_ip and is_ready(p)]
+        # all of each DNS pod's addresses (CoreDNS counts its own of both families for the zone's NS)
+        dns_ips = [ip for p in store.list("Pod", "kube-system")
+                   if (p.metadata.labels or {}).get("k8s-app") == "kube-dns" and p.status.pod_ip and is_ready(p)
+                   for ip in ([x.ip for x in p.status.pod_ips] if p.status.pod_ips else [p.status.pod_ip])]
         self.zone = ClusterZone.build(store.list("Service"), store.list("EndpointSlice"), store.list("Pod"),
                                       domain=spec.cluster_domain, ttl=spec.dns_ttl,
                                       namespaces=store.list("Namespace"), dns_server_ips=dns_ips,

@@ -47,6 +47,6 @@ def start_coredns(ctx: WorkloadContext, loop: Loop) -> None:
     if not first.wait(FIRST_ZONE_TIMEOUT):
         raise StartError("no zone from the control process")
     ports = {p.name: p.port for p in ctx.ports}
-    serve("0.0.0.0", feed, port=ports.get("dns", 53), metrics_port=ports.get("metrics", 9153),
+    serve("", feed, port=ports.get("dns", 53), metrics_port=ports.get("metrics", 9153),
           health_port=8080, ready_port=8181)
     write_log(f"netemu coredns: serving {feed.current().domain}\n")

@@ -9,6 +9,12 @@
   (namespaces, namespace and service selectors; by priority, lower first, unset last), then every
   autoAssign pool without serviceAllocation. Within a pool: the lowest address that is free or
   shareable, CIDRs in declaration order (a range is summarized into CIDRs first).
+- Families (``internal/allocator``'s dual-stack): a Service gets one address of each family of its
+  cluster IPs (ipfamily.ForService). A dual-stack Service takes one IPv4 and one IPv6 address from
+  the same pool, the first pool that has both; with ipFamilyPolicy PreferDualStack a pool with only
+  the primary family's (then only the other's) will do, and a Service left with one address gets
+  the missing family's from its pool on a later pass when there is one. Asked-for addresses must be
+  of the Service's families (both, for a dual-stack one).
 - Sharing (``allow-shared-ip``): same sharing key, same backend key (the selector, for
   externalTrafficPolicy Local; empty for Cluster) and no port/protocol used twice.
 - A Service keeps its address across passes; it is released when the Service goes, stops being a
@@ -49,6 +55,9 @@ LOAD_BALANCER_IPS = "loadBalancerIPs"
 ALLOW_SHARED_IP = "allow-shared-ip"
 ALLOCATED_FROM_POOL = f"{ANNOTATION_PREFIX}/ip-allocated-from-pool"
 CONTROLLER = "metallb-controller"
+DUAL = "dual"  # the family of a Service with cluster IPs of both families (ipfamily.DualStack)
+Family = Union[int, str]  # 4, 6 or DUAL
+PREFER_DUAL, REQUIRE_DUAL, SINGLE = "PreferDualStack", "RequireDualStack", "SingleStack"
 
 
 # --------------------------------------------------------------------------- configuration
@@ -108,10 +117,8 @@ class Pool:
 class Config:
     pools: list[Pool]
     warnings: list[str] = field(default_factory=list)
-    # BGP mode (netemu.control.metallb_bgp.BGPConfig): peers, BFD profiles, and the legacy ConfigMap's
-    # `protocol: bgp` pools, which give no addresses while no speaker announces over BGP
+    # BGP mode (netemu.control.metallb_bgp.BGPConfig): peers, BFD profiles, advertisements
     bgp: Any = None
-    bgp_pools: list[Pool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.by_name = {p.name: p for p in self.pools}
@@ -157,7 +164,6 @@ def _load_config(c: "Cluster") -> Optional[Config]:
         return None
     warnings: list[str] = []
     pool_objs: list[IPAddressPool] = []
-    legacy_bgp_pools: list[IPAddressPool] = []
     ad_objs: list[L2Advertisement] = []
     for cm in cms:
         try:
@@ -166,9 +172,8 @@ def _load_config(c: "Cluster") -> Optional[Config]:
             warnings += [f"ConfigMap {cm.metadata.namespace}/{cm.metadata.name}: {x}" for x in e.errors]
             continue
         warnings += [f"ConfigMap {cm.metadata.namespace}/{cm.metadata.name}: {x}" for x in w]
-        pool_objs += legacy.pools
+        pool_objs += legacy.pools + legacy.bgp_pools  # the bgp ones have BGPAdvertisements, no L2Advertisement
         ad_objs += legacy.l2advertisements
-        legacy_bgp_pools += legacy.bgp_pools
         for kind, objs in (("BGPPeer", legacy.bgp.peers), ("BGPAdvertisement", legacy.bgp.advertisements),
                            ("BFDProfile", legacy.bgp.bfd_profiles), ("Community", legacy.bgp.communities)):
             bgp_objs[kind] = objs + bgp_objs[kind]
@@ -178,8 +183,7 @@ def _load_config(c: "Cluster") -> Optional[Config]:
     namespaces = _namespaces(c)
     pools: list[Pool] = []
     seen: dict[str, Pool] = {}
-    bgp_pools: list[Pool] = []
-    for obj in pool_objs + legacy_bgp_pools:
+    for obj in pool_objs:
         name = obj.metadata.name
         if name in seen:
             warnings.append(f"duplicate definition of pool {name!r}: the first one is used")
@@ -190,7 +194,7 @@ def _load_config(c: "Cluster") -> Optional[Config]:
                 cidrs += parse_addresses(a)
             except AddressError as e:
                 warnings.append(f"pool {name!r}: {e}")
-        clash = next(((n, p) for n in cidrs for p in pools + bgp_pools for m in p.cidrs
+        clash = next(((n, p) for n in cidrs for p in pools for m in p.cidrs
                       if m.version == n.version and m.overlaps(n)), None)
         if clash is not None:
             warnings.append(f"CIDR {str(clash[0])!r} in pool {name!r} overlaps with pool {clash[1].name!r}: "
@@ -200,16 +204,16 @@ def _load_config(c: "Cluster") -> Optional[Config]:
                     avoid_buggy_ips=bool(obj.spec.avoid_buggy_ips),
                     allocation=_allocation(obj, namespaces), labels=dict(obj.metadata.labels or {}))
         seen[name] = pool
-        (bgp_pools if any(obj is b for b in legacy_bgp_pools) else pools).append(pool)
+        pools.append(pool)
     for ad in ad_objs:
         resolved = _l2ad(ad, nodes)
         for p in chosen_pools(ad.spec, pools):
             p.l2.append(resolved)
-    config = Config(pools, warnings, bgp_pools=bgp_pools)
+    config = Config(pools, warnings)
     if any(bgp_objs.values()):
         from netemu.control import metallb_bgp
 
-        config.bgp = metallb_bgp.build(config, pool_objs + legacy_bgp_pools, bgp_objs["BGPPeer"],
+        config.bgp = metallb_bgp.build(config, pool_objs, bgp_objs["BGPPeer"],
                                        bgp_objs["BGPAdvertisement"], bgp_objs["BFDProfile"], bgp_objs["Community"],
                                        nodes)
         warnings += config.bgp.problems
@@ -376,16 +380,46 @@ class Allocator:
                     return ip
         return None
 
-    def _from_pools(self, pools: list[Pool], svc_key: str, svc: Optional[Service], family: int,
-                    ports: list[Port], sharing: str, backend: str) -> Optional[list[IPAddress]]:
+    def _free_ips(self, pool: Pool, family: Family, svc_key: str, ports: list[Port], sharing: str,
+                  backend: str) -> tuple[Optional[IPAddress], Optional[IPAddress]]:
+        """getFreeIPsFromPool: the pool's lowest usable IPv4 and IPv6 address (only the families asked)."""
+        v4 = self._free_ip(pool, 4, svc_key, ports, sharing, backend) if family in (4, DUAL) else None
+        v6 = self._free_ip(pool, 6, svc_key, ports, sharing, backend) if family in (6, DUAL) else None
+        return v4, v6
+
+    def _from_pools(self, pools: list[Pool], svc_key: str, svc: Optional[Service], family: Family,
+                    ports: list[Port], sharing: str, backend: str,
+                    policy: Optional[str] = None) -> Optional[list[IPAddress]]:
+        """findBestPoolForService, then the addresses it gives: the first pool with the family's
+        address (both, for a dual-stack Service); PreferDualStack falls back to the first pool with the
+        primary family's address, then the other's."""
+        policy = policy or service_policy(svc)
+        primary = 6 if svc is not None and (svc.spec.ip_families or [""])[0] == "IPv6" else 4
+        best = first_primary = first_secondary = None
         for pool in pools:
-            ip = self._free_ip(pool, family, svc_key, ports, sharing, backend)
-            if ip is None:
+            v4, v6 = self._free_ips(pool, family, svc_key, ports, sharing, backend)
+            by = {4: v4, 6: v6}
+            if family in (4, 6):
+                if by[family] is not None:
+                    best = (pool, v4, v6)
+                    break
                 continue  # the pool has no available IPs: try the next one
-            if self.assign(svc_key, svc, [ip], ports, sharing, backend) is None:
-                return [ip]
-            return None  # as MetalLB: the best pool's address could not be assigned
-        return None
+            if v4 is not None and v6 is not None:
+                best = (pool, v4, v6)
+                break
+            if policy != PREFER_DUAL:
+                continue
+            if by[primary] is not None and first_primary is None:
+                first_primary = (pool, v4, v6)
+            if by[10 - primary] is not None and first_secondary is None:
+                first_secondary = (pool, v4, v6)
+        best = best or first_primary or first_secondary
+        if best is None:
+            return None
+        ips = select_ips(best[1], best[2], family, policy)
+        if ips and self.assign(svc_key, svc, ips, ports, sharing, backend) is None:
+            return ips
+        return None  # as MetalLB: the best pool's addresses could not be assigned
 
     def pinned_pools(self, svc: Service) -> list[Pool]:
         """Pools the Service is pinned to by serviceAllocation, by priority (lower first, unset last)."""
@@ -401,25 +435,26 @@ class Allocator:
         order = {id(p): i for i, p in enumerate(out)}
         return sorted(out, key=lambda p: (p.allocation.priority == 0, p.allocation.priority, order[id(p)]))
 
-    def allocate(self, svc_key: str, svc: Optional[Service], family: int, ports: list[Port], sharing: str = "",
-                 backend: str = "") -> tuple[list[IPAddress], Optional[str]]:
+    def allocate(self, svc_key: str, svc: Optional[Service], family: Family, ports: list[Port], sharing: str = "",
+                 backend: str = "", policy: Optional[str] = None) -> tuple[list[IPAddress], Optional[str]]:
         """Any suitable pool: the pinned ones first, then every autoAssign pool without serviceAllocation."""
         current = self.allocated.get(svc_key)
         if current is not None:
             err = self.assign(svc_key, svc, current.ips, ports, sharing, backend)
             return (list(current.ips), None) if err is None else ([], err)
         if svc is not None:
-            ips = self._from_pools(self.pinned_pools(svc), svc_key, svc, family, ports, sharing, backend)
+            ips = self._from_pools(self.pinned_pools(svc), svc_key, svc, family, ports, sharing, backend, policy)
             if ips:
                 return ips, None
         pools = [p for p in self.config.pools if p.auto_assign and p.allocation is None]
-        ips = self._from_pools(pools, svc_key, svc, family, ports, sharing, backend)
+        ips = self._from_pools(pools, svc_key, svc, family, ports, sharing, backend, policy)
         if ips:
             return ips, None
         return [], "no available IPs"
 
-    def allocate_from_pool(self, svc_key: str, svc: Optional[Service], family: int, pool_name: str,
-                           ports: list[Port], sharing: str = "", backend: str = "") -> tuple[list[IPAddress], Optional[str]]:
+    def allocate_from_pool(self, svc_key: str, svc: Optional[Service], family: Family, pool_name: str,
+                           ports: list[Port], sharing: str = "", backend: str = "",
+                           policy: Optional[str] = None) -> tuple[list[IPAddress], Optional[str]]:
         """The pool the ``address-pool`` annotation names (autoAssign does not matter then)."""
         current = self.allocated.get(svc_key)
         if current is not None:
@@ -428,11 +463,44 @@ class Allocator:
         pool = self.config.by_name.get(pool_name)
         if pool is None:
             return [], f'unknown pool "{pool_name}"'
-        ip = self._free_ip(pool, family, svc_key, ports, sharing, backend)
-        if ip is None:
+        v4, v6 = self._free_ips(pool, family, svc_key, ports, sharing, backend)
+        ips = select_ips(v4, v6, family, policy or service_policy(svc))
+        if not ips:
+            if family == DUAL:
+                return [], f"no available IPs in pool {pool.name} for {DUAL} IPFamily"
             return [], f"no available IPs in pool {pool.name}"
-        err = self.assign(svc_key, svc, [ip], ports, sharing, backend)
-        return ([ip], None) if err is None else ([], err)
+        err = self.assign(svc_key, svc, ips, ports, sharing, backend)
+        return (ips, None) if err is None else ([], err)
+
+    def allocate_additional(self, svc_key: str, svc: Optional[Service], existing: IPAddress, pool_name: str,
+                            ports: list[Port], sharing: str = "",
+                            backend: str = "") -> tuple[Optional[IPAddress], Optional[str]]:
+        """AllocateFromPoolForAdditionalFamily: a PreferDualStack Service holding one address gets the
+        other family's from the same pool, keeping the one it has."""
+        pool = self.config.by_name.get(pool_name)
+        if pool is None:
+            return None, f'unknown pool "{pool_name}"'
+        other = 10 - existing.version
+        ip = self._free_ip(pool, other, svc_key, ports, sharing, backend)
+        if ip is None:
+            return None, f"no available IPs in pool {pool.name} for ipv{other} IPFamily"
+        err = self.assign(svc_key, svc, [existing, ip], ports, sharing, backend)
+        return (ip, None) if err is None else (None, err)
+
+
+def select_ips(v4: Optional[IPAddress], v6: Optional[IPAddress], family: Family,
+               policy: str) -> Optional[list[IPAddress]]:
+    """selectIPsForFamilyAndPolicy: a single-family Service's address; a dual-stack one's two (IPv4
+    first), or with PreferDualStack the one there is."""
+    if family in (4, 6):
+        ip = v4 if family == 4 else v6
+        return [ip] if ip is not None else None
+    if v4 is not None and v6 is not None:
+        return [v4, v6]
+    if policy == PREFER_DUAL:
+        one = v4 if v4 is not None else v6
+        return [one] if one is not None else None
+    return None
 
 
 def _sharing_error(existing: tuple[str, str], new: tuple[str, str]) -> Optional[str]:
@@ -482,10 +550,43 @@ def service_ports(svc: Service) -> list[Port]:
     return [(p.protocol or "TCP", p.port) for p in svc.spec.ports or []]
 
 
-def service_family(svc: Service) -> int:
+def ips_family(ips: list[IPAddress]) -> Optional[Family]:
+    """ipfamily.ForAddresses: 4 or 6 for one address, DUAL for one of each; None otherwise."""
+    if len(ips) == 1:
+        return ips[0].version
+    if len(ips) == 2 and ips[0].version != ips[1].version:
+        return DUAL
+    return None
+
+
+def service_family(svc: Service) -> Family:
+    """ipfamily.ForService: the family of the Service's cluster IPs (clusterIPs, else clusterIP)."""
+    texts = svc.spec.cluster_ips or [svc.spec.cluster_ip or ""]
+    try:
+        fam = ips_family([ipaddress.ip_address(t) for t in texts])
+    except ValueError:
+        fam = None
+    if fam is not None:
+        return fam
     if svc.spec.ip_families:
         return 6 if svc.spec.ip_families[0] == "IPv6" else 4
     return 6 if ":" in (svc.spec.cluster_ip or "") else 4
+
+
+def service_policy(svc: Optional[Service]) -> str:
+    """ipPolicyForService: SingleStack unless the Service says otherwise."""
+    return (svc.spec.ip_family_policy if svc is not None else None) or SINGLE
+
+
+def family_changed(ips: list[IPAddress], svc: Service) -> bool:
+    """serviceFamilyChanged: the addresses held are not of the Service's family (a PreferDualStack
+    dual-stack Service may hold one of either)."""
+    held, want = ips_family(ips), service_family(svc)
+    if held is None:
+        return True
+    if held == want:
+        return False
+    return not (want == DUAL and service_policy(svc) == PREFER_DUAL)
 
 
 def desired_ips(svc: Service) -> tuple[list[IPAddress], Optional[str]]:
@@ -534,6 +635,7 @@ class _State:
 
     failed: dict[str, str] = field(default_factory=dict)  # service uid -> last AllocationFailed message
     invalid: dict[str, str] = field(default_factory=dict)  # service uid -> last LoadBalancerFailed message
+    additional: dict[str, str] = field(default_factory=dict)  # service uid -> last AdditionalAssignFailed
     config_warnings: tuple[str, ...] = ()
 
 
@@ -580,7 +682,7 @@ def allocate_service(alloc: Allocator, svc: Service) -> tuple[list[IPAddress], O
         return [], err
     pool_name = annotation(svc, ADDRESS_POOL) or ""
     if wanted:
-        if any(ip.version != family for ip in wanted):
+        if ips_family(wanted) != family:
             return [], f"requested loadBalancer IP(s) {_quote_ips(wanted)} does not match the ipFamily of the service"
         err = alloc.assign(key, svc, wanted, ports, sharing, backend)
         if err is not None:
@@ -624,6 +726,7 @@ def reconcile(c: "Cluster") -> None:
     st.config_warnings = tuple(config.warnings)
     alloc = Allocator(config)
     pending: list[Service] = []
+    upgrade: list[Service] = []  # PreferDualStack Services holding one address
     for svc in services:
         if svc.spec.type != "LoadBalancer":
             if ingress_ips(svc) or ALLOCATED_FROM_POOL in (svc.metadata.annotations or {}):
@@ -636,6 +739,9 @@ def reconcile(c: "Cluster") -> None:
             continue
         ips = ingress_ips(svc)
         key = _key(svc)
+        if ips and family_changed(ips, svc):
+            _clear(svc)  # the Service's family changed (a dual-stack downgrade): allocate anew
+            ips = []
         if ips:
             err = alloc.assign(key, svc, ips, service_ports(svc), sharing_key(svc), backend_key(svc))
             if err is not None:
@@ -663,8 +769,15 @@ def reconcile(c: "Cluster") -> None:
                     ips = []
             if ips:
                 _set(svc, ips, alloc.pool(key))
+                # (only a Service with cluster IPs of both families: MetalLB tries it for any PreferDualStack
+                # one, and a single-stack lab's would then lose the second address on the next pass)
+                if len(ips) == 1 and service_policy(svc) == PREFER_DUAL and service_family(svc) == DUAL:
+                    upgrade.append(svc)
                 continue
         pending.append(svc)
+    # after every kept address is back in the allocator, so the other family's address is one nobody holds
+    for svc in upgrade:
+        _additional_family(c, st, alloc, svc)
     for svc in pending:
         key = _key(svc)
         uid = svc.metadata.uid or key
@@ -681,6 +794,24 @@ def reconcile(c: "Cluster") -> None:
         _set(svc, ips, alloc.pool(key))
         c.event(svc, "IPAllocated", f"Assigned IP {_quote_ips(ips)}", source=CONTROLLER)
     _write(c, services, before)
+
+
+def _additional_family(c: "Cluster", st: _State, alloc: Allocator, svc: Service) -> None:
+    """convergeBalancer's PreferDualStack step: one address held, try the missing family's from its pool."""
+    key = _key(svc)
+    uid = svc.metadata.uid or key
+    ips = ingress_ips(svc)
+    ip, err = alloc.allocate_additional(key, svc, ips[0], alloc.pool(key), service_ports(svc), sharing_key(svc),
+                                        backend_key(svc))
+    if err is not None:
+        msg = f"cannot assign additional IP in PreferDualStack: {err}"
+        if st.additional.get(uid) != msg:  # once, not on every pass
+            c.event(svc, "AdditionalAssignFailed", msg, source=CONTROLLER)
+            st.additional[uid] = msg
+        return
+    st.additional.pop(uid, None)
+    _set(svc, [*ips, ip], alloc.pool(key))
+    c.event(svc, "IPAllocated", f'Assigned additional IP "{ip}"', source=CONTROLLER)
 
 
 def _write(c: "Cluster", services: list[Service], before: dict[int, tuple]) -> None:

@@ -121,12 +121,12 @@ def build(config: Config, pool_objs: list[IPAddressPool], peers: list[BGPPeer], 
           bfd_profiles: list[BFDProfile], communities: list[Community], nodes: list[Node]) -> BGPConfig:
     """The BGP part of MetalLB's configuration (config.For): checks every object and the whole, then
     resolves peers and advertisements and hangs each advertisement on its pools (``Pool.bgp``, over
-    ``config.pools`` and ``config.bgp_pools``). With any problem nothing is hung and there are no peers:
+    ``config.pools``). With any problem nothing is hung and there are no peers:
     MetalLB refuses an invalid configuration as a whole."""
     problems: list[ConfigProblem] = []
     for obj in [*bfd_profiles, *peers, *communities, *advertisements]:
         problems += [ConfigProblem(obj.kind, obj.metadata.name or "", p, t) for p, t in OBJECT_CHECKS[type(obj)](obj)]
-    pools = config.pools + config.bgp_pools
+    pools = config.pools
     objs = {o.metadata.name: o for o in pool_objs}
     problems += config_problems(
         pool_objs, peers, advertisements, bfd_profiles, communities,
@@ -247,7 +247,7 @@ class _Acc:
 
 
 def _pool_of(config: Config, ips: list) -> Optional[Pool]:
-    for p in config.pools + config.bgp_pools:
+    for p in config.pools:
         if all(p.contains(ip) for ip in ips):
             return p
     return None

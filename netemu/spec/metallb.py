@@ -6,8 +6,8 @@ checks live in :mod:`netemu.spec.metallb_bgp`.
 The legacy format is turned into the CRDs, as MetalLB's own ``configmaptocrs`` converter does: each
 ``layer2`` address pool becomes an IPAddressPool plus an L2Advertisement naming it; ``peers``,
 ``bgp-communities``, ``bfd-profiles`` and the ``bgp-advertisements`` of ``bgp`` pools become BGPPeers,
-a Community, BFDProfiles and BGPAdvertisements. netemu checks them but has no BGP speaker yet: the
-``bgp`` pools give no addresses, with a warning.
+a Community, BFDProfiles and BGPAdvertisements naming the ``bgp`` pools, which the nodes' FRR speakers
+announce to the peers (netemu.control.metallb_bgp).
 
 Blogs lose indentation inside the ``config: |`` block too (seed 000)::
 
@@ -509,7 +509,7 @@ class LegacyConfig:
     # (field path inside data.config, pool name, [(path, address text)]) for checks across documents
     pool_paths: list[tuple[str, str, list[tuple[str, str]]]] = field(default_factory=list)
     recovered: bool = False
-    # BGP mode: the `protocol: bgp` pools (not given addresses from: no speaker announces them yet) and
+    # BGP mode: the `protocol: bgp` pools (addresses announced over BGP, not by layer 2) and
     # the peers, advertisements, BFD profiles and communities (netemu.spec.metallb_bgp.LegacyBGP)
     bgp_pools: list[IPAddressPool] = field(default_factory=list)
     bgp: Any = None
@@ -552,11 +552,6 @@ def parse_legacy_config(text: str) -> LegacyConfig:
     for key in data:
         if key not in _SCHEMA["top"]:
             out.warnings.append(LegacyProblem(str(key), "unknown field, ignored"))
-    if data.get("peers"):
-        out.warnings.append(LegacyProblem("peers", f"BGP peers are checked but not emulated: {NO_BGP}"))
-    for key in ("bgp-communities", "bfd-profiles"):
-        if data.get(key):
-            out.warnings.append(LegacyProblem(key, f"BGP settings are checked but not emulated: {NO_BGP}"))
     pools = data.get("address-pools")
     bgp_pools: list[tuple[str, dict, IPAddressPool]] = []
     if pools is None:
@@ -642,19 +637,13 @@ def _legacy_pool(raw: Any, i: int, names: dict[str, int], out: LegacyConfig,
     meta = dict(name=name, namespace=NAMESPACE)
     pool = IPAddressPool(metadata=ObjectMeta(**meta), spec=IPAddressPoolSpec(
         addresses=[str(a).strip() for a in addresses], auto_assign=_bool(auto), avoid_buggy_ips=_bool(buggy)))
-    if protocol == "bgp":
-        out.warnings.append(LegacyProblem(f"{base}.protocol", f"pool {name!r} is a BGP pool: its configuration is "
-                                                              f"checked, but {NO_BGP}; the pool is not used"))
+    if protocol == "bgp":  # no L2Advertisement: announced by the BGPAdvertisements made from it
         out.bgp_pools.append(pool)
         bgp_pools.append((base, raw, pool))
         return
     out.pools.append(pool)
     out.l2advertisements.append(L2Advertisement(metadata=ObjectMeta(**meta),
                                                 spec=L2AdvertisementSpec(ip_address_pools=[name])))
-
-
-NO_BGP = ("the legacy ConfigMap's BGP pools give no addresses in netemu; MetalLB's BGP mode runs from the CRDs "
-          "(IPAddressPool, BGPPeer, BGPAdvertisement)")
 
 
 class MetalLBConfigError(ValueError):
@@ -727,7 +716,7 @@ __all__ = [
     "check_legacy_configmap", "check_pool", "check_l2_advertisement", "check_pools_across", "validate_metallb",
     "PoolSource", "MetalLBConfigError", "reindent_legacy", "legacy_from_configmap", "BGPPeer", "BGPPeerSpec",
     "BGPAdvertisement", "BGPAdvertisementSpec", "BFDProfile", "BFDProfileSpec", "Community", "CommunitySpec",
-    "CommunityAlias", "SecretReference", "BGP_KINDS", "API_VERSION_V1BETA2", "NO_BGP",
+    "CommunityAlias", "SecretReference", "BGP_KINDS", "API_VERSION_V1BETA2",
 ]
 
 register()  # loaded with netemu.spec.models (its last lines), whichever of the two came first

@@ -207,3 +207,48 @@ def test_node_down_withdraws_within_bfd_then_hold_time(bgp_lab):
     took = _withdrawn_after(lab, ip, "w1-k8s", 3.0 + 1.0)
     assert 2.0 < took < 4.0, took
     lab.run("node", "up", "w1-k8s")
+
+
+LEGACY_BGP_POOL = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: config, namespace: metallb-system}}
+data:
+  config: |
+    address-pools:
+    - name: legacy-bgp
+      protocol: bgp
+      addresses:
+      - {pool}
+      bgp-advertisements:
+      - communities: ["64512:200"]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: legacy-lb
+  annotations: {{metallb.universe.tf/address-pool: legacy-bgp}}
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+"""
+
+
+def test_legacy_configmap_bgp_pool_gives_addresses_announced_to_the_router(bgp_lab):
+    """MetalLB <= 0.12's ConfigMap form: a `protocol: bgp` pool's addresses are announced by the speakers
+    (to every peer: here the BGPPeer r1) with its advertisement's community."""
+    lab = bgp_lab
+    pool = f"10.{200 + (lab.index + 25) % 50}.8.0/28"
+    path = lab.tmp / "legacy.yaml"
+    path.write_text(LEGACY_BGP_POOL.format(pool=pool))
+    lab.run("apply", "-f", str(path))
+    ip = lb_ip(lab, "legacy-lb")
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(pool)
+    workers = {lab.node_ips[n] for n in ("w1-k8s", "w2-k8s", "w3-k8s")}
+    lab.wait_for(lambda: router_route(lab, ip) == workers, timeout=20, what="r1's ECMP route to the legacy pool's IP")
+    bgp = subprocess.run(["vtysh", "--vty_socket", f"/run/frr/{lab.node_netns('r1')}", "-c", f"show ip bgp {ip}/32"],
+                         capture_output=True, text=True).stdout
+    assert "64512:200" in bgp, bgp
+    lab.run("delete", "svc", "legacy-lb")
+    lab.wait_for(lambda: not router_route(lab, ip), timeout=20, what="the route withdrawn with the Service")

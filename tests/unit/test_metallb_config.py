@@ -98,8 +98,8 @@ def test_well_indented_legacy_config_with_every_field():
     (pool,) = cfg.pools
     assert pool.spec.addresses == ["192.168.1.240/29", "192.168.1.250-192.168.1.252"]
     assert pool.spec.auto_assign is False and pool.spec.avoid_buggy_ips is True
-    texts = [w.text for w in cfg.warnings]
-    assert any("BGP pool" in t for t in texts) and any("BGP peers" in t for t in texts)
+    assert [p.metadata.name for p in cfg.bgp_pools] == ["routers"] and not cfg.warnings
+    assert [p.spec.peer_address for p in cfg.bgp.peers] == ["10.0.0.1"]
 
 
 def test_flattened_config_with_several_pools_is_reindented_by_schema():

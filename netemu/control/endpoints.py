@@ -3,6 +3,10 @@
 Pods are grouped by the ports their targetPorts resolve to (a named targetPort may resolve to
 different numbers in different pods), one slice per group (split at 100 endpoints, as the
 controller does). Slices of Services without a selector are the user's and are left alone.
+
+Each address family of the Service's ipFamilies has slices of its own (addressType IPv4 or IPv6,
+holding the pods' addresses of that family; a pod without one is left out of them), as the
+controller's reconciler does it per address type; a family the Service stops having loses its slices.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from netemu.control import labels, workqueue
 from netemu.control import naming
 from netemu.control.naming import generate_name
 from netemu.control.pods import is_ready, is_terminal, is_terminating
+from netemu.spec.families import IPV4, IPV6, family_of
 from netemu.spec.models import (
     Endpoint,
     EndpointConditions,
@@ -46,14 +51,34 @@ def resolve_target_port(pod: Pod, port) -> Optional[int]:
     return None
 
 
-def _endpoint(pod: Pod, svc: Service) -> Endpoint:
+def service_address_types(svc: Service) -> list[str]:
+    """getAddressTypesForService: the Service's ipFamilies, in order; a Service without them (never
+    admitted: an offline file's) gets its cluster IP's family, IPv4 when it has none."""
+    fams = [f for f in svc.spec.ip_families or [] if f in (IPV4, IPV6)]
+    if fams:
+        return list(dict.fromkeys(fams))
+    ip = svc.spec.cluster_ip or ""
+    return [IPV6 if ip != "None" and ":" in ip else IPV4]
+
+
+def pod_addresses(pod: Pod, address_type: str = IPV4) -> list[str]:
+    """getEndpointAddresses: the pod's addresses of that family (podIP is the IPv4 one, podIPs has both
+    in a dual-stack lab)."""
+    if address_type == IPV4:
+        ip = pod.status.pod_ip
+        if ip and family_of(ip) == IPV4:
+            return [ip]
+    return [p.ip for p in pod.status.pod_ips or [] if p.ip and family_of(p.ip) == address_type][:1]
+
+
+def _endpoint(pod: Pod, svc: Service, addresses: Optional[list[str]] = None) -> Endpoint:
     ready = is_ready(pod) and not is_terminating(pod)
     publish = bool(svc.spec.publish_not_ready_addresses)
     hostname = None
     if pod.spec.hostname and pod.spec.subdomain == svc.metadata.name:
         hostname = pod.spec.hostname
     return Endpoint(
-        addresses=[pod.status.pod_ip],
+        addresses=addresses if addresses is not None else [pod.status.pod_ip],
         conditions=EndpointConditions(ready=ready or (publish and not is_terminating(pod)),
                                       serving=is_ready(pod), terminating=is_terminating(pod)),
         hostname=hostname,
@@ -63,21 +88,24 @@ def _endpoint(pod: Pod, svc: Service) -> Endpoint:
     )
 
 
-def desired_slices(svc: Service, pods: list[Pod]) -> dict[tuple, list[Endpoint]]:
-    """Endpoints grouped by their resolved port tuple, in pod name order."""
+def desired_slices(svc: Service, pods: list[Pod], address_type: str = IPV4) -> dict[tuple, list[Endpoint]]:
+    """Endpoints of one address family grouped by their resolved port tuple, in pod name order."""
     groups: dict[tuple, list[Endpoint]] = {}
     for pod in sorted(pods, key=lambda p: p.metadata.name):
         if not pod.status.pod_ip or is_terminal(pod):
             continue
         if not labels.matches_map(svc.spec.selector, pod.metadata.labels):
             continue
+        addresses = pod_addresses(pod, address_type)
+        if not addresses:
+            continue  # no address of this family: not in its slices
         ports = []
         for sp in svc.spec.ports or []:
             n = resolve_target_port(pod, sp)
             if n is not None:
                 ports.append((sp.name or "", sp.protocol or "TCP", n, sp.app_protocol))
         key = tuple(ports)
-        groups.setdefault(key, []).append(_endpoint(pod, svc))
+        groups.setdefault(key, []).append(_endpoint(pod, svc, addresses))
     return groups
 
 
@@ -116,16 +144,24 @@ def reconcile(c: "Cluster", keys=None) -> None:
             for s in existing:  # the Service is gone, or its slices are not the controller's to keep
                 c.store.delete("EndpointSlice", ns, s.metadata.name)
             continue
-        want: list[tuple[tuple, list[Endpoint]]] = []
-        for key, eps in desired_slices(svc, c.store.select("Pod", ns, svc.spec.selector)).items():
-            for i in range(0, len(eps), MAX_ENDPOINTS_PER_SLICE):
-                want.append((key, eps[i:i + MAX_ENDPOINTS_PER_SLICE]))
-        if not want:
-            want = [((), [])]  # a Service with no endpoints still has one (empty) slice
-        _apply(c, svc, existing, want)
+        pods = c.store.select("Pod", ns, svc.spec.selector)
+        types = service_address_types(svc)
+        for address_type in types:
+            want: list[tuple[tuple, list[Endpoint]]] = []
+            # the IPv4 call is the two-argument one that the work counters (and every caller) know
+            groups = desired_slices(svc, pods) if address_type == IPV4 else desired_slices(svc, pods, address_type)
+            for key, eps in groups.items():
+                for i in range(0, len(eps), MAX_ENDPOINTS_PER_SLICE):
+                    want.append((key, eps[i:i + MAX_ENDPOINTS_PER_SLICE]))
+            if not want:
+                want = [((), [])]  # a Service with no endpoints still has one (empty) slice per family
+            _apply(c, svc, [s for s in existing if s.address_type == address_type], want, address_type)
+        for s in existing:
+            if s.address_type not in types:  # a family the Service no longer has
+                c.store.delete("EndpointSlice", ns, s.metadata.name)
 
 
-def _apply(c: "Cluster", svc: Service, existing: list[EndpointSlice], want) -> None:
+def _apply(c: "Cluster", svc: Service, existing: list[EndpointSlice], want, address_type: str = IPV4) -> None:
     ns = svc.metadata.namespace
     pool = sorted(existing, key=lambda s: s.metadata.name)
     for key, eps in want:
@@ -149,7 +185,7 @@ def _apply(c: "Cluster", svc: Service, existing: list[EndpointSlice], want) -> N
                 owner_references=[OwnerReference(api_version="v1", kind="Service", name=svc.metadata.name,
                                                  uid=svc.metadata.uid or "", controller=True)],
             ),
-            address_type="IPv4",
+            address_type=address_type,
             endpoints=eps,
             ports=ports,
         )
@@ -166,7 +202,10 @@ def endpoints_view(svc: Service, slices: list[EndpointSlice]) -> dict:
     """The classic v1 Endpoints object, derived from the Service's slices (as the
     endpoints mirroring controller keeps it): ready addresses, not-ready ones, and ports."""
     subsets: dict[tuple, dict] = {}
+    primary = service_address_types(svc)[0]  # the Endpoints controller gives the primary family only
     for s in slices:
+        if s.address_type != primary:
+            continue
         ports = tuple((p.name or "", p.port, p.protocol or "TCP") for p in s.ports or [])
         sub = subsets.setdefault(ports, {"addresses": [], "notReadyAddresses": [],
                                          "ports": [{"name": n, "port": p, "protocol": pr} if n else
@@ -208,10 +247,13 @@ def slices_from_pods(services: list[Service], pods: list[Pod]) -> list[EndpointS
             continue
         ns = svc.metadata.namespace or "default"
         mine = [p for p in pods if (p.metadata.namespace or "default") == ns]
-        for i, (key, eps) in enumerate(desired_slices(svc, mine).items()):
+        groups = [(t, key, eps) for t in service_address_types(svc)
+                  for key, eps in desired_slices(svc, mine, t).items()]
+        for i, (address_type, key, eps) in enumerate(groups):
             out.append(EndpointSlice(
                 metadata=ObjectMeta(name=f"{svc.metadata.name}-{i}", namespace=ns,
                                     labels={SERVICE_NAME_LABEL: svc.metadata.name, MANAGED_BY_LABEL: MANAGED_BY}),
+                address_type=address_type,
                 endpoints=eps,
                 ports=[EndpointPort(name=n, protocol=proto, port=port, app_protocol=app) for n, proto, port, app in key]))
     return out

@@ -60,14 +60,20 @@ def next_free_pod_ip(subnet: str, taken_ints: set[int], last: Optional[str]) -> 
 
 def allocate_cluster_ip(service_cidr: str, used: Iterable[str], rng: random.Random) -> str:
     """A random free address from the service CIDR, preferring the upper band the way the API
-    server does (the lower band is left for addresses people pick by hand, like kube-dns's)."""
+    server does (the lower band is left for addresses people pick by hand, like kube-dns's).
+
+    IPv6: kube-apiserver's allocator covers only the first 65,536 addresses of the range (its bitmap's
+    size) and, IPv6 having no broadcast address, the last of them is usable; so a /64 costs no more
+    than a /112."""
     net = ipaddress.ip_network(service_cidr)
     taken = {ipaddress.ip_address(u) for u in used if u and u != "None"}
     size = net.num_addresses
     lo = 1
     # kube-apiserver: min(max(16, size/16), 256) addresses form the static (lower) band
     static_band = min(max(16, size // 16), 256)
-    ranges = [(lo + static_band, size - 1), (lo, size - 1)]
+    # one past the last usable offset: IPv4 leaves out the broadcast address
+    end = min(size, 1 << 16) if net.version == 6 else size - 1
+    ranges = [(lo + static_band, end), (lo, end)]
     for first, last in ranges:
         if first >= last:
             continue

@@ -14,6 +14,9 @@ For each Service that has an address from a pool:
 
 Every speaker computes the same order from the same inputs, so exactly one node answers ARP for an
 address, and when that node goes, the next one in the order takes over (and sends gratuitous ARP).
+A dual-stack Service is one election (hashed with its first address, as MetalLB's ShouldAnnounce
+takes toAnnounce[0]): the winner announces all its addresses, the IPv4 one by ARP and the IPv6 one
+by NDP (Neighbor Advertisements).
 
 The result is pure data ({ip: node}); :func:`reconcile` also records MetalLB's events
 (``nodeAssigned``: announcing from node "w1-k8s" with protocol "layer2"; ``announceFailed`` when the

@@ -6,7 +6,9 @@ import ipaddress
 from typing import TYPE_CHECKING, Optional
 
 from netemu.control.ipam import Exhausted, allocate_cluster_ip, allocate_node_port, in_cidr, parse_port_range
+from netemu.spec.families import IPV4, IPV6, lab_families
 from netemu.spec.models import K8sModel, Service
+from netemu.spec.validate_services import init_ip_families, prepare_cluster_ips, upgrade_downgrade_errors
 
 if TYPE_CHECKING:
     from netemu.control.cluster import Cluster
@@ -29,30 +31,13 @@ def _admit_service(c: "Cluster", svc: Service, current: Optional[Service]) -> No
     me = (svc.metadata.namespace, svc.metadata.name)
     others = [s for s in c.store.list("Service") if (s.metadata.namespace, s.metadata.name) != me]
 
-    # cluster IP: ExternalName has none; None means headless; empty keeps the current or allocates
+    # cluster IPs: ExternalName has none; None means headless; empty keeps the current or allocates
     if stype == "ExternalName":
+        _external_name_fields(svc, current)
         svc.spec.cluster_ip = None
         svc.spec.cluster_ips = None
-    elif svc.spec.cluster_ip != "None":
-        asked = svc.spec.cluster_ip or (current.spec.cluster_ip if current and current.spec.cluster_ip != "None" else None)
-        used = {s.spec.cluster_ip for s in others}
-        if asked:
-            if not in_cidr(asked, spec.service_cidr):
-                raise AdmissionError(f'Service "{svc.metadata.name}": spec.clusterIP: Invalid value: "{asked}": '
-                                     f"provided IP is not in the valid range. The range of valid IPs is {spec.service_cidr}")
-            if asked in used:
-                raise AdmissionError(f'Service "{svc.metadata.name}": spec.clusterIPs: Invalid value: ["{asked}"]: '
-                                     "failed to allocate IP: provided IP is already allocated")
-            ip = str(ipaddress.ip_address(asked))
-        else:
-            try:
-                ip = allocate_cluster_ip(spec.service_cidr, used | {spec.cluster_dns}, c.store.rng)
-            except Exhausted as e:
-                raise AdmissionError(str(e)) from None
-        svc.spec.cluster_ip = ip
-        svc.spec.cluster_ips = [ip]
     else:
-        svc.spec.cluster_ips = ["None"]
+        _admit_cluster_ips(c, svc, current, others)
 
     # node ports: NodePort and LoadBalancer (unless allocateLoadBalancerNodePorts is false)
     wants_node_ports = stype == "NodePort" or (stype == "LoadBalancer" and svc.spec.allocate_load_balancer_node_ports is not False)
@@ -87,3 +72,70 @@ def _admit_service(c: "Cluster", svc: Service, current: Optional[Service]) -> No
         mine.add((p.node_port, proto))
     if current is not None:
         svc.status = current.status  # the load balancer status is not the user's to set
+
+
+def _invalid(svc: Service, errors: list[tuple[str, str]]) -> Exception:
+    """The API server's 422 for field errors: 'Service "x" is invalid: path: text' ([a, b] for several)."""
+    from netemu.control.cluster import AdmissionError
+
+    parts = [f"{path}: {text}" for path, text in errors]
+    text = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    return AdmissionError(f'Service "{svc.metadata.name}" is invalid: {text}')
+
+
+def _external_name_fields(svc: Service, current: Optional[Service]) -> None:
+    """An ExternalName Service has no IP families: set on create they are refused (ValidateService); an
+    update that carries the old type's values unchanged has them dropped (dropTypeDependentFields)."""
+    spec, old = svc.spec, current.spec if current is not None else None
+    carried = old is not None and (old.type or "ClusterIP") != "ExternalName"
+    errors = []
+    if spec.ip_families and not (carried and list(spec.ip_families) == list(old.ip_families or [])):
+        errors.append(("spec.ipFamilies", "Forbidden: may not be set for ExternalName services"))
+    if spec.ip_family_policy is not None and not (carried and spec.ip_family_policy == old.ip_family_policy):
+        errors.append(("spec.ipFamilyPolicy", "Forbidden: may not be set for ExternalName services"))
+    if errors:
+        raise _invalid(svc, errors)
+    spec.ip_families = None
+    spec.ip_family_policy = None
+
+
+def _admit_cluster_ips(c: "Cluster", svc: Service, current: Optional[Service], others: list[Service]) -> None:
+    """ipFamilyPolicy and ipFamilies defaulted for the lab's families, then one cluster IP per family
+    (asked for, kept, or allocated), in ipFamilies order; clusterIP is the first."""
+    from netemu.control.cluster import AdmissionError
+
+    spec = c.lab.spec
+    old = current.spec if current is not None else None
+    prepare_cluster_ips(svc.spec, old)
+    errors = init_ip_families(svc.spec, old, lab_families(spec))
+    if not errors and old is not None:
+        errors = upgrade_downgrade_errors(svc.spec, old)
+    if errors:
+        raise _invalid(svc, errors)
+    if svc.spec.cluster_ip == "None":
+        svc.spec.cluster_ips = ["None"]
+        return
+    ranges = {IPV4: spec.service_cidr, IPV6: spec.service_cidr6}
+    used = {ip for s in others for ip in (s.spec.cluster_ips or [s.spec.cluster_ip]) if ip}
+    asked_ips = list(svc.spec.cluster_ips or [])
+    out: list[str] = []
+    for i, fam in enumerate(svc.spec.ip_families or []):
+        asked = asked_ips[i] if i < len(asked_ips) else ""
+        cidr = ranges[fam]
+        if asked:
+            field = "spec.clusterIP" if i == 0 else f"spec.clusterIPs[{i}]"
+            if not in_cidr(asked, cidr):
+                raise AdmissionError(f'Service "{svc.metadata.name}": {field}: Invalid value: "{asked}": '
+                                     f"provided IP is not in the valid range. The range of valid IPs is {cidr}")
+            if asked in used:
+                raise AdmissionError(f'Service "{svc.metadata.name}": spec.clusterIPs: Invalid value: ["{asked}"]: '
+                                     "failed to allocate IP: provided IP is already allocated")
+            ip = str(ipaddress.ip_address(asked))
+        else:
+            try:
+                ip = allocate_cluster_ip(cidr, used | {spec.cluster_dns}, c.store.rng)
+            except Exhausted as e:
+                raise AdmissionError(str(e)) from None
+        out.append(ip)
+    svc.spec.cluster_ips = out
+    svc.spec.cluster_ip = out[0]

@@ -167,12 +167,16 @@ def _check_across(items: list[Converted], report: Report) -> None:
                              f"{_ref(other.obj)} ({other.loc.where()}: {other_path})")
             else:
                 node_ports[np_key] = (c, f"spec.ports[{i}].nodePort")
-        ip = c.obj.spec.cluster_ip
-        if ip and ip != "None":
+        spec = c.obj.spec
+        # clusterIP, then a dual-stack Service's secondary clusterIPs[1]
+        owned = [("spec.clusterIP", spec.cluster_ip)]
+        owned += [(f"spec.clusterIPs[{i}]", ip) for i, ip in enumerate(spec.cluster_ips or []) if i > 0]
+        for path, ip in owned:
+            if not ip or ip == "None":
+                continue
             if ip in cluster_ips:
                 other = cluster_ips[ip]
-                report.error(c.loc, "spec.clusterIP",
-                             f"{ip} is already used by {_ref(other.obj)} ({other.loc.where()})")
+                report.error(c.loc, path, f"{ip} is already used by {_ref(other.obj)} ({other.loc.where()})")
             else:
                 cluster_ips[ip] = c
 

@@ -183,7 +183,8 @@ def _claim(name: str, lab, force_uplink: bool, warn: Warn) -> int:
                                          if other != name})
     if spec.uplink:
         try:
-            for w in uplink.preflight(spec.uplink, spec.network, force=force_uplink, lab=name):
+            for w in uplink.preflight(spec.uplink, spec.network, force=force_uplink, lab=name,
+                                      network6=spec.network6):
                 warn(w)
         except uplink.UplinkError as e:
             raise LifecycleError(str(e)) from None

@@ -210,11 +210,18 @@ def inspect(ifname: str, netns: Optional[str] = None) -> UplinkState:
 
 # --------------------------------------------------------------------------- the checks
 def refusals(ifname: str, network: str, netns: Optional[str] = None,
-             lab: Optional[str] = None) -> tuple[list[str], list[str]]:
+             lab: Optional[str] = None, network6: Optional[str] = None) -> tuple[list[str], list[str]]:
     """Why `ifname` (in `netns`, default: the host's namespace) should not become the uplink of a lab
     on `network`: (hard, forceable). Hard reasons are never overridden; forceable ones give way to
-    --force-uplink. The routes looked at are those of the interface's own namespace."""
+    --force-uplink. The routes looked at are those of the interface's own namespace. A dual-stack lab
+    (``network6``) also takes the interface's routes and addresses inside its IPv6 segment."""
     net = ipaddress.ip_network(network)
+    nets = [net] + ([ipaddress.ip_network(network6)] if network6 else [])
+    lab_nets = f"{network},{network6}" if network6 else network
+
+    def inside(x) -> bool:
+        return any(x.version == n.version and (x.subnet_of(n) if hasattr(x, "subnet_of") else x in n) for n in nets)
+
     hard: list[str] = []
     soft: list[str] = []
     link = _link(ifname, netns)
@@ -255,24 +262,27 @@ def refusals(ifname: str, network: str, netns: Optional[str] = None,
                                                                                       else "/128"), strict=False)
         except (KeyError, ValueError):
             continue
-        if dst.version != net.version or not dst.subnet_of(net):
+        if not inside(dst):
             soft.append(f"{ifname} carries a route to another network ({_route_text(r)})")
     for a in (ip_json(["addr", "show", "dev", ifname], netns=netns) or [{}])[0].get("addr_info", []):
         if a.get("family") == "inet6" and a.get("scope") == "link":
             continue
         ip = ipaddress.ip_address(a["local"])
-        if ip.version != net.version or ip not in net:
-            soft.append(f"{ifname} has the address {a['local']}/{a['prefixlen']}, outside the lab network {network}")
+        if not inside(ip):
+            soft.append(f"{ifname} has the address {a['local']}/{a['prefixlen']}, outside the lab network {lab_nets}")
     return hard, soft
 
 
-def preflight(ref: str, network: str, force: bool = False, lab: Optional[str] = None) -> list[str]:
+def preflight(ref: str, network: str, force: bool = False, lab: Optional[str] = None,
+              network6: Optional[str] = None) -> list[str]:
     """The check `netemu up` runs before building anything. Raises UplinkError with every reason
     when the interface is refused; returns warnings (forced reasons, a down link, a small MTU)."""
     netns, ifname = parse_ref(ref)
     if netns and not os.path.exists(f"/run/netns/{netns}"):
         raise UplinkError(f"uplink {ref}: there is no network namespace {netns}")
-    hard, soft = refusals(ifname, network, netns=netns, lab=lab)
+    hard, soft = refusals(ifname, network, netns=netns, lab=lab, network6=network6)
+    if network6 and host_forwards_ipv6():
+        hard.append(ipv6_forwarding_refusal())
     if hard or (soft and not force):
         reasons = hard + soft
         hint = "" if hard else f"\n({FORCE_HINT} takes it anyway; `down` gives it back as it was)"
@@ -285,6 +295,19 @@ def preflight(ref: str, network: str, force: bool = False, lab: Optional[str] = 
         warnings.append(f"uplink {ref} has MTU {link['mtu']}: frames larger than that between the lab and "
                         "the network are dropped")
     return warnings
+
+
+def host_forwards_ipv6() -> bool:
+    return (_read("/proc/sys/net/ipv6/conf/all/forwarding") or "0").strip() == "1"
+
+
+def ipv6_forwarding_refusal() -> str:
+    """Why a dual-stack lab takes no uplink on a host that forwards IPv6: IPv4's per-interface
+    `forwarding` stops what arrives on the host's lab link from going further, IPv6 has no such switch
+    (only the global one), so the real network could reach the host's other networks through the lab."""
+    return ("this host forwards IPv6 (net.ipv6.conf.all.forwarding=1): a dual-stack lab's uplink would let the "
+            "uplink's network reach the host's other networks over IPv6 through the lab's host link (IPv6 has "
+            "no per-interface forwarding switch); turn IPv6 forwarding off, or use an IPv4-only lab")
 
 
 def host_side_link(ref: Optional[str]) -> Optional[str]:

@@ -8,8 +8,9 @@ stale UDP conntrack entries.
 In a dual-stack lab each node runs one proxier per IP family, as kube-proxy's MetaProxier does: the
 IPv6 one has its own view (the Services' IPv6 clusterIPs, IPv6 slices, the node's IPv6 address, the
 lab's IPv6 pod CIDR) and its own backend (ip6tables-restore, table `ip6 kube-proxy`). IPVS mode
-applies IPv4 only: its IPv6 half is rendered (`netemu render ipvs`) but this machine's kernel has no
-ip_vs, so it could never be tried here. An IPv4-only lab has the IPv4 proxier alone, as before.
+applies IPv4 only: its IPv6 half is rendered (`netemu render ipvs`) but not applied, since this
+machine's kernel has no ip_vs and the throwaway VM where IPVS runs tests IPv4 only. An IPv4-only lab
+has the IPv4 proxier alone, as before.
 """
 from __future__ import annotations
 
@@ -111,8 +112,8 @@ class KubeProxy:
         self.runner = runner or NetnsRunner()
         self.families = proxy_families(lab)
         if lab.spec.proxy_mode == "ipvs" and _dual_stack(lab.spec):
-            log.warning("kube-proxy (ipvs): IPv6 rules are not applied (this machine's kernel has no ip_vs); "
-                        "`netemu render ipvs` shows them")
+            log.warning("kube-proxy (ipvs): IPv6 Services get no IPVS rules (dual-stack IPVS is not built: "
+                        "`netemu render ipvs` shows what they would be); IPv4 as usual")
         self.nodes = {n.name: self._node(n) for n in net.nodes.values()}
         self._seen_generation = -1
         self._dirty: Optional[set[str]] = None  # services changed since the last sync (None: all)

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -306,34 +305,3 @@ def test_kernel_mode_close_removes_the_entries(segment):
     sp.close()
     assert proxy_entries() == ""
     assert solicit(VIP) == []
-
-
-# --------------------------------------------------------------------------- latency
-def _round_trips(sp) -> tuple[list[float], list[float]]:
-    sp.set_announced({VIP})
-    bench_ndp.run_probe(CL, [VIP, IPS[N1]], 5)
-    lb, node = [], []
-    for _ in range(3):
-        got = bench_ndp.run_probe(CL, [VIP, IPS[N1]], 60)
-        lb += got[VIP]
-        node += got[IPS[N1]]
-    assert len(lb) >= 170 and len(node) >= 170
-    return lb, node
-
-
-def test_advertisement_latency_against_the_kernel(segment, speaker):
-    """NS -> NA round trips from the client: the speaker's NA for the LB IP against the node kernel's
-    own NA for its address, interleaved (scripts/bench_ndp.py prints the same, with more probes)."""
-    lb, node = _round_trips(speaker)
-    s50, k50 = statistics.median(lb), statistics.median(node)
-    print(f"\nNS->NA round trip: speaker p50 {s50:.0f} us, p99 {bench_ndp.pct(lb, 99):.0f} us; kernel p50 {k50:.0f} us,"
-          f" p99 {bench_ndp.pct(node, 99):.0f} us (p50 ratio {s50 / k50:.2f})")
-    assert s50 < 5000, "the speaker takes milliseconds to answer"
-
-
-def test_proxy_ndp_latency_is_the_kernels(segment, kernel_speaker):
-    lb, node = _round_trips(kernel_speaker)
-    s50, k50 = statistics.median(lb), statistics.median(node)
-    print(f"\nkernel_reply mode NS->NA: LB IP p50 {s50:.0f} us, p99 {bench_ndp.pct(lb, 99):.0f} us; node IP p50 "
-          f"{k50:.0f} us, p99 {bench_ndp.pct(node, 99):.0f} us (p50 ratio {s50 / k50:.2f})")
-    assert s50 < 2 * k50 + 50, "the kernel's proxy answer is far slower than its own"

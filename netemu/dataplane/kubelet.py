@@ -357,7 +357,8 @@ class Kubelet:
         master = store.find("Service", "default", "kubernetes")
         env = podenv.container_env(pod, spec, services, lookup=store.find, master=master)
         cmd, args = podenv.command_line(spec, env)
-        program = resolve_program(spec.image, cmd, args)
+        ipv6 = any(":" in (p.ip or "") for p in pod.status.pod_ips or [])  # a dual-stack lab's pod
+        program = resolve_program(spec.image, cmd, args, ipv6=ipv6)
         if program.warning and not c.warned:
             c.warned = True
             self.cluster.event(pod, "StandIn", f"container {spec.name}: {program.warning}", type_="Warning",

@@ -50,15 +50,19 @@ BUILTIN_NAMES = frozenset(DEFAULT_PORTS)
 REDIS_SERVER = "redis-server"
 REDIS_FLAGS = ("--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no",
                "--daemonize", "no")
+# a pod with IPv6 (a dual-stack lab's): every IPv6 address too; '-' makes it optional (redis 7: an address
+# that cannot be bound is skipped, not fatal), as redis.conf's own default `bind * -::*`
+REDIS_FLAGS6 = ("--bind", "0.0.0.0", "-::") + REDIS_FLAGS[2:]
 
 
 def resolve(image: Optional[str], command: Optional[list[str]], args: Optional[list[str]],
-            ports: Iterable[PortSpec] = ()) -> Program:
+            ports: Iterable[PortSpec] = (), *, ipv6: bool = False) -> Program:
     """The program for a container, as Kubernetes would run it.
 
     `command` replaces the image's entrypoint: it runs with `args` appended. Otherwise the
     image's stand-in runs (it sees `args` in its context). `ports`, when given, are the
-    declared containerPorts (only the real redis-server needs them here)."""
+    declared containerPorts (only the real redis-server needs them here). `ipv6`: the pod has an
+    IPv6 address (the real redis-server then binds IPv6 too; the stand-ins find out themselves)."""
     args = list(args or [])
     if command:
         argv = tuple(command) + tuple(args)
@@ -70,7 +74,7 @@ def resolve(image: Optional[str], command: Optional[list[str]], args: Optional[l
         if name == "hello" and (ref.tag or "").startswith("plain-text"):
             name = "hello-plain"
         if name == "redis":
-            return _redis(args, list(ports))
+            return _redis(args, list(ports), ipv6)
         if name == "addon":
             from netemu.images import ADDONS
 
@@ -90,7 +94,7 @@ def resolve(image: Optional[str], command: Optional[list[str]], args: Optional[l
         f"(the pod name) on {on}"))
 
 
-def _redis(args: list[str], ports: Sequence[PortSpec]) -> Program:
+def _redis(args: list[str], ports: Sequence[PortSpec], ipv6: bool = False) -> Program:
     declared = [p.port for p in ports if (p.protocol or "TCP").upper() == "TCP"]
     port = declared[0] if declared else 6379
     if shutil.which(REDIS_SERVER) is None:
@@ -101,7 +105,7 @@ def _redis(args: list[str], ports: Sequence[PortSpec]) -> Program:
         args = args[1:]
     if "--port" in args[:-1] and args[args.index("--port") + 1].isdigit():
         port = int(args[args.index("--port") + 1])  # the user's own --port (later flags win)
-    argv = (REDIS_SERVER, "--port", str(port)) + REDIS_FLAGS + tuple(args)
+    argv = (REDIS_SERVER, "--port", str(port)) + (REDIS_FLAGS6 if ipv6 else REDIS_FLAGS) + tuple(args)
     return Program("exec", REDIS_SERVER, argv, default_ports=(port,))
 
 

@@ -2,9 +2,11 @@
 
 The query leaves from inside a pod's network namespace (or a node's), to the kube-dns
 ClusterIP, through kube-proxy's rules like any pod's lookup; short names are tried with the
-pod's search list and ndots:5, as the pod's resolver does."""
+pod's search list and ndots:5, as the pod's resolver does. `--server` takes an IPv4 or an IPv6
+address (asked over IPv6 from the pod or node, e.g. a dual-stack kube-dns's IPv6 ClusterIP)."""
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 
@@ -25,6 +27,20 @@ def candidates(name: str, searches: list[str], ndots: int = 5) -> list[str]:
     return expanded + [name + "."]
 
 
+def server_address(server: str, port: int = 53) -> tuple[int, tuple, str]:
+    """(socket family, address to send to, how to show it) for --server: an IPv6 address (also written
+    in brackets) gets an IPv6 socket and is shown as [addr]:53; anything else is IPv4's, as before."""
+    text = server.strip()
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return socket.AF_INET, (text, port), f"{text}:{port}"
+    if ip.version == 6:
+        return socket.AF_INET6, (str(ip), port, 0, 0), f"[{ip}]:{port}"
+    return socket.AF_INET, (str(ip), port), f"{ip}:{port}"
+
+
 def cmd_dns(args) -> int:
     from dnslib import QTYPE, RCODE, DNSRecord
 
@@ -34,6 +50,7 @@ def cmd_dns(args) -> int:
     client = Client(lab)
     spec = client.call("lab")["spec"]
     server = args.server or spec.get("clusterDNS", "10.96.0.10")
+    family, address, shown = server_address(server)
     domain = spec.get("clusterDomain", "cluster.local")
     namespace = args.namespace or "default"
     if args.from_pod:
@@ -51,11 +68,11 @@ def cmd_dns(args) -> int:
         args.name if args.name.endswith(".") else args.name + "."]
     for qname in names:
         q = DNSRecord.question(qname, qtype)
-        sock = nsutil.socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM)
+        sock = nsutil.socket_in(netns, family, socket.SOCK_DGRAM)
         sock.settimeout(args.timeout)
         t0 = time.perf_counter()
         try:
-            sock.sendto(q.pack(), (server, 53))
+            sock.sendto(q.pack(), address)
             data, _ = sock.recvfrom(65535)
         except socket.timeout:
             raise CliError(f"no answer from {server} within {args.timeout:g}s (asked from {where})") from None
@@ -72,7 +89,7 @@ def cmd_dns(args) -> int:
             if args.verbose:
                 print(f";; {qname} {qtype}: NXDOMAIN, trying the next search domain")
             continue
-        print(f";; {where} -> {server}:53, {ms:.2f} ms, status: {rcode}, flags: "
+        print(f";; {where} -> {shown}, {ms:.2f} ms, status: {rcode}, flags: "
               f"{' '.join(f for f in ('qr', 'aa', 'tc', 'rd', 'ra') if getattr(reply.header, f, 0))}")
         print(f";; QUESTION: {qname} IN {qtype}")
         if reply.rr:

@@ -12,6 +12,7 @@ annotation ANNOUNCER_ANNOTATION on the Service are used.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
@@ -29,7 +30,8 @@ class GNode:
     role: str = ""
     ready: bool = True
     unschedulable: bool = False
-    pod_cidr: str = ""
+    pod_cidr: str = ""  # both families' in a dual-stack lab: "172.16.1.0/24,fd00:10:244:1::/64"
+    ip6: str = ""  # its IPv6 InternalIP (a dual-stack lab)
 
 
 @dataclass
@@ -39,6 +41,7 @@ class GPod:
     ip: str = ""
     node: str = ""
     ready: bool = False
+    ip6: str = ""  # a dual-stack lab's pod: its IPv6 address (status.podIPs)
     phase: str = ""
     terminating: bool = False
     group: str = ""          # "deployment/NAME", "replicaset/NAME", "statefulset/...", or "" (standalone)
@@ -58,7 +61,7 @@ class GService:
     namespace: str
     name: str
     type: str = "ClusterIP"
-    cluster_ip: str = ""
+    cluster_ip: str = ""  # a dual-stack Service's: both, "10.96.0.20,fd00:10:96::14"
     ports: list[str] = field(default_factory=list)      # "http 80->80/TCP nodePort 30000"
     node_ports: list[int] = field(default_factory=list)
     external_ips: list[str] = field(default_factory=list)
@@ -87,7 +90,7 @@ class GGroup:
 @dataclass
 class Picture:
     lab: str = ""
-    network: str = ""
+    network: str = ""  # a dual-stack lab's: "192.168.1.0/24,fd00:192:168:1::/64", as kubeadm writes them
     gateway: str = ""
     nodes: list[GNode] = field(default_factory=list)
     groups: list[GGroup] = field(default_factory=list)
@@ -117,11 +120,32 @@ def _cond(o: dict, kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in (o.get("status") or {}).get("conditions") or [])
 
 
-def _node_ip(n: dict) -> str:
+def _node_ip(n: dict, version: int = 4) -> str:
     for a in (n.get("status") or {}).get("addresses") or []:
-        if a.get("type") == "InternalIP":
+        if a.get("type") == "InternalIP" and (":" in a.get("address", "")) == (version == 6):
             return a.get("address", "")
     return ""
+
+
+def _both(*values: Optional[str]) -> str:
+    """Both families' values in one text, IPv4 first, as kubeadm writes them ("v4,v6")."""
+    return ",".join(v for v in values if v)
+
+
+def lab_networks(spec: dict) -> tuple[str, str]:
+    """(network, gateway) of a Lab spec as the API shows it; a dual-stack lab's with its IPv6 twins
+    (gateway6 unset: the first address of network6, as the lab takes it)."""
+    network6, gateway6 = spec.get("network6"), spec.get("gateway6")
+    if network6 and not gateway6:
+        try:
+            gateway6 = str(ipaddress.ip_network(network6, strict=False).network_address + 1)
+        except ValueError:
+            gateway6 = None
+    return _both(spec.get("network", ""), network6), _both(spec.get("gateway", ""), gateway6)
+
+
+def _host_port(address: str, port: str) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"  # an IPv6 address in brackets
 
 
 def _port_text(p: dict, svc_type: str) -> str:
@@ -158,14 +182,16 @@ def build(objects: Mapping[str, list[dict]], announcers: Optional[Mapping[str, s
         return [o for o in got if namespace is None or kind == "Node" or _ns(o) == namespace]
 
     spec = (lab or {}).get("spec") or {}
-    pic = Picture(lab=_meta(lab or {}).get("name", ""), network=spec.get("network", ""),
-                  gateway=spec.get("gateway", ""))
+    network, gateway = lab_networks(spec)
+    pic = Picture(lab=_meta(lab or {}).get("name", ""), network=network, gateway=gateway)
     for n in items("Node"):
-        pic.nodes.append(GNode(name=_meta(n)["name"], ip=_node_ip(n),
+        nspec = n.get("spec") or {}
+        cidrs = nspec.get("podCIDRs") or []
+        pic.nodes.append(GNode(name=_meta(n)["name"], ip=_node_ip(n), ip6=_node_ip(n, 6),
                                role="control-plane" if CONTROL_PLANE_LABEL in
                                (_meta(n).get("labels") or {}) else "",
-                               ready=_cond(n, "Ready"), unschedulable=bool((n.get("spec") or {}).get("unschedulable")),
-                               pod_cidr=(n.get("spec") or {}).get("podCIDR", "")))
+                               ready=_cond(n, "Ready"), unschedulable=bool(nspec.get("unschedulable")),
+                               pod_cidr=_both(*cidrs) if len(cidrs) > 1 else nspec.get("podCIDR", "")))
 
     # pods -> their workload: Pod -> ReplicaSet -> Deployment
     rs_owner = {}
@@ -196,8 +222,9 @@ def build(objects: Mapping[str, list[dict]], announcers: Optional[Mapping[str, s
                 want = (d.get("spec") or {}).get("replicas", 1)
                 g.ready = f"{(d.get('status') or {}).get('readyReplicas', 0) or 0}/{want}"
         st = p.get("status") or {}
+        ip6 = next((a.get("ip") for a in st.get("podIPs") or [] if ":" in (a.get("ip") or "")), "")
         g.pods.append(GPod(namespace=ns, name=name, ip=st.get("podIP", ""), node=(p.get("spec") or {}).get("nodeName", ""),
-                           ready=_cond(p, "Ready"), phase=st.get("phase", ""),
+                           ip6=ip6 if ip6 != st.get("podIP") else "", ready=_cond(p, "Ready"), phase=st.get("phase", ""),
                            terminating=bool(_meta(p).get("deletionTimestamp")), group=key))
     # deployments with no pod (scaled to 0) still get their box
     for (ns, name), d in deployments.items():
@@ -220,7 +247,9 @@ def build(objects: Mapping[str, list[dict]], announcers: Optional[Mapping[str, s
         sp, st = s.get("spec") or {}, s.get("status") or {}
         ns, name = _ns(s), _meta(s)["name"]
         typ = sp.get("type", "ClusterIP")
-        gs = GService(namespace=ns, name=name, type=typ, cluster_ip=sp.get("clusterIP", ""),
+        ips = [i for i in sp.get("clusterIPs") or [] if i and i != "None"]
+        gs = GService(namespace=ns, name=name, type=typ,
+                      cluster_ip=_both(*ips) if len(ips) > 1 else sp.get("clusterIP", ""),
                       ports=[_port_text(p, typ) for p in sp.get("ports") or []],
                       node_ports=[p["nodePort"] for p in sp.get("ports") or [] if p.get("nodePort")
                                   and typ in ("NodePort", "LoadBalancer")],
@@ -269,7 +298,8 @@ def _pod_label(p: GPod) -> str:
         state = f"\n({p.phase + ', ' if p.phase else ''}not ready)"
     else:
         state = ""
-    return f"{p.name}\n{p.ip or 'no IP'}" + (f" on {p.node}" if p.node else "") + state
+    return f"{p.name}\n{p.ip or 'no IP'}" + (f" on {p.node}" if p.node else "") + (f"\n{p.ip6}" if p.ip6 else "") \
+        + state
 
 
 def _svc_label(s: GService) -> str:
@@ -286,7 +316,8 @@ def _svc_label(s: GService) -> str:
 
 def _node_label(n: GNode) -> str:
     tags = [t for t in (n.role, "NotReady" if not n.ready else "", "SchedulingDisabled" if n.unschedulable else "") if t]
-    return f"node {n.name}\n{n.ip}" + (f"\npods {n.pod_cidr}" if n.pod_cidr else "") + \
+    return f"node {n.name}\n{n.ip}" + (f"\n{n.ip6}" if n.ip6 else "") + \
+        (f"\npods {n.pod_cidr}" if n.pod_cidr else "") + \
         (f"\n{', '.join(tags)}" if tags else "")
 
 
@@ -300,7 +331,7 @@ def to_dot(pic: Picture) -> str:
            '  edge [fontname="Helvetica", fontsize=9];']
     pods = {(p.namespace, p.name) for p in pic.pods}
     node_names = {n.name for n in pic.nodes}
-    node_by_ip = {n.ip: n.name for n in pic.nodes if n.ip}
+    node_by_ip = {ip: n.name for n in pic.nodes for ip in (n.ip, n.ip6) if ip}
     # services (left)
     out.append('  subgraph cluster_services { label="services"; style="dashed"; color="#888888";')
     for s in pic.services:
@@ -344,7 +375,7 @@ def to_dot(pic: Picture) -> str:
         for ep in s.endpoints:
             style = "solid" if ep.ready else "dashed"
             color = "#2563eb" if ep.ready else "#dc2626"
-            label = f"{ep.address}:{ep.port}" if ep.port else ep.address
+            label = _host_port(ep.address, ep.port) if ep.port else ep.address
             if ep.pod and ep.pod in pods:
                 target = _id("pod", *ep.pod)
             elif ep.address in node_by_ip:  # a host-network endpoint (the API server on the control plane)
@@ -396,7 +427,7 @@ def to_mermaid(pic: Picture) -> str:
         out.append(f"  %% lab {pic.lab} {pic.network}".rstrip())
     pods = {(p.namespace, p.name) for p in pic.pods}
     node_names = {n.name for n in pic.nodes}
-    node_by_ip = {n.ip: n.name for n in pic.nodes if n.ip}
+    node_by_ip = {ip: n.name for n in pic.nodes for ip in (n.ip, n.ip6) if ip}
     out.append(f"  subgraph {ids('cluster', 'services')}[{_mq('services')}]")
     for s in pic.services:
         out.append(f"    {ids('svc', s.namespace, s.name)}[{_mq(_svc_label(s))}]")
@@ -439,7 +470,7 @@ def to_mermaid(pic: Picture) -> str:
             else:
                 target = ids("addr", ep.address)
                 out.append(f"  {target}>{_mq(ep.address)}]")
-            label = f"{ep.address}:{ep.port}" if ep.port else ep.address
+            label = _host_port(ep.address, ep.port) if ep.port else ep.address
             edge(ids("svc", s.namespace, s.name), target, label, dotted=not ep.ready,
                  style="" if ep.ready else "stroke:#dc2626")
     for p in pic.pods:

@@ -100,7 +100,7 @@ def _up(args, early) -> int:
             raise CliError(lifecycle.died(name, pid, "right after its pods were Ready")) from None
         raise
     print(f'lab "{name}" is up: {len(nodes)} nodes, {len(pods)} pods Ready in {time.time() - t0:.2f}s '
-          f"(host gateway {lab.spec.gateway} on {_host_link(name)})")
+          f"(host gateway {host_gateway(lab.spec)} on {_host_link(name)})")
     if kube_line and not args.quiet:
         print(kube_line)
     return 0
@@ -245,8 +245,21 @@ def _lab_row(name: str) -> list[str]:
             status = "Unreachable"
         except Exception:  # whatever one lab answers, the others are still listed
             status = "Unreachable"
-    return [name, status, spec.get("network", "?"), str(len(spec.get("nodes") or [])), pods,
+    return [name, status, lab_network(spec), str(len(spec.get("nodes") or [])), pods,
             spec.get("proxyMode", "?"), str(pid or "-")]
+
+
+def host_gateway(spec) -> str:
+    """The host's addresses on the lab segment (a LabSpec): a dual-stack lab's IPv6 one beside the IPv4 one."""
+    gateway6 = getattr(spec, "gateway6", None) if getattr(spec, "network6", None) else None
+    return f"{spec.gateway},{gateway6}" if gateway6 else spec.gateway
+
+
+def lab_network(spec: dict) -> str:
+    """The NETWORK column: the lab segment, a dual-stack lab's with its IPv6 twin as kubeadm writes them
+    ("192.168.1.0/24,fd00:192:168:1::/64")."""
+    network = spec.get("network", "?")
+    return f"{network},{spec['network6']}" if spec.get("network6") else network
 
 
 def _status_without_process(name: str) -> str:

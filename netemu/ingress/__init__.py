@@ -23,7 +23,10 @@ controller pod needs nothing but the standard library. The steps follow ingress-
   name to the EndpointSlice port of the same name), round robin, kept-alive connections, no passive
   failure marking (ingress-nginx's upstream-max-fails 0) and a retry on the next endpoint after a
   connection error (proxy_next_upstream error timeout, 3 tries); `service-upstream: "true"` uses the
-  ClusterIP instead; no endpoint: 503;
+  ClusterIP instead; no endpoint: 503; the endpoints of every slice, so a dual-stack Service's pods
+  are there by both addresses and an IPv6-only Service's by their IPv6 ones (``[addr]:port``);
+- IPv6: where the controller's pod has IPv6 (a dual-stack lab), every server listens on ``[::]`` too
+  with the same options (ingress-nginx's IsIPV6Enabled; the ConfigMap's disable-ipv6 turns it off);
 - TLS: a host listed in spec.tls gets the certificate of its kubernetes.io/tls Secret (tls.crt and
   tls.key, base64), or a self-signed one made for it when the Secret is missing or unusable (the
   controller pod makes it); every other server answers HTTPS with the controller's default

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
@@ -54,7 +55,7 @@ def handles(ing: dict, classes: Iterable[dict], cfg: ControllerConfig) -> bool:
 @dataclass
 class Upstream:
     name: str
-    servers: list[str]  # "ip:port", in a stable order
+    servers: list[str]  # "ip:port" or "[ipv6]:port", in a stable order (IPv4 first)
     namespace: str = ""
     service: str = ""
     port: str = ""
@@ -132,17 +133,28 @@ def _endpoints(svc: dict, sp: dict, slices: list[dict]) -> list[str]:
             cond = ep.get("conditions") or {}
             if cond.get("ready") is False:
                 continue
-            for addr in ep.get("addresses") or []:
-                hostport = f"{addr}:{number}"
+            for addr in ep.get("addresses") or []:  # every slice: both families of a dual-stack Service
+                hostport = host_port(addr, number)
                 if hostport not in out:
                     out.append(hostport)
     return sorted(out, key=_ip_sort_key)
 
 
+def host_port(host: str, port: Any) -> str:
+    """An upstream server's address (Go's net.JoinHostPort): an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def _ip_sort_key(hostport: str):
     host, _, port = hostport.rpartition(":")
+    number = int(port) if port.isdigit() else 0
+    if host.startswith("["):  # IPv6 after every IPv4 address, in numeric order
+        try:
+            return (1, (int(ipaddress.IPv6Address(host[1:-1])),), number)
+        except ValueError:
+            return (1, (0,), number)
     parts = host.split(".")
-    return (tuple(int(p) if p.isdigit() else 0 for p in parts), int(port) if port.isdigit() else 0)
+    return (0, tuple(int(p) if p.isdigit() else 0 for p in parts), number)
 
 
 # --------------------------------------------------------------------------- building the model
@@ -200,7 +212,7 @@ def build_model(objects: dict, cfg: ControllerConfig, warnings: Optional[list[st
             elif settings_of[key_of(ing)].service_upstream:
                 ip = (svc.get("spec") or {}).get("clusterIP")
                 if ip and ip != "None":
-                    up.servers = [f"{ip}:{sp.get('port')}"]
+                    up.servers = [host_port(ip, sp.get('port'))]
                 else:
                     up.problem = f'service "{ns}/{svc_ref.get("name")}" has no cluster IP (service-upstream)'
             else:

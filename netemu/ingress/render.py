@@ -205,7 +205,11 @@ def _text(model: Model, cfg: ControllerConfig, *, conf_dir: str, cert_dir: str, 
         w(f"        server_name {_q(server.hostname)};")
         default = " default_server reuseport backlog=4096" if server.hostname == DEFAULT_SERVER else ""
         w(f"        listen {cfg.http_port}{default};")
+        if cfg.listen_ipv6:  # ingress-nginx's buildHTTPListener: the same options on [::]
+            w(f"        listen [::]:{cfg.http_port}{default};")
         w(f"        listen {cfg.https_port}{default} ssl;")
+        if cfg.listen_ipv6:
+            w(f"        listen [::]:{cfg.https_port}{default} ssl;")
         if server.cert is not None:
             w(f"        ssl_certificate {cert_dir}/{server.cert};")
             w(f"        ssl_certificate_key {cert_dir}/{server.cert};")

@@ -40,7 +40,11 @@ class ControllerConfig:
     status_port: int = 10246  # nginx's own /healthz and /nginx_status, on 127.0.0.1
     max_open_files: int = 0  # worker_rlimit_nofile (the pod's hard limit); 0: not set
     default_backend_port: int = 8181
+    # the pod has IPv6 (ingress-nginx's isIPV6Enabled: an IPv6 address in the pod; a dual-stack lab's
+    # pods have one): its servers listen on [::] too, unless the ConfigMap's disable-ipv6 says not to
+    ipv6: bool = False
     # from the ConfigMap
+    disable_ipv6: bool = False
     ssl_redirect: bool = True
     http_redirect_code: int = 308
     worker_processes: str = "auto"
@@ -56,6 +60,11 @@ class ControllerConfig:
     proxy_next_upstream_tries: int = 3
     proxy_buffering: str = "off"
     use_forwarded_headers: bool = False
+
+    @property
+    def listen_ipv6(self) -> bool:
+        """IsIPV6Enabled of ingress-nginx's template: the pod has IPv6 and disable-ipv6 is not set."""
+        return self.ipv6 and not self.disable_ipv6
 
     def with_configmap(self, data: dict[str, str]) -> tuple["ControllerConfig", list[str]]:
         """A copy with the ConfigMap's settings applied; unknown or bad keys are named."""
@@ -107,7 +116,7 @@ _CONFIGMAP_KEYS = {
     "proxy-connect-timeout": "proxy_connect_timeout", "proxy-read-timeout": "proxy_read_timeout",
     "proxy-send-timeout": "proxy_send_timeout", "proxy-body-size": "proxy_body_size",
     "proxy-next-upstream-tries": "proxy_next_upstream_tries", "proxy-buffering": "proxy_buffering",
-    "use-forwarded-headers": "use_forwarded_headers",
+    "use-forwarded-headers": "use_forwarded_headers", "disable-ipv6": "disable_ipv6",
 }
 _CONFIGMAP_PARSERS = {
     "ssl_redirect": _bool, "http_redirect_code": int, "worker_processes": _workers,
@@ -115,6 +124,7 @@ _CONFIGMAP_PARSERS = {
     "keepalive_requests": int, "keepalive_timeout": int, "proxy_connect_timeout": int,
     "proxy_read_timeout": int, "proxy_send_timeout": int, "proxy_body_size": _size,
     "proxy_next_upstream_tries": int, "proxy_buffering": _buffering, "use_forwarded_headers": _bool,
+    "disable_ipv6": _bool,
 }
 
 

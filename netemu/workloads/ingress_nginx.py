@@ -25,7 +25,7 @@ it when the configuration changes. nginx carries the traffic; this process only 
   127.0.0.1:10246/netemu/config-id), the stand-in reports the snapshot as applied (API op
   ``ingress_applied``): `netemu up` and `wait` count a lab ready only when its controllers serve
   the latest snapshot.
-- Ports: 80 and 443 (nginx; --http-port/--https-port), /healthz, /metrics and
+- Ports: 80 and 443 (nginx; --http-port/--https-port; on IPv6 too where the pod has it), /healthz, /metrics and
   /is-dynamic-lb-initialized on 10254 (this process; --healthz-port), nginx's own status server
   on 127.0.0.1:10246. Ready (for the kubelet) once nginx answers.
 - Flags honoured: --ingress-class, --controller-class, --watch-ingress-without-class,
@@ -53,7 +53,7 @@ from netemu.frames import digest, read_frames
 from netemu.ingress import ControllerConfig, Rendered, render
 from netemu.workloads.httpbase import TEXT, Site, StandInHandler
 from netemu.workloads.httpconn import serve_http
-from netemu.workloads.listeners import Loop, StartError
+from netemu.workloads.listeners import Loop, StartError, ipv6_enabled
 from netemu.workloads.podlog import write_log
 from netemu.workloads.model import WorkloadContext
 
@@ -506,6 +506,7 @@ def start_ingress_nginx(ctx: WorkloadContext, loop: Loop) -> None:
         os.makedirs(os.path.join(base, sub), mode=0o700, exist_ok=True)
     conf_dir = base if ctx.contained else _bind_etc_nginx(base)
     cfg.max_open_files = _open_files_limit()
+    cfg.ipv6 = ipv6_enabled()  # a dual-stack lab's pod: nginx listens on [::] too
     c = Controller(ctx, cfg, nginx, base, conf_dir, api)
     if ignored:
         write_log(f"netemu ingress-nginx: flags accepted and ignored: {' '.join(ignored)}\n")

@@ -657,9 +657,8 @@ class Speaker:
             log.debug("%s: send failed: %s", self.node_name, e)
             return False
 
-    def handle_readable(self) -> None:
-        """Answer every ARP request waiting on the socket (the loop calls this)."""
-        sock = self.sock
+    def _incoming(self, sock):
+        """The frames waiting on a packet socket, not our own outgoing copies, until it would block."""
         while True:
             try:
                 frame, addr = sock.recvfrom(2048)
@@ -669,8 +668,12 @@ class Speaker:
                 self.stats.errors += 1
                 log.debug("%s: recv failed: %s", self.node_name, e)
                 return
-            if addr[2] == PACKET_OUTGOING:
-                continue
+            if addr[2] != PACKET_OUTGOING:
+                yield frame
+
+    def handle_readable(self) -> None:
+        """Answer every ARP request waiting on the socket (the loop calls this)."""
+        for frame in self._incoming(self.sock):
             req = parse_request(frame)
             if req is None:
                 self.stats.ignored += 1
@@ -696,17 +699,7 @@ class Speaker:
         side = self._ndp
         if side is None:
             return
-        while True:
-            try:
-                frame, addr = side.sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self.stats.errors += 1
-                log.debug("%s: recv failed: %s", self.node_name, e)
-                return
-            if addr[2] == PACKET_OUTGOING:
-                continue
+        for frame in self._incoming(side.sock):
             ns = ndp.parse_ns(frame)
             if ns is None:
                 self.stats.ignored += 1

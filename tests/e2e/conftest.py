@@ -122,6 +122,20 @@ class TestLab:
                 f"  podEvictionTimeoutSeconds: 2\n  restartBackoffSeconds: 1\n"
                 f"  nodes:\n{nodes}\n{extra}")
 
+    def dual_stack(self) -> dict:
+        """Make the lab dual-stack with IPv6 ranges as unique as its IPv4 ones (they follow its index);
+        returns the Lab spec fields to give `up` (lab_spec= or default_spec)."""
+        i = self.index
+        self.network6 = f"fd00:192:168:{200 + i % 50}::/64"
+        self.gateway6 = f"fd00:192:168:{200 + i % 50}::1"
+        self.pod_cidr6 = f"fd00:172:{20 + i % 10}::/56"
+        self.service_cidr6 = f"fd00:10:{100 + i % 50}::/112"
+        self.node_ips6 = {n: f"fd00:192:168:{200 + i % 50}::{ip.rsplit('.', 1)[1]}" for n, ip in self.node_ips.items()}
+        for n, ip6 in self.node_ips6.items():
+            self.node_fields[n] = f'ip6: "{ip6}"'
+        return {"network6": f'"{self.network6}"', "podCIDR6": f'"{self.pod_cidr6}"',
+                "serviceCIDR6": f'"{self.service_cidr6}"'}
+
     def up(self, manifests: str = "", *, tmp_path, check: bool = True, lab_spec: dict | None = None,
            extra_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         path = tmp_path / f"{self.name}.yaml"

@@ -18,18 +18,8 @@ from conftest import NP_PODS, netemu
 
 
 def dual(lab) -> dict:
-    """Make `lab` dual-stack with IPv6 ranges as unique as its IPv4 ones (they follow its index); returns
-    the Lab spec fields to pass to up."""
-    i = lab.index
-    lab.network6 = f"fd00:192:168:{200 + i % 50}::/64"
-    lab.gateway6 = f"fd00:192:168:{200 + i % 50}::1"
-    lab.pod_cidr6 = f"fd00:172:{20 + i % 10}::/56"
-    lab.service_cidr6 = f"fd00:10:{100 + i % 50}::/112"
-    lab.node_ips6 = {n: f"fd00:192:168:{200 + i % 50}::{ip.rsplit('.', 1)[1]}" for n, ip in lab.node_ips.items()}
-    for n, ip6 in lab.node_ips6.items():
-        lab.node_fields[n] = f'ip6: "{ip6}"'
-    return {"network6": f'"{lab.network6}"', "podCIDR6": f'"{lab.pod_cidr6}"',
-            "serviceCIDR6": f'"{lab.service_cidr6}"'}
+    """The lab made dual-stack (conftest's TestLab.dual_stack): the Lab spec fields to give up."""
+    return lab.dual_stack()
 
 
 def host_routes6() -> list[dict]:

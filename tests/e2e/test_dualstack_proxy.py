@@ -50,16 +50,7 @@ spec:
 def lab(make_lab, request):
     lab = make_lab()
     lab.mode = request.param
-    i = lab.index
-    # IPv6 ranges as unique as the lab's IPv4 ones (they follow its index)
-    lab.network6 = f"fd00:192:168:{200 + i % 50}::/64"
-    lab.gateway6 = f"fd00:192:168:{200 + i % 50}::1"
-    lab.service_cidr6 = f"fd00:10:{100 + i % 50}::/112"
-    lab.node_ips6 = {n: f"fd00:192:168:{200 + i % 50}::{ip.rsplit('.', 1)[1]}" for n, ip in lab.node_ips.items()}
-    for n, ip6 in lab.node_ips6.items():
-        lab.node_fields[n] = f'ip6: "{ip6}"'
-    lab.default_spec = {"proxyMode": request.param, "network6": f'"{lab.network6}"',
-                        "podCIDR6": f'"fd00:172:{20 + i % 10}::/56"', "serviceCIDR6": f'"{lab.service_cidr6}"'}
+    lab.default_spec = {"proxyMode": request.param, **lab.dual_stack()}
     return lab
 
 

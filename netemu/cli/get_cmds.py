@@ -366,7 +366,7 @@ def _describe_service(svc: dict, client: Client) -> str:
         _kv(lines, "TargetPort", f"{p.get('targetPort', p['port'])}/{p.get('protocol', 'TCP')}")
         if p.get("nodePort"):
             _kv(lines, "NodePort", f"{pname}  {p['nodePort']}/{p.get('protocol', 'TCP')}")
-        addrs = [f"{a['ip']}:{sp['port']}" for e in eps for sub in e.get("subsets") or []
+        addrs = [tables.host_port(a["ip"], sp["port"]) for e in eps for sub in e.get("subsets") or []
                  for sp in sub.get("ports") or [] if (sp.get("name") or "") == (p.get("name") or "")
                  for a in sub.get("addresses") or []]
         _kv(lines, "Endpoints", ",".join(addrs) or "<none>")

@@ -40,7 +40,7 @@ def _endpoints_by_service(client, namespace: str) -> dict[str, list[str]]:
         for sub in ep.get("subsets") or []:
             for a in sub.get("addresses") or []:
                 for p in sub.get("ports") or [{}]:
-                    pairs.append(f"{a['ip']}:{p['port']}" if p.get("port") else a["ip"])
+                    pairs.append(tables.host_port(a["ip"], p["port"]) if p.get("port") else a["ip"])
         out[ep["metadata"]["name"]] = pairs
     return out
 

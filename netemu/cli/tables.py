@@ -19,6 +19,11 @@ def age(obj: dict, now: Optional[float] = None) -> str:
     return "<unknown>" if t is None else human_duration((now or time.time()) - t)
 
 
+def host_port(host: str, port) -> str:
+    """An address and port as kubectl prints them (Go's net.JoinHostPort): an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def render(headers: list[str], rows: list[list[str]]) -> str:
     """Columns padded to the widest cell plus three spaces, like kubectl's tabwriter."""
     widths = [len(h) for h in headers]

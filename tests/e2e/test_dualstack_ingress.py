@@ -149,5 +149,9 @@ def test_ingress_over_ipv6(lab, tmp_path):
     assert get(lab, f"https://[{w1}]:{HTTPS}/") in hname
     for node in ("m-k8s", "w2-k8s", "w3-k8s"):
         assert get(lab, f"http://[{lab.node_ips6[node]}]:{HTTP}/") in hname
+    # describe ingress: the IPv6-only backend's endpoints as kubectl prints them ([addr]:port)
+    desc = lab.run("describe", "ingress", "ds").stdout
+    assert "hname6:80 ([" in desc and "]:80" in desc, desc
+    assert any(f"[{ip6_of(p)}]:80" in desc for p in hname.values()), desc
     # IPv4 still works
     assert get(lab, f"http://{lab.node_ips['w2-k8s']}:{HTTP}/") in hname

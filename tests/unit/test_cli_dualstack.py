@@ -103,3 +103,17 @@ def test_graph_of_an_ipv4_lab_is_unchanged():
     assert "web\\n172.16.1.2 on w1-k8s\"" in dot
     assert "clusterIP 10.96.0.20\\n" in dot
     assert pic.nodes[0].ip6 == "" and pic.pods[0].ip6 == ""
+
+
+def test_describe_endpoints_join_host_and_port_as_kubectl(monkeypatch):
+    """kubectl's formatEndpoints uses net.JoinHostPort: an IPv6 endpoint is [addr]:port."""
+    from netemu.cli import ingress_cmds, tables
+
+    assert tables.host_port("172.16.1.2", 80) == "172.16.1.2:80"
+    assert tables.host_port("fd00:10:244:1::2", 80) == "[fd00:10:244:1::2]:80"
+    eps = [{"metadata": {"name": "hname6"}, "subsets": [{"addresses": [{"ip": "fd00:10:244:1::2"}],
+                                                         "ports": [{"port": 80}]}]},
+           {"metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "172.16.1.3"}], "ports": [{"port": 8080}]}]}]
+    monkeypatch.setattr(ingress_cmds, "list_objects", lambda client, kind, ns: eps)
+    assert ingress_cmds._endpoints_by_service(None, "default") == {"hname6": ["[fd00:10:244:1::2]:80"],
+                                                                  "web": ["172.16.1.3:8080"]}

@@ -84,13 +84,7 @@ def lab(make_lab):
     """A dual-stack lab (its IPv6 ranges follow its index, like its IPv4 ones); make_lab tears it down and
     checks that nothing of it is left."""
     lab = make_lab()
-    i = lab.index
-    lab.network6 = f"fd00:192:168:{200 + i % 50}::/64"
-    lab.node_ips6 = {n: f"fd00:192:168:{200 + i % 50}::{ip.rsplit('.', 1)[1]}" for n, ip in lab.node_ips.items()}
-    for n, ip6 in lab.node_ips6.items():
-        lab.node_fields[n] = f'ip6: "{ip6}"'
-    lab.default_spec = {"network6": f'"{lab.network6}"', "podCIDR6": f'"fd00:172:{20 + i % 10}::/56"',
-                        "serviceCIDR6": f'"fd00:10:{100 + i % 50}::/112"'}
+    lab.default_spec = lab.dual_stack()
     return lab
 
 

@@ -1,4 +1,5 @@
-"""`netemu bgp`: MetalLB's BGP sessions as FRR sees them, in every node's speaker and every lab router."""
+"""`netemu bgp`: MetalLB's BGP sessions as FRR sees them, in every node's speaker and every lab router, and
+the host's own bgpd when a router has ``upstream: true`` (kind host)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ from netemu.cli.client import CliError, Client, pick_lab
 
 def rows(instances: dict) -> list[list[str]]:
     out = []
-    for name, inst in sorted(instances.items(), key=lambda kv: (kv[1].get("kind") != "router", kv[0])):
+    order = {"host": 0, "router": 1}
+    for name, inst in sorted(instances.items(), key=lambda kv: (order.get(kv[1].get("kind"), 2), kv[0])):
         summary = inst.get("summary")
         if summary is None:
             out.append([name, inst.get("kind", ""), "-", "-", "-", "not running", "-", "-", "-"])

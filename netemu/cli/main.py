@@ -223,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bgp", help="BGP sessions of MetalLB's speakers (FRR in each node) and the lab's routers",
                        description="Each node's and router's BGP sessions, from FRR's `show bgp summary json`: "
-                       "peer, state, uptime, prefixes received and sent. FRR's own views: "
+                       "peer, state, uptime, prefixes received and sent; the host's session too (kind host) "
+                       "when a router has upstream: true. FRR's own views: "
                        "netemu exec r1 -- vtysh -c 'show ip bgp'")
-    p.add_argument("--node", metavar="NAME", help="one node or router")
+    p.add_argument("--node", metavar="NAME", help="one node or router (host: the host's bgpd)")
     p.add_argument("-o", "--output", choices=["json"], help="FRR's summaries as JSON")
     _common(p, namespaced=False)
 

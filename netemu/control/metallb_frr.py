@@ -12,6 +12,12 @@ profiles) rewrites the files and restarts bgpd and bfdd (``SpeakerConfig.static_
 A router (the Lab document's ``spec.routers``) accepts as neighbors the nodes of every BGPPeer whose
 peerAddress is its address, with the same timers, password, multihop and BFD profile, and spreads
 traffic over all of them (``maximum-paths``; ``bgp bestpath as-path multipath-relax`` for eBGP).
+
+A router with ``upstream: true`` also peers with the host's end of the lab segment (the lab's gateway
+address) and re-advertises what it learned from the nodes there, with itself as the next hop
+(``next-hop-self``: no third-party next hop to a node). The host's side (:class:`HostConfig`) is one bgpd
+without zebra that accepts only prefixes inside the lab's BGP pools and announces nothing;
+:func:`host_routes_from` turns what it learned into the host's routes (netemu.dataplane.bgp programs them).
 """
 from __future__ import annotations
 
@@ -285,6 +291,10 @@ def plan(old: Applied, cfg: SpeakerConfig) -> tuple[list[str], Applied]:
 
 
 # --------------------------------------------------------------------------- routers
+# the upstream session (router <-> host): short timers, so that a restarted side is seen and retried soon
+UPSTREAM_KEEPALIVE, UPSTREAM_HOLD, UPSTREAM_CONNECT = 3, 9, 2
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     hostname: str
@@ -292,6 +302,7 @@ class RouterConfig:
     router_id: str
     neighbors: tuple[Neighbor, ...] = ()
     bfd_profiles: tuple[BFD, ...] = ()
+    upstream: Optional[tuple[str, int]] = None  # (the host's gateway address, the host's ASN)
 
     def files(self) -> dict[str, str]:
         lines = _head(self.hostname) + [
@@ -299,17 +310,27 @@ class RouterConfig:
             " no bgp default ipv4-unicast", " bgp bestpath as-path multipath-relax"]
         for n in self.neighbors:
             lines += _neighbor_lines(n)
+        if self.upstream is not None:
+            host, host_asn = self.upstream
+            lines += [f" neighbor {host} remote-as {host_asn}", f" neighbor {host} description host",
+                      f" neighbor {host} timers {UPSTREAM_KEEPALIVE} {UPSTREAM_HOLD}",
+                      f" neighbor {host} timers connect {UPSTREAM_CONNECT}",
+                      f" neighbor {host} advertisement-interval 0"]
         lines += [" address-family ipv4 unicast", f"  maximum-paths {MAX_PATHS}", f"  maximum-paths ibgp {MAX_PATHS}"]
         lines += [f"  neighbor {n.address} activate" for n in self.neighbors if ipaddress.ip_address(n.address).version == 4]
+        if self.upstream is not None:  # the host gets the pools' routes via this router, not a node
+            lines += [f"  neighbor {self.upstream[0]} activate", f"  neighbor {self.upstream[0]} next-hop-self"]
         lines += [" exit-address-family", "exit"]
         return {"zebra": _zebra(self.hostname), "bfdd": bfdd_text(self.hostname, self.bfd_profiles),
                 "bgpd": "\n".join(lines) + "\n"}
 
 
 def router_config(name: str, ip: str, asn: int, config, node_ips: Mapping[str, str],
-                  passwords: Optional[Mapping[str, str]] = None) -> RouterConfig:
+                  passwords: Optional[Mapping[str, str]] = None,
+                  upstream: Optional[tuple[str, int]] = None) -> RouterConfig:
     """A lab router: every node of every BGPPeer aimed at its address is a neighbor, with that peer's
-    session settings seen from the other end."""
+    session settings seen from the other end; ``upstream`` (the host's gateway address and ASN): the host
+    too."""
     bgp = getattr(config, "bgp", None) if config is not None else None
     neighbors: dict[str, Neighbor] = {}
     profiles: dict[str, BFD] = {}
@@ -325,9 +346,83 @@ def router_config(name: str, ip: str, asn: int, config, node_ips: Mapping[str, s
             neighbors[addr] = Neighbor(addr, str(p.my_asn), None, 179, p.hold_time, p.keepalive_time, p.connect_time,
                                        p.password or (passwords or {}).get(p.name, ""), p.ebgp_multihop, "",
                                        p.bfd_profile if p.bfd_profile in profiles else "", False, node)
+    if upstream is not None:
+        neighbors.pop(upstream[0], None)  # never a node's address (validation keeps nodes off the gateway)
     return RouterConfig(name, asn, ip, tuple(neighbors[a] for a in sorted(neighbors, key=ipaddress.ip_address)),
-                        tuple(profiles[k] for k in sorted(profiles)))
+                        tuple(profiles[k] for k in sorted(profiles)), upstream)
+
+
+# --------------------------------------------------------------------------- the host's side (upstream)
+HOST_POOLS = "ne-host-pools"  # the prefix-list of what the host accepts: inside the lab's BGP pools
+HOST_IN = "ne-host-in"
+HOST_OUT = "ne-host-out"  # the host announces nothing
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """The host's bgpd (no zebra: FRR never touches the host's routing table): one neighbor, the upstream
+    router, from which it accepts only prefixes inside ``pools`` (their more specifics too), to which it
+    announces nothing. It listens on ``address`` (the lab's gateway) only: netemu.dataplane.frr's ``-l``."""
+
+    hostname: str
+    asn: int
+    address: str  # the lab's gateway: the router id, the listening and the source address
+    router: str  # the upstream router's lab address
+    router_asn: int
+    pools: tuple[str, ...] = ()  # IPv4 CIDRs
+    router_name: str = ""
+
+    def files(self) -> dict[str, str]:
+        lines = _head(self.hostname)
+        for seq, cidr in enumerate(sorted(self.pools, key=_net_key), start=1):
+            lines.append(f"ip prefix-list {HOST_POOLS} seq {seq} permit {cidr} le 32")
+        lines += [f"ip prefix-list {HOST_POOLS} seq {SEQ_DENY} deny any",
+                  f"route-map {HOST_IN} permit 10", f" match ip address prefix-list {HOST_POOLS}", "exit",
+                  f"route-map {HOST_OUT} deny 10", "exit"]
+        r = self.router
+        lines += [f"router bgp {self.asn}", f" bgp router-id {self.address}", " no bgp ebgp-requires-policy",
+                  " no bgp default ipv4-unicast", f" neighbor {r} remote-as {self.router_asn}"]
+        if self.router_name:
+            lines.append(f" neighbor {r} description {self.router_name}")
+        lines += [f" neighbor {r} update-source {self.address}",
+                  f" neighbor {r} timers {UPSTREAM_KEEPALIVE} {UPSTREAM_HOLD}",
+                  f" neighbor {r} timers connect {UPSTREAM_CONNECT}",
+                  " address-family ipv4 unicast", f"  neighbor {r} activate",
+                  f"  neighbor {r} route-map {HOST_IN} in", f"  neighbor {r} route-map {HOST_OUT} out",
+                  " exit-address-family", "exit"]
+        return {"bgpd": "\n".join(lines) + "\n"}
+
+
+def host_routes_from(learned: Mapping, pools, next_hops) -> tuple[dict[str, str], list[str]]:
+    """What the host should route, from its bgpd's ``show ip bgp json``: prefix -> next hop, for each
+    best valid IPv4 path whose next hop is an upstream router (``next_hops``) and whose prefix lies inside
+    one of ``pools`` (the lab's BGP pools outside the lab network); and why the other prefixes are not
+    taken (defence in depth: the bgpd's own filter should have dropped them)."""
+    nets = [ipaddress.ip_network(p) for p in pools]
+    hops = {str(ipaddress.ip_address(h)) for h in next_hops}
+    out: dict[str, str] = {}
+    refused: list[str] = []
+    for prefix, paths in sorted((learned.get("routes") or {}).items()):
+        try:
+            net = ipaddress.ip_network(prefix)
+        except ValueError:
+            refused.append(f"{prefix}: not a prefix")
+            continue
+        best = [p for p in (paths or []) if p.get("valid") and p.get("bestpath")]
+        if not best:
+            continue
+        if net.version != 4 or not any(n.version == 4 and net.subnet_of(n) for n in nets):
+            refused.append(f"{prefix}: outside the lab's BGP pools")
+            continue
+        via = [h.get("ip") for h in best[0].get("nexthops") or [] if h.get("ip")]
+        via = [v for v in via if v in hops]
+        if not via:
+            refused.append(f"{prefix}: next hop {', '.join(h.get('ip', '?') for h in best[0].get('nexthops') or [])}"
+                           f" is not the upstream router")
+            continue
+        out[str(net)] = via[0]
+    return out, refused
 
 
 __all__ = ["Neighbor", "Attributes", "SpeakerConfig", "speaker_configs", "Applied", "applied_from", "plan",
-           "RouterConfig", "router_config", "prefix_list_name", "bfdd_text"]
+           "RouterConfig", "router_config", "prefix_list_name", "bfdd_text", "HostConfig", "host_routes_from"]

@@ -150,13 +150,21 @@ class Api:
                 "services": services, "speakers": self.d.speakers.stats() if self.d.speakers else {}}
 
     async def op_bgp(self, req):
-        """MetalLB's BGP mode: each node's and router's sessions (FRR's `show bgp summary json`)."""
+        """MetalLB's BGP mode: each node's and router's sessions (FRR's `show bgp summary json`), and the
+        host's (kind host) when a router has ``upstream: true``."""
         if self.d.bgp is None:
             return {"instances": {}}
+        from netemu.dataplane import frr
+
+        known = set(self.d.net.nodes) | set(self.d.net.routers)
+        host_key = "host" if "host" not in known else frr.HOST  # the host's bgpd (a router's upstream session)
         names = [req["node"]] if req.get("node") else self.d.bgp.running()
         out = {}
         for n in names:
-            if n not in self.d.net.nodes and n not in self.d.net.routers:
+            if n in (host_key, frr.HOST) and n not in known:
+                out[host_key] = {"kind": "host", "summary": await asyncio.to_thread(self.d.bgp.summary, frr.HOST)}
+                continue
+            if n not in known:
                 raise ApiError(f'no node or router named "{n}"')
             out[n] = {"kind": "router" if n in self.d.net.routers else "node",
                       "summary": await asyncio.to_thread(self.d.bgp.summary, n)}

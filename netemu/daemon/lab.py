@@ -613,9 +613,32 @@ class LabDaemon:
         passwords = self._bgp_passwords(config)
         speakers = metallb_frr.speaker_configs(ann, config, node_ips, metallb_l2.speakers_alive(self.cluster),
                                                passwords)
-        routers = {r.name: metallb_frr.router_config(r.name, r.ip, r.asn, config, node_ips, passwords)
+        up = self._upstream_router()
+        routers = {r.name: metallb_frr.router_config(r.name, r.ip, r.asn, config, node_ips, passwords,
+                                                     self._upstream_session(r) if r is up else None)
                    for r in self.lab.spec.routers or []}
-        return speakers, routers, self._pool_routes(config)
+        return speakers, routers, ({} if up is not None else self._pool_routes(config))
+
+    def _upstream_router(self):
+        """The router with the host's BGP session (``upstream: true``; validation allows one), or None."""
+        return next((r for r in self.lab.spec.routers or [] if r.upstream), None)
+
+    def _upstream_session(self, router) -> tuple[str, int]:
+        from netemu.spec.models import DEFAULT_HOST_ASN
+
+        return self.lab.spec.gateway, router.host_asn if router.host_asn is not None else DEFAULT_HOST_ASN
+
+    def bgp_host(self, config=None):
+        """The host's bgpd for the upstream router (netemu.control.metallb_frr.HostConfig), or None."""
+        from netemu.control.metallb import load_config
+        from netemu.control.metallb_frr import HostConfig
+
+        r = self._upstream_router()
+        if r is None:
+            return None
+        gateway, asn = self._upstream_session(r)
+        pools = self._bgp_pools(load_config(self.cluster) if config is None else config)
+        return HostConfig("host", asn, gateway, r.ip, r.asn, tuple(pools), r.name)
 
     def _bgp_passwords(self, config) -> dict[str, str]:
         """The peers' passwordSecrets (metallb-system, kubernetes.io/basic-auth, key password)."""
@@ -641,20 +664,30 @@ class LabDaemon:
             return {}
         peer_ips = {ipaddress.ip_address(p.address) for p in config.bgp.peers}
         via = next((r.ip for r in routers if ipaddress.ip_address(r.ip) in peer_ips), routers[0].ip)
+        return {cidr: via for cidr in self._bgp_pools(config)}
+
+    def _bgp_pools(self, config) -> list[str]:
+        """The IPv4 ranges of the pools MetalLB announces over BGP, outside the lab network (inside it the
+        host reaches an address on its own link)."""
+        import ipaddress
+
+        if config is None:
+            return []
         lab_net = ipaddress.ip_network(self.lab.spec.network)
-        out = {}
+        out = []
         for pool in config.pools:
             if not pool.bgp:
                 continue
             for cidr in pool.cidrs:
-                if cidr.version == 4 and not cidr.overlaps(lab_net):
-                    out[str(cidr)] = via
+                if cidr.version == 4 and not cidr.overlaps(lab_net) and str(cidr) not in out:
+                    out.append(str(cidr))
         return out
 
     async def _sync_bgp(self) -> None:
         if self.bgp is None:
             return
         speakers, routers, host_routes = self.bgp_desired()
+        host = self.bgp_host()
         if not speakers and not routers and not self.bgp.instances and not self.bgp.host_routes:
             return
         from netemu.dataplane import frr
@@ -665,7 +698,7 @@ class LabDaemon:
                 self.bgp.warnings.append(problem)
                 log.error("MetalLB BGP mode: %s", problem)
             return
-        await asyncio.to_thread(self.bgp.sync, speakers, routers, host_routes)
+        await asyncio.to_thread(self.bgp.sync, speakers, routers, host_routes, host)
 
     def set_speaker(self, node: str, alive: bool) -> None:
         """Kill or restart one node's speaker (failure injection): its IPs move elsewhere."""

@@ -94,7 +94,7 @@ def missing_network(net) -> list[str]:
     from netemu.dataplane.labnet import _present_netns
 
     present = _present_netns()
-    missing = [n for n in [net.switch] + [net.node_netns(x) for x in net.nodes] if n not in present]
+    missing = [n for n in [net.switch] + [net.node_netns(x) for x in [*net.nodes, *net.routers]] if n not in present]
     if not os.path.exists(f"/sys/class/net/{net.host_link}"):
         missing.append(f"host link {net.host_link}")
     return missing
@@ -385,7 +385,8 @@ async def adopt_pods(d, listing: Optional[dict]) -> None:
             await d.launch("release", fds=[sb["uts"], sb["mnt"]], _now=True)
         except Exception:
             pass
-    nodes = {d.net.node_netns(n) for n in d.net.nodes} | {d.net.switch}
+    # nodes' and routers' namespaces are the network's, not pods'
+    nodes = {d.net.node_netns(n) for n in [*d.net.nodes, *d.net.routers]} | {d.net.switch}
     stale = [n for n in present if names.belongs_to(d.name, n) and n not in nodes and n not in expected]
     kept = {d.net.pod_netns(rt.namespace, rt.name) for rt in kub.pods.values()}
     stale += [n for n in expected if n in present and n not in kept]
@@ -405,12 +406,16 @@ def _unknown() -> int:
     return UNKNOWN_EXIT_STATUS
 
 
+FRR_CGROUP = "frr"  # the lab's FRR daemons (LabDaemon.make_bgp): adopted with the network, not a pod's
+
+
 def _remove_pod_cgroups(d, keep: set[str]) -> None:
     """Pod cgroups of no adopted pod: their processes killed, the directories removed."""
     cg = d.cgroups
     base = cg._procs_base() if cg.available else None
     if not base or not os.path.isdir(base):
         return
+    keep = keep | ({FRR_CGROUP} if d.net is not None and not missing_network(d.net) else set())
     for entry in os.listdir(base):
         if entry != "system" and entry not in keep and os.path.isdir(os.path.join(base, entry)):
             cg.remove(entry)

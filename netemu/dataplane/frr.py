@@ -6,6 +6,12 @@ so :func:`sweep` finds a crashed lab's instances by name): the configuration (``
 (``-i``), the zebra socket (``-z``), bfdd's control socket (``--bfdctl``) and the vty sockets
 (``--vty_socket``, which ``vtysh --vty_socket DIR`` reaches). The daemons run in the lab's cgroup
 ``frr``, so the lab's teardown kills them with everything else; they are stopped by pid on a clean one.
+
+The host's instance (``HOST``: a router's ``upstream`` session) is bgpd alone, in the host's
+namespace: ``-Z`` (no zebra: FRR never touches the host's routing table; netemu programs what it learned
+itself), ``-l <the lab's gateway>`` (it listens there only, and installs nothing: ``-l`` implies ``-n``),
+``-P 0`` (no vty TCP port: only its socket under ``/run/frr/ne-<lab>__host/``, a name no node or router
+of the lab can have, so the same sweep finds it).
 """
 from __future__ import annotations
 
@@ -32,6 +38,9 @@ def available() -> Optional[str]:
     return None
 
 
+HOST = "_host"  # the host's instance: `_` is in no node or router name (names.py)
+
+
 def instance_dir(lab: str, name: str) -> str:
     return os.path.join(RUN_DIR, names.node_netns(lab, name))
 
@@ -47,12 +56,15 @@ def _frr_ids() -> tuple[int, int]:
 
 
 class FrrInstance:
-    def __init__(self, lab: str, name: str, netns: str, cgroup_dirs: tuple[str, ...] = ()):
+    def __init__(self, lab: str, name: str, netns: Optional[str], cgroup_dirs: tuple[str, ...] = (),
+                 daemons: tuple[str, ...] = DAEMONS, listen: Optional[str] = None):
         self.lab = lab
         self.name = name
-        self.netns = netns
+        self.netns = netns  # None: the host's namespace (only the host's instance)
         self.dir = instance_dir(lab, name)
         self.cgroup_dirs = cgroup_dirs
+        self.daemons = daemons
+        self.listen = listen  # bgpd's only listening (and source) address: the host's instance
 
     # ------------------------------------------------------------------ processes
     def pidfile(self, daemon: str) -> str:
@@ -67,7 +79,7 @@ class FrrInstance:
         return pid if _is_ours(pid, self.dir) else None
 
     def running(self) -> bool:
-        return all(self.pid(d) is not None for d in DAEMONS)
+        return all(self.pid(d) is not None for d in self.daemons)
 
     def write(self, files: dict[str, str]) -> None:
         os.makedirs(self.dir, exist_ok=True)
@@ -81,8 +93,9 @@ class FrrInstance:
             os.chown(path + ".tmp", uid, gid)
             os.replace(path + ".tmp", path)
 
-    def start(self, files: dict[str, str], daemons: tuple[str, ...] = DAEMONS) -> None:
+    def start(self, files: dict[str, str], daemons: Optional[tuple[str, ...]] = None) -> None:
         """Write the files and start the daemons not running (zebra first: the others connect to it)."""
+        daemons = self.daemons if daemons is None else daemons
         self.write(files)
         for daemon in daemons:
             if self.pid(daemon) is None:
@@ -93,9 +106,14 @@ class FrrInstance:
 
     def _start(self, daemon: str) -> None:
         d = self.dir
-        argv = ["ip", "netns", "exec", self.netns, os.path.join(FRR_BIN, daemon), "-d",
-                "-f", os.path.join(d, f"{daemon}.conf"), "-i", self.pidfile(daemon), "-z", os.path.join(d, "zserv.api"),
-                "--vty_socket", d, "-A", "127.0.0.1", "--log", f"file:{os.path.join(d, daemon + '.log')}"]
+        argv = [os.path.join(FRR_BIN, daemon), "-d", "-f", os.path.join(d, f"{daemon}.conf"), "-i", self.pidfile(daemon),
+                "--vty_socket", d, "--log", f"file:{os.path.join(d, daemon + '.log')}"]
+        if self.netns is None:  # the host's bgpd: no zebra, no vty port, one listening address
+            if daemon != "bgpd" or not self.listen:
+                raise ValueError(f"FRR {daemon} in the host's namespace: only bgpd, with its address")
+            argv += ["-Z", "-l", self.listen, "-P", "0"]
+        else:
+            argv = ["ip", "netns", "exec", self.netns] + argv + ["-z", os.path.join(d, "zserv.api"), "-A", "127.0.0.1"]
         if daemon == "bfdd":
             argv += ["--bfdctl", os.path.join(d, "bfdd.sock")]
         if daemon == "zebra":
@@ -117,8 +135,9 @@ class FrrInstance:
             while time.monotonic() < deadline and not os.path.exists(os.path.join(d, "zserv.api")):
                 time.sleep(0.01)
 
-    def stop(self, daemons: tuple[str, ...] = DAEMONS, sig: int = signal.SIGTERM, wait: float = 2.0) -> None:
+    def stop(self, daemons: Optional[tuple[str, ...]] = None, sig: int = signal.SIGTERM, wait: float = 2.0) -> None:
         """Stop the daemons by pid (SIGKILL: as a crash; SIGTERM, then SIGKILL after ``wait``)."""
+        daemons = self.daemons if daemons is None else daemons
         pids = [p for p in (self.pid(d) for d in daemons) if p is not None]
         for pid in pids:
             _kill(pid, sig)

@@ -790,6 +790,9 @@ class LabNode(K8sModel):
         return split_document(data, DUAL_NODE_KEYS)
 
 
+DEFAULT_HOST_ASN = 64499  # the host's ASN in a router's upstream session (next to the lab routers' 64500)
+
+
 class LabRouter(K8sModel):
     """A router on the lab segment (a namespace running FRR: zebra, bgpd, bfdd) that MetalLB's BGP speakers
     peer with; the host routes the BGP pools through it."""
@@ -798,8 +801,10 @@ class LabRouter(K8sModel):
     ip: str
     ip6: Optional[str] = None
     asn: int
-    # a BGP session with the host's end of the lab segment (never anything else); not built yet
+    # a BGP session with the host's end of the lab segment (its gateway address, never anything else): the
+    # host's routes to the BGP pools are what it learns there (netemu.dataplane.bgp), not a static route
     upstream: bool = False
+    host_asn: Optional[int] = Field(default=None, alias="hostASN")  # the host's side; unset: DEFAULT_HOST_ASN
 
     @model_validator(mode="before")
     @classmethod

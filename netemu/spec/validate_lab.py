@@ -177,8 +177,15 @@ def _check_routers(lab: Lab, network: Optional[IPNetwork], gateway, loc: Locatio
         if str(ip) in ips:
             report.error(loc, f"{path}.ip", f"{ip} is taken (also {ips[str(ip)]})")
         ips.setdefault(str(ip), path)
-        if r.upstream:
-            report.error(loc, f"{path}.upstream", "a BGP session with the host is not built yet: leave it false")
+        if r.host_asn is not None and not r.upstream:
+            report.error(loc, f"{path}.hostASN", "the host's ASN is for the upstream session: set upstream: true")
+        elif r.host_asn is not None and not 1 <= r.host_asn <= ASN_MAX:
+            report.error(loc, f"{path}.hostASN", f"must be between 1 and {ASN_MAX}, got {r.host_asn}")
+        if r.upstream:  # the host has one BGP session per lab (its bgpd peers with this router only)
+            first = next(j for j, o in enumerate(lab.spec.routers) if o.upstream)
+            if first != i:
+                report.error(loc, f"{path}.upstream", f"only one router may have the host's BGP session "
+                                                      f"(spec.routers[{first}] has it)")
 
 
 RESOURCE_NAMES = ("cpu", "memory", "pods", "ephemeral-storage")

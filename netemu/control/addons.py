@@ -49,7 +49,7 @@ def kubernetes_service(lab: Lab, control_plane_ip: str) -> list[K8sModel]:
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {SERVICE_NAME_LABEL: "kubernetes",
                                 MANAGED_BY_LABEL: f"{ENDPOINTSLICE_CONTROLLER}/apiserver"}},
-        "addressType": "IPv4",
+        "addressType": "IPv6" if ":" in control_plane_ip else "IPv4",  # an IPv6-only lab's control plane
         "endpoints": [{"addresses": [control_plane_ip], "conditions": {"ready": True, "serving": True,
                                                                         "terminating": False}}],
         "ports": [{"name": "https", "port": API_SERVER_PORT, "protocol": "TCP"}],

@@ -18,7 +18,7 @@ from netemu import __version__
 from netemu.control.ipam import node_pod_cidrs
 from netemu.control.pods import is_terminal, is_terminating, set_condition
 from netemu.control.store import parse_rfc3339
-from netemu.spec.defaults import default_max_pods
+from netemu.spec.defaults import default_max_pods, pod_bits
 from netemu.spec.families import dual_stack
 from netemu.spec.models import Condition, Lab, Node, NodeAddress, NodeSpec, NodeStatus, ObjectMeta, Taint
 from netemu.wellknown import (
@@ -62,7 +62,7 @@ def node_capacity(lab: Lab, ln) -> tuple[dict[str, str], dict[str, str]]:
     """(capacity, allocatable) of a node of the Lab document, as its kubelet reports them."""
     from netemu.spec.autoscaling import parse_quantity
 
-    capacity = {**SEED_CAPACITY[ln.role], "pods": str(default_max_pods(lab.spec.node_pod_prefix))}
+    capacity = {**SEED_CAPACITY[ln.role], "pods": str(default_max_pods(lab.spec.node_pod_prefix, pod_bits(lab.spec)))}
     for k, v in (ln.capacity or {}).items():
         capacity[k] = _quantity_text(v)
     allocatable = dict(capacity)
@@ -146,7 +146,8 @@ def _arch() -> str:
 
 
 def internal_ip(node: Node) -> str:
-    """The node's first InternalIP: its IPv4 address (the lab's primary family)."""
+    """The node's first InternalIP: its address of the lab's primary family (IPv4, or IPv6 in an
+    IPv6-only lab)."""
     for a in node.status.addresses or []:
         if a.type == "InternalIP":
             return a.address
@@ -154,16 +155,16 @@ def internal_ip(node: Node) -> str:
 
 
 def internal_ip6(node: Node) -> Optional[str]:
-    """The node's IPv6 InternalIP in a dual-stack lab, else None."""
-    for a in node.status.addresses or []:
-        if a.type == "InternalIP" and ":" in a.address:
-            return a.address
-    return None
+    """The node's IPv6 InternalIP beside its IPv4 one in a dual-stack lab, else None (an IPv6-only lab's
+    node has its IPv6 address as its first, primary InternalIP: internal_ip)."""
+    ips = [a.address for a in node.status.addresses or [] if a.type == "InternalIP"]
+    return next((ip for ip in ips[1:] if ":" in ip), None)
 
 
 def node_pod_cidr6(node: Node) -> Optional[str]:
-    """The node's IPv6 pod subnet (spec.podCIDRs' IPv6 entry) in a dual-stack lab, else None."""
-    return next((c for c in node.spec.pod_cidrs or [] if ":" in c), None)
+    """The node's IPv6 pod subnet beside its IPv4 one (spec.podCIDRs[1]) in a dual-stack lab, else None
+    (an IPv6-only lab's is spec.podCIDR)."""
+    return next((c for c in (node.spec.pod_cidrs or [])[1:] if ":" in c), None)
 
 
 def is_control_plane(node: Node) -> bool:

@@ -6,7 +6,7 @@ import ipaddress
 from typing import TYPE_CHECKING, Optional
 
 from netemu.control.ipam import Exhausted, allocate_cluster_ip, allocate_node_port, in_cidr, parse_port_range
-from netemu.spec.families import IPV4, IPV6, lab_families
+from netemu.spec.families import IPV4, IPV6, family_value, lab_families
 from netemu.spec.models import K8sModel, Service
 from netemu.spec.validate_services import init_ip_families, prepare_cluster_ips, upgrade_downgrade_errors
 
@@ -115,7 +115,8 @@ def _admit_cluster_ips(c: "Cluster", svc: Service, current: Optional[Service], o
     if svc.spec.cluster_ip == "None":
         svc.spec.cluster_ips = ["None"]
         return
-    ranges = {IPV4: spec.service_cidr, IPV6: spec.service_cidr6}
+    # (an IPv6-only lab's IPv6 range is its serviceCIDR)
+    ranges = {IPV4: family_value(spec, "service_cidr", IPV4), IPV6: family_value(spec, "service_cidr", IPV6)}
     used = {ip for s in others for ip in (s.spec.cluster_ips or [s.spec.cluster_ip]) if ip}
     asked_ips = list(svc.spec.cluster_ips or [])
     out: list[str] = []

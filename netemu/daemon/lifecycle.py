@@ -189,8 +189,9 @@ def _claim(name: str, lab, force_uplink: bool, warn: Warn) -> int:
         except uplink.UplinkError as e:
             raise LifecycleError(str(e)) from None
     addresses = hostnet.host_addresses()
-    problems += host_conflicts(spec.network, hostnet.host_routes(), addresses,
-                               own_link=uplink.host_side_link(spec.uplink))
+    # (an IPv6-only lab's network is IPv6: the host's IPv6 routes)
+    routes = hostnet.host_routes(6) if ":" in str(spec.network) else hostnet.host_routes()
+    problems += host_conflicts(spec.network, routes, addresses, own_link=uplink.host_side_link(spec.uplink))
     six = ipv6_ranges(spec)
     if six.get("network6"):  # the host must not reach the IPv6 segment some other way either
         problems += host_conflicts(six["network6"], hostnet.host_routes(6), addresses,

@@ -109,7 +109,7 @@ def socket_in_netns(netns_path: str, ip: str, port: int) -> socket.socket:
     only this thread, and back), bound and served from here."""
     from netemu.dataplane.nsutil import socket_in
 
-    s = socket_in(netns_path)
+    s = socket_in(netns_path, socket.AF_INET6 if ":" in ip else socket.AF_INET)  # an IPv6-only lab's node
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((ip, port))

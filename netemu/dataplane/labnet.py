@@ -15,6 +15,8 @@ IPv6 pod subnets, pods their IPv6 address and a default route via cni0's ::1. Co
 no IPv6 default route in a node, no router advertisements taken or solicited and no autoconfiguration
 anywhere (accept_ra=0, autoconf=0 before a link comes up), the host ignores ICMPv6 redirects from the
 lab, and addresses are added `nodad` so they work at once (the lab alone decides who has which address).
+An IPv6-only lab (an IPv6 network) has the same IPv6 settings with its IPv6 addresses in the primary
+places (gateway, node ip, cni0's ::1, pods' address): its namespaces have no IPv4 address but loopback.
 """
 from __future__ import annotations
 
@@ -126,6 +128,19 @@ class LabNet:
     def dual_stack(self) -> bool:
         return self.network6 is not None
 
+    @property
+    def ipv6_only(self) -> bool:
+        return self.network.version == 6
+
+    @property
+    def ipv6(self) -> bool:
+        """IPv6 on in the lab's namespaces and on the host link (a dual-stack or an IPv6-only lab)."""
+        return self.dual_stack or self.ipv6_only
+
+    def _nodad(self) -> str:
+        """A primary address added without DAD (IPv6: it works at once, see the module's notes)."""
+        return " nodad" if self.ipv6_only else ""
+
     def node_netns(self, node: str) -> str:
         return names.node_netns(self.lab, node)
 
@@ -136,14 +151,16 @@ class LabNet:
     def build(self) -> None:
         """Wire the namespaces made by create_namespaces()."""
         prefix = self.network.prefixlen
-        if self.dual_stack and not os.path.isdir("/proc/sys/net/ipv6"):
-            raise RuntimeError("this lab is dual-stack but the kernel has IPv6 switched off (ipv6.disable=1)")
+        if self.ipv6 and not os.path.isdir("/proc/sys/net/ipv6"):
+            raise RuntimeError(f"this lab is {'IPv6-only' if self.ipv6_only else 'dual-stack'} but the kernel has "
+                               f"IPv6 switched off (ipv6.disable=1)")
         # the host's end first: if the name is taken the lab stops here, before touching more
+        # (an IPv6-only lab's gateway after the link's IPv6 sysctls: host_link_commands)
         ip_batch([
             f"link add {self.host_link} type veth peer name {names.SWITCH_HOST_PORT} netns {self.switch}",
-            f"addr add {self.gateway}/{prefix} dev {self.host_link}",
+            *([] if self.ipv6_only else [f"addr add {self.gateway}/{prefix} dev {self.host_link}"]),
         ])
-        _quiet_host_link(self.host_link, self.dual_stack)
+        _quiet_host_link(self.host_link, self.ipv6)
         ip_batch(self.host_link_commands())
         sw = [
             "link set lo up",
@@ -168,6 +185,8 @@ class LabNet:
     def host_link_commands(self) -> list[str]:
         """The host link's IPv6 address (after its sysctls, before it is up) and up."""
         cmds = []
+        if self.ipv6_only:
+            cmds.append(f"addr add {self.gateway}/{self.network.prefixlen} dev {self.host_link} nodad")
         if self.dual_stack:
             cmds.append(f"addr add {self.gateway6}/{self.network6.prefixlen} dev {self.host_link} nodad")
         return cmds + [f"link set {self.host_link} up"]
@@ -211,7 +230,7 @@ class LabNet:
             # REJECT rule here, turning an instant refusal into a client timeout
             "net.ipv4.icmp_ratelimit": "0",
         }
-        if self.dual_stack:
+        if self.ipv6:
             for key in IPV6_OFF:
                 del values[key]
             # eth0 exists already (the switch made it): its own values, before it comes up
@@ -226,14 +245,14 @@ class LabNet:
     def node_commands(self, n: NodeNet, prefix: int) -> list[str]:
         cmds = [
             "link set lo up",
-            f"addr add {n.ip}/{prefix} dev {names.NODE_UPLINK}",
+            f"addr add {n.ip}/{prefix} dev {names.NODE_UPLINK}{self._nodad()}",
         ]
         if self.dual_stack and n.ip6:
             cmds.append(f"addr add {n.ip6}/{self.network6.prefixlen} dev {names.NODE_UPLINK} nodad")
         cmds += [
             f"link set {names.NODE_UPLINK} up",
             f"link add {names.NODE_BRIDGE} address {_mac(self.lab + '/' + n.name + '/cni0')} type bridge",
-            f"addr add {n.gateway}/{ipaddress.ip_network(n.pod_cidr).prefixlen} dev {names.NODE_BRIDGE}",
+            f"addr add {n.gateway}/{ipaddress.ip_network(n.pod_cidr).prefixlen} dev {names.NODE_BRIDGE}{self._nodad()}",
         ]
         if self.dual_stack and n.pod_cidr6:
             cmds.append(f"addr add {n.gateway6}/{ipaddress.ip_network(n.pod_cidr6).prefixlen} "
@@ -304,7 +323,7 @@ class LabNet:
             f" index {POD_IF_INDEX}",
             # a bridge port needs no IPv6 address of its own (cni0 has the node's): no link-local
             # address, DAD or MLD report per pod
-            *([f"link set {veth} addrgenmode none"] if self.dual_stack else []),
+            *([f"link set {veth} addrgenmode none"] if self.ipv6 else []),
             f"link set {veth} master {names.NODE_BRIDGE} up",
             # a pod reaching its own Service may be sent back to itself (hairpin)
             f"link set dev {veth} type bridge_slave hairpin on",
@@ -387,11 +406,17 @@ def configure_pod_interface(netns: str, p: PodNet) -> None:
                 f.write(value)
         with IPRoute() as ipr:
             ipr.link("set", index=1, state="up")
-            ipr.addr("add", index=POD_IF_INDEX, address=p.ip, prefixlen=p.prefixlen)
+            if ":" in p.ip:  # an IPv6-only lab's pod: its one address is IPv6
+                ipr.addr("add", index=POD_IF_INDEX, address=p.ip, prefixlen=p.prefixlen, flags=IFA_F_NODAD)
+            else:
+                ipr.addr("add", index=POD_IF_INDEX, address=p.ip, prefixlen=p.prefixlen)
             if p.ip6:
                 ipr.addr("add", index=POD_IF_INDEX, address=p.ip6, prefixlen=p.prefixlen6, flags=IFA_F_NODAD)
             ipr.link("set", index=POD_IF_INDEX, state="up")
-            ipr.route("add", dst="default", gateway=p.gateway, oif=POD_IF_INDEX)
+            if ":" in p.gateway:
+                ipr.route("add", dst="::/0", gateway=p.gateway, oif=POD_IF_INDEX, family=socket.AF_INET6)
+            else:
+                ipr.route("add", dst="default", gateway=p.gateway, oif=POD_IF_INDEX)
             if p.ip6 and p.gateway6:
                 ipr.route("add", dst="::/0", gateway=p.gateway6, oif=POD_IF_INDEX, family=socket.AF_INET6)
 
@@ -401,8 +426,9 @@ IFA_F_NODAD = 0x02  # linux/if_addr.h
 
 def pod_sysctls(p: PodNet) -> dict[str, str]:
     """An IPv4 pod: IPv6 off (no link-local addresses, DAD or router solicitations per pod). A pod of a
-    dual-stack lab: IPv6 on, configured by netemu only (its eth0 was made with the kernel's defaults)."""
-    return ipv6_on(names.POD_IF) if p.ip6 else dict(IPV6_OFF)
+    dual-stack or an IPv6-only lab: IPv6 on, configured by netemu only (its eth0 was made with the
+    kernel's defaults)."""
+    return ipv6_on(names.POD_IF) if p.ip6 or ":" in p.ip else dict(IPV6_OFF)
 
 
 def host_link_sysctls(dual_stack: bool) -> dict[str, str]:

@@ -52,7 +52,8 @@ async def run_probe(probe: Probe, container: Container, *, node_netns: str, pod_
 
 
 async def _connect(node_netns: str, host: str, port: int) -> socket.socket:
-    sock = nsutil.socket_in(node_netns)
+    # an IPv6 address (an IPv6-only lab's pod) needs an IPv6 socket
+    sock = nsutil.socket_in(node_netns, socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setblocking(False)
     try:
         await asyncio.get_running_loop().sock_connect(sock, (host, port))
@@ -69,7 +70,8 @@ async def _http(probe: Probe, container: Container, node_netns: str, pod_ip: str
         return ProbeResult(False, f"port {act.port!r} not found in container {container.name}")
     host = act.host or pod_ip
     path = act.path or "/"
-    headers = {"Host": f"{host}:{port}", "User-Agent": USER_AGENT, "Accept": "*/*", "Connection": "close"}
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
+    headers = {"Host": authority, "User-Agent": USER_AGENT, "Accept": "*/*", "Connection": "close"}
     for h in act.http_headers or []:
         headers[h.name] = h.value
     req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"

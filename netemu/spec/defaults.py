@@ -180,16 +180,24 @@ def lab_name_from_file(stem: str) -> str:
     return name or DEFAULT_LAB_NAME
 
 
-def pod_addresses(node_pod_prefix: int) -> int:
+def pod_addresses(node_pod_prefix: int, bits: int = 32) -> int:
     """The pod addresses of a node's /node_pod_prefix subnet: all but its network, broadcast and bridge
-    (gateway) addresses."""
+    (gateway) addresses. bits 128 (an IPv6-only lab's pod subnets): all but its first (the subnet-router
+    anycast address) and cni0's ::1; IPv6 has no broadcast address."""
+    if bits == 128:
+        return max(0, 2 ** (128 - node_pod_prefix) - 2)
     return max(0, 2 ** (32 - node_pod_prefix) - 3)
 
 
-def node_pod_limit(node_pod_prefix: int) -> tuple[int, str]:
+def pod_bits(spec) -> int:
+    """The address length of the lab's (primary) pod CIDR: 128 in an IPv6-only lab, else 32."""
+    return 128 if ":" in str(spec.pod_cidr) else 32
+
+
+def node_pod_limit(node_pod_prefix: int, bits: int = 32) -> tuple[int, str]:
     """The most pods a node can hold, and why: each takes an address of its pod subnet and a port of its
     bridge."""
-    addresses = pod_addresses(node_pod_prefix)
+    addresses = pod_addresses(node_pod_prefix, bits)
     if addresses < BRIDGE_MAX_PODS:
         return addresses, (f"each pod takes an address of the node's pod subnet, a /{node_pod_prefix} of "
                            f"podCIDR (spec.nodePodPrefix), which has {addresses}")
@@ -197,10 +205,13 @@ def node_pod_limit(node_pod_prefix: int) -> tuple[int, str]:
                              f"{BRIDGE_MAX_PODS:,}")
 
 
-def default_max_pods(node_pod_prefix: int) -> int:
+def default_max_pods(node_pod_prefix: int, bits: int = 32) -> int:
     """kubelet's maxPods for a node of the lab: 110, raised to fill a pod subnet wider than kubeadm's /24,
-    and never more than the node can hold (node_pod_limit)."""
-    limit, _ = node_pod_limit(node_pod_prefix)
+    and never more than the node can hold (node_pod_limit). IPv6 pod subnets (bits 128): 110, kubeadm's
+    /64 being the usual size."""
+    limit, _ = node_pod_limit(node_pod_prefix, bits)
+    if bits == 128:
+        return min(KUBELET_MAX_PODS, limit)
     return limit if node_pod_prefix < KUBEADM_NODE_POD_PREFIX else min(KUBELET_MAX_PODS, limit)
 
 
@@ -215,6 +226,7 @@ def default_lab(lab: Lab, *, file_stem: Optional[str] = None, name: Optional[str
     spec = lab.spec
     _default_lab4(spec)
     _default_lab6(spec)
+    _default_ipv6_only(spec)
     return lab
 
 
@@ -224,7 +236,7 @@ def _default_lab4(spec) -> None:
     except ValueError:
         return  # validation reports it; nothing can be derived from it
     if network.version != 4:
-        return  # IPv6 in the IPv4 field: validation says IPv6-only labs are not built yet
+        return  # an IPv6 network: an IPv6-only lab (_default_ipv6_only)
     # a lab moved to another network keeps the seeds' layout on it: .1 host, .10 and .101-103 nodes
     if "gateway" not in spec.model_fields_set:
         spec.gateway = str(network.network_address + 1)
@@ -235,6 +247,44 @@ def _default_lab4(spec) -> None:
         try:
             service = ipaddress.ip_network(spec.service_cidr, strict=False)
             if service.version == 4:  # kube-dns is SingleStack in the primary family
+                spec.cluster_dns = str(service.network_address + 10)
+        except ValueError:
+            pass
+
+
+# an IPv6-only lab's ranges when it names only its network (kubeadm has no IPv6 defaults: these are the
+# dual-stack lab's IPv6 ranges, topologies/dualstack.yaml)
+IPV6_ONLY_POD_CIDR = "fd00:10:244::/56"
+IPV6_ONLY_SERVICE_CIDR = "fd00:10:96::/112"
+IPV6_NODE_POD_PREFIX = 64  # kube-controller-manager's --node-cidr-mask-size for an IPv6 cluster CIDR
+
+
+def _default_ipv6_only(spec) -> None:
+    """An IPv6-only lab (an IPv6 network): the seeds' layout on it (gateway ::1, nodes ::10 and
+    ::101-::103, the last numbers read as hex digits as default_ip6 does), IPv6 pod and service ranges
+    when not written, /64 node pod subnets, and kube-dns at the service range's 10th address (kubeadm's
+    pick: fd00:10:96::a)."""
+    try:
+        network = ipaddress.ip_network(spec.network, strict=False)
+    except ValueError:
+        return
+    if network.version != 6:
+        return
+    if "gateway" not in spec.model_fields_set and network.num_addresses > 1:
+        spec.gateway = str(network.network_address + 1)
+    if spec.nodes is None and network.num_addresses > int(str(max(n for _, n, _ in SEED_NODES)), 16) + 1:
+        spec.nodes = [LabNode(name=n, ip=str(network.network_address + int(str(host), 16)), role=role)
+                      for n, host, role in SEED_NODES]
+    if "pod_cidr" not in spec.model_fields_set:
+        spec.pod_cidr = IPV6_ONLY_POD_CIDR
+    if "service_cidr" not in spec.model_fields_set:
+        spec.service_cidr = IPV6_ONLY_SERVICE_CIDR
+    if "node_pod_prefix" not in spec.model_fields_set and ":" in str(spec.pod_cidr):
+        spec.node_pod_prefix = IPV6_NODE_POD_PREFIX
+    if "cluster_dns" not in spec.model_fields_set:
+        try:
+            service = ipaddress.ip_network(spec.service_cidr, strict=False)
+            if service.version == 6:
                 spec.cluster_dns = str(service.network_address + 10)
         except ValueError:
             pass

@@ -1,4 +1,5 @@
-"""IP families of a lab: IPv4 only (the seeds'), or dual-stack with IPv4 first.
+"""IP families of a lab: IPv4 only (the seeds'), dual-stack with IPv4 first, or IPv6 only (IPv6-primary
+dual-stack labs are not built).
 
 A dual-stack lab writes its ranges the way kubeadm and the components' flags take them, one per family
 separated by a comma (``podCIDR: 172.16.0.0/16,fd00:10:244::/56``; a YAML list works too). The model
@@ -60,9 +61,46 @@ def _snake(key: str) -> str:
 
 def dual_stack(spec) -> bool:
     """Whether a LabSpec declares IPv6 beside IPv4 (validation makes sure it declares all of it)."""
-    return bool(spec.network6 or spec.pod_cidr6 or spec.service_cidr6)
+    return bool(getattr(spec, "network6", None) or getattr(spec, "pod_cidr6", None)
+                or getattr(spec, "service_cidr6", None))
+
+
+def primary_family(spec) -> str:
+    """The lab's primary family: its network's (IPv6 only in an IPv6-only lab; a value left whole for
+    validation, such as "v6,v4", counts by its first entry)."""
+    return family_of(str(getattr(spec, "network", "") or "").split(",", 1)[0])
+
+
+def ipv6_only(spec) -> bool:
+    return primary_family(spec) == IPV6
 
 
 def lab_families(spec) -> list[str]:
     """The lab's families in order, primary first (kube-apiserver's --service-cluster-ip-range order)."""
+    if ipv6_only(spec):
+        return [IPV6]
     return [IPV4, IPV6] if dual_stack(spec) else [IPV4]
+
+
+# the LabSpec fields that hold one value per family: the primary's, and the dual-stack twin's
+FAMILY_FIELDS = {"network": "network6", "gateway": "gateway6", "pod_cidr": "pod_cidr6",
+                 "node_pod_prefix": "node_pod_prefix6", "service_cidr": "service_cidr6"}
+
+
+def family_value(spec, field: str, family: str) -> Any:
+    """A LabSpec field's value for one family (``field`` a primary field's name, e.g. "service_cidr"):
+    the primary field for the primary family, its ``...6`` twin for a dual-stack lab's IPv6; None when
+    the lab lacks the family."""
+    if family == primary_family(spec):
+        return getattr(spec, field)
+    if family == IPV6 and dual_stack(spec):
+        return getattr(spec, FAMILY_FIELDS[field], None)
+    return None
+
+
+def member_ip(member, spec, family: str) -> Optional[str]:
+    """A node's or router's address of one family on the lab segment (ip for the primary, ip6 for a
+    dual-stack lab's IPv6), None when the lab lacks the family."""
+    if family == primary_family(spec):
+        return member.ip
+    return getattr(member, "ip6", None) if family == IPV6 and dual_stack(spec) else None

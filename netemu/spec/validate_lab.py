@@ -6,7 +6,7 @@ from typing import Optional
 
 from netemu.spec.defaults import LAB_NAME_MAX, default_max_pods, node_pod_limit
 from netemu.spec.errors import Location, Report
-from netemu.spec.families import IPV4, IPV6, family_of, split_dual
+from netemu.spec.families import IPV4, IPV6, family_of, ipv6_only, split_dual
 from netemu.spec.models import Lab
 from netemu.spec.rules import IPNetwork, check_dns_label, check_dns_subdomain, parse_cidr, parse_ip, parse_port_range
 from netemu.spec.validate_pods import check_labels
@@ -26,7 +26,10 @@ RESERVED6 = (("::/127", "the unspecified and loopback addresses"), ("::ffff:0:0/
 DUAL_EXAMPLES = {"network": ("192.168.1.0/24", "fd00:192:168:1::/64"), "gateway": ("192.168.1.1", "fd00:192:168:1::1"),
                  "podCIDR": ("172.16.0.0/16", "fd00:10:244::/56"), "serviceCIDR": ("10.96.0.0/12", "fd00:10:96::/112"),
                  "ip": ("192.168.1.101", "fd00:192:168:1::101")}
-NOT_BUILT6 = "IPv6-only and IPv6-primary labs are not built yet: write IPv4 first, e.g."
+NOT_BUILT_PRIMARY6 = "IPv6-primary labs are not built yet: write IPv4 first, e.g."
+# the examples for an IPv6-only lab's fields (netemu.spec.defaults' IPv6-only defaults)
+V6ONLY_EXAMPLES = {"network": "fd00:192:168:1::/64", "gateway": "fd00:192:168:1::1", "podCIDR": "fd00:10:244::/56",
+                   "serviceCIDR": "fd00:10:96::/112", "ip": "fd00:192:168:1::101", "clusterDNS": "fd00:10:96::a"}
 
 
 def check_lab_name(name: str) -> Optional[str]:
@@ -50,6 +53,10 @@ def validate_lab(lab: Lab, loc: Location, report: Report) -> None:
     spec = lab.spec
     if lab.metadata.name and (why := check_lab_name(lab.metadata.name)) is not None:
         report.error(loc, "metadata.name", why)
+    if _ipv6_only_lab(spec):
+        _validate_ipv6_only(lab, loc, report)
+        _check_settings(lab, loc, report)
+        return
     ranges = {key: None if _whole_value(getattr(spec, attr), f"spec.{key}", getattr(spec, attr + "6"), loc, report)
               else _cidr(getattr(spec, attr), f"spec.{key}", loc, report)
               for key, attr in (("network", "network"), ("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr"))}
@@ -78,6 +85,12 @@ def validate_lab(lab: Lab, loc: Location, report: Report) -> None:
         report.error(loc, "spec.clusterDNS", why)
     elif service_cidr and not _usable(dns, service_cidr):
         report.error(loc, "spec.clusterDNS", f"{dns} must be a host address inside spec.serviceCIDR {service_cidr}")
+    _check_settings(lab, loc, report)
+
+
+def _check_settings(lab: Lab, loc: Location, report: Report) -> None:
+    """The settings that have no family."""
+    spec = lab.spec
     if (why := check_dns_subdomain(spec.cluster_domain)) is not None:
         report.error(loc, "spec.clusterDomain", why)
     _, why = parse_port_range(spec.node_port_range)
@@ -102,9 +115,15 @@ def validate_lab(lab: Lab, loc: Location, report: Report) -> None:
         report.error(loc, "spec.restartBackoffMaxSeconds", "must be >= restartBackoffSeconds")
 
 
-def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location, report: Report) -> None:
+def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location, report: Report,
+                 six: bool = False) -> None:
+    """six: an IPv6-only lab's nodes (IPv6 addresses in ip, pod subnets of 128-bit addresses)."""
     nodes = lab.spec.nodes
     if nodes is None:
+        if six and network is not None:
+            report.error(loc, "spec.nodes", f"no nodes: the default nodes (::10, ::101-::103) do not fit in "
+                                            f"spec.network {lab.spec.network}; list the nodes")
+            return
         if "," in str(lab.spec.network) or family_of(str(lab.spec.network)) == IPV6:
             return  # a value not split into IPv4 and IPv6: its own error says what to write
         report.error(loc, "spec.nodes", f"no nodes: the default nodes (.10, .101-.103) do not fit in "
@@ -121,13 +140,16 @@ def _check_nodes(lab: Lab, network: Optional[IPNetwork], gateway, loc: Location,
                          f"duplicate node name {node.name!r} (also spec.nodes[{names[node.name]}])")
         names.setdefault(node.name, i)
         check_labels(node.labels, f"{path}.labels", loc, report)
-        _check_resources(node, path, lab.spec.node_pod_prefix, loc, report)
+        _check_resources(node, path, lab.spec.node_pod_prefix, loc, report, 128 if six else 32)
         if node.taints:
             from netemu.spec.validate_scheduling import check_taint_list
 
             check_taint_list(node.taints, f"{path}.taints", loc, report)
-        ip = None if _whole_value(node.ip, f"{path}.ip", node.ip6, loc, report) else \
-            _lab_address(node.ip, f"{path}.ip", network, gateway, loc, report)
+        if six:
+            ip = _lab_address6(node.ip, f"{path}.ip", network, gateway, loc, report)
+        else:
+            ip = None if _whole_value(node.ip, f"{path}.ip", node.ip6, loc, report) else \
+                _lab_address(node.ip, f"{path}.ip", network, gateway, loc, report)
         if ip is None:
             continue
         if str(ip) in ips:
@@ -191,7 +213,7 @@ def _check_routers(lab: Lab, network: Optional[IPNetwork], gateway, loc: Locatio
 RESOURCE_NAMES = ("cpu", "memory", "pods", "ephemeral-storage")
 
 
-def _check_resources(node, path: str, node_pod_prefix: int, loc: Location, report: Report) -> None:
+def _check_resources(node, path: str, node_pod_prefix: int, loc: Location, report: Report, bits: int = 32) -> None:
     """capacity and allocatable: quantities Kubernetes accepts, allocatable within capacity, whole pods
     and no more than the node can hold."""
     from netemu.spec.autoscaling import QuantityError, parse_quantity
@@ -221,21 +243,21 @@ def _check_resources(node, path: str, node_pod_prefix: int, loc: Location, repor
         if name in cap and v > cap[name]:
             report.error(loc, f"{path}.allocatable.{name}",
                          f"must be <= capacity ({(node.capacity or {})[name]}), got {(node.allocatable or {})[name]}")
-    if node_pod_prefix <= MAX_NODE_POD_PREFIX:  # else spec.nodePodPrefix's own error says so
-        _check_pods(node, parsed, path, node_pod_prefix, loc, report)
+    if node_pod_prefix <= (MAX_NODE_POD_PREFIX6 if bits == 128 else MAX_NODE_POD_PREFIX):
+        _check_pods(node, parsed, path, node_pod_prefix, loc, report, bits)  # else nodePodPrefix's error
 
 
 def _check_pods(node, parsed: dict[str, dict], path: str, node_pod_prefix: int, loc: Location,
-                report: Report) -> None:
+                report: Report, bits: int = 32) -> None:
     """Each pod takes an address of its node's pod subnet and a port of the node's bridge: pods past
     either would fail at sandbox creation for ever, so such a capacity is refused here."""
-    limit, why = node_pod_limit(node_pod_prefix)
+    limit, why = node_pod_limit(node_pod_prefix, bits)
     for part in ("capacity", "allocatable"):
         pods = (parsed.get(part) or {}).get("pods")
         if pods is not None and pods > limit:
             got = getattr(node, part)["pods"]
             report.error(loc, f"{path}.{part}.pods", f"must be <= {limit}, got {got}: {why}")
-    default = default_max_pods(node_pod_prefix)
+    default = default_max_pods(node_pod_prefix, bits)
     pods = (parsed.get("allocatable") or {}).get("pods")
     if "pods" not in (node.capacity or {}) and pods is not None and default < pods <= limit:
         report.error(loc, f"{path}.allocatable.pods", f"must be <= capacity ({default}, kubelet's maxPods for "
@@ -277,9 +299,11 @@ def _whole_value(value, path: str, twin_value: Optional[str], loc: Location, rep
         report.error(loc, path, f"[0] {parts[0]} and [1] {parts[1]} must be of different IP family "
                                 f"(one IPv4, then one IPv6)")
     elif families == [IPV6, IPV4]:
-        report.error(loc, path, f"{NOT_BUILT6} {key}: {parts[1]},{parts[0]}")
+        report.error(loc, path, f"{NOT_BUILT_PRIMARY6} {key}: {parts[1]},{parts[0]}")
     elif families == [IPV6]:
-        report.error(loc, path, f"{NOT_BUILT6} {key}: {v4_example},{text}")
+        # (an IPv6 network makes an IPv6-only lab, validated apart: here the network is IPv4)
+        report.error(loc, path, f"is IPv6 but spec.network is IPv4: a dual-stack lab writes IPv4 first, e.g. "
+                                f"{key}: {v4_example},{text} (an IPv6-only lab has an IPv6 spec.network too)")
     elif split_dual(text) is not None:
         # "v4,v6" that the loader did not split: the IPv6 twin is written too
         report.error(loc, path, f"{text!r} gives an IPv6 value and {path}6 is set too ({twin_value}): write the "
@@ -296,10 +320,12 @@ def _reserved6(net) -> Optional[str]:
     return None
 
 
-def _cidr6(value: str, path: str, loc: Location, report: Report) -> Optional[ipaddress.IPv6Network]:
-    """An IPv6 network in CIDR form (a twin field), or None after reporting why not."""
+def _cidr6(value: str, path: str, loc: Location, report: Report,
+           example: Optional[str] = None) -> Optional[ipaddress.IPv6Network]:
+    """An IPv6 network in CIDR form (a twin field, or an IPv6-only lab's field with its example), or
+    None after reporting why not."""
     text = str(value)
-    example = DUAL_EXAMPLES[path[len("spec."):-1]][1]
+    example = example or DUAL_EXAMPLES[path[len("spec."):-1]][1]
     try:
         iface = ipaddress.ip_interface(text)
     except ValueError:
@@ -421,21 +447,9 @@ def _check_pod_cidr6(lab: Lab, pod_cidr6: Optional[ipaddress.IPv6Network], loc: 
     prefix = spec.node_pod_prefix6
     if pod_cidr6 is None:
         return
-    if not pod_cidr6.prefixlen <= prefix <= MAX_NODE_POD_PREFIX6:
-        report.error(loc, "spec.nodePodPrefix6", f"must be between the podCIDR6's prefix /{pod_cidr6.prefixlen} "
-                                                 f"and /{MAX_NODE_POD_PREFIX6}, got /{prefix}")
+    if not _check_node_subnets6(len(spec.nodes or []), pod_cidr6, prefix, "spec.nodePodPrefix6", "spec.podCIDR6",
+                                loc, report):
         return
-    if prefix - pod_cidr6.prefixlen > CLUSTER_SUBNET_MAX_DIFF:
-        report.error(loc, "spec.nodePodPrefix6",
-                     f"/{prefix} is more than {CLUSTER_SUBNET_MAX_DIFF} bits longer than spec.podCIDR6 {pod_cidr6}: "
-                     f"kube-controller-manager refuses it (New CIDR set failed; the node CIDR size is too big); "
-                     f"use a podCIDR6 of /{prefix - CLUSTER_SUBNET_MAX_DIFF} or longer, e.g. /56 with /64")
-        return
-    count = len(spec.nodes or [])
-    room = 2 ** (prefix - pod_cidr6.prefixlen)
-    if count > room:
-        report.error(loc, "spec.podCIDR6", f"{pod_cidr6} has room for {room} node subnets of /{prefix}, "
-                                           f"but the lab has {count} nodes")
     if spec.node_pod_prefix <= MAX_NODE_POD_PREFIX:  # else spec.nodePodPrefix's own error says so
         # every pod takes an address of each family: the IPv6 subnet must hold as many as the node can
         pods, _ = node_pod_limit(spec.node_pod_prefix)
@@ -446,3 +460,117 @@ def _check_pod_cidr6(lab: Lab, pod_cidr6: Optional[ipaddress.IPv6Network], loc: 
                          f"a /{prefix} has {have} pod addresses, fewer than the {pods} pods a node can hold "
                          f"(spec.nodePodPrefix /{spec.node_pod_prefix}): every pod takes an IPv6 address too; "
                          f"use /{longest} or shorter")
+
+
+# --------------------------------------------------------------------------- IPv6-only
+def _ipv6_only_lab(spec) -> bool:
+    """An IPv6 spec.network written alone: the lab is IPv6-only ("v6,v4" is IPv6-primary, refused by the
+    IPv4 path's checks of whole values)."""
+    return ipv6_only(spec) and "," not in str(spec.network)
+
+
+def _validate_ipv6_only(lab: Lab, loc: Location, report: Report) -> None:
+    """An IPv6-only lab: network, podCIDR and serviceCIDR IPv6 and disjoint, the gateway and the nodes'
+    ip IPv6 hosts of network, node subnets kube-controller-manager can cut from podCIDR (nodePodPrefix,
+    default /64), a serviceCIDR kube-apiserver accepts, clusterDNS an IPv6 address of it; the dual-stack
+    twins unset; what is not built for IPv6 (routers, IPVS, an uplink) refused."""
+    spec = lab.spec
+    members = [(f"spec.nodes[{i}]", n) for i, n in enumerate(spec.nodes or [])] + \
+              [(f"spec.routers[{i}]", r) for i, r in enumerate(spec.routers or [])]
+    twins = [("spec.network6", spec.network6), ("spec.gateway6", spec.gateway6), ("spec.podCIDR6", spec.pod_cidr6),
+             ("spec.serviceCIDR6", spec.service_cidr6)] + [(f"{p}.ip6", m.ip6) for p, m in members]
+    if "node_pod_prefix6" in spec.model_fields_set:
+        twins.append(("spec.nodePodPrefix6", spec.node_pod_prefix6))
+    for path, value in twins:
+        if value is not None:
+            field = path.rsplit(".", 1)[-1][:-1]
+            report.error(loc, path, f"is set, but the lab is IPv6-only (spec.network is IPv6): its IPv6 values go in "
+                                    f"{field} itself; a dual-stack lab writes IPv4 first (e.g. network: "
+                                    f"{DUAL_EXAMPLES['network'][0]},{DUAL_EXAMPLES['network'][1]})")
+    nets: dict[str, Optional[ipaddress.IPv6Network]] = {}
+    for key, attr in (("network", "network"), ("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr")):
+        text = str(getattr(spec, attr))
+        nets[key] = None
+        if "," in text:
+            report.error(loc, f"spec.{key}", f"has more than one entry, got {text!r}: an IPv6-only lab has one IPv6 "
+                                             f"range here; a dual-stack lab writes IPv4 first, e.g. {key}: "
+                                             f"{DUAL_EXAMPLES[key][0]},{DUAL_EXAMPLES[key][1]}")
+        elif family_of(text) != IPV6:
+            report.error(loc, f"spec.{key}", f"must be IPv6 like spec.network (an IPv6-only lab), e.g. {key}: "
+                                             f"{V6ONLY_EXAMPLES[key]}, got {text!r}")
+        else:
+            nets[key] = _cidr6(text, f"spec.{key}", loc, report, V6ONLY_EXAMPLES[key])
+    named = list(nets.items())
+    for i, (a, net_a) in enumerate(named):
+        for b, net_b in named[i + 1:]:
+            if net_a and net_b and net_a.overlaps(net_b):
+                report.error(loc, f"spec.{b}", f"{net_b} overlaps spec.{a} {net_a}: the ranges must be disjoint")
+    network = nets["network"]
+    gateway = _ip6(spec.gateway, "spec.gateway", loc, report)
+    if gateway is not None and network is not None and not _usable6(gateway, network):
+        report.error(loc, "spec.gateway", f"{gateway} must be a host address inside spec.network {network}")
+    _check_nodes(lab, network, gateway, loc, report, six=True)
+    if spec.routers:
+        report.error(loc, "spec.routers", "routers (MetalLB's BGP mode) in an IPv6-only lab are not built yet")
+    pod_cidr = nets["podCIDR"]
+    if pod_cidr is not None:
+        _check_node_subnets6(len(spec.nodes or []), pod_cidr, spec.node_pod_prefix, "spec.nodePodPrefix",
+                             "spec.podCIDR", loc, report)
+    service = nets["serviceCIDR"]
+    if service is not None and service.max_prefixlen - service.prefixlen > SERVICE_CIDR_MAX_BITS:
+        least = service.max_prefixlen - SERVICE_CIDR_MAX_BITS
+        report.error(loc, "spec.serviceCIDR", f"{service} is too large: kube-apiserver refuses it (specified "
+                                              f"--service-cluster-ip-range[0] is too large; for 128-bit addresses, "
+                                              f"the mask must be >= {least}), e.g. {V6ONLY_EXAMPLES['serviceCIDR']}")
+    dns = None
+    if family_of(str(spec.cluster_dns)) != IPV6:
+        report.error(loc, "spec.clusterDNS", f"must be an IPv6 address, got {spec.cluster_dns!r}: kube-dns's Service "
+                                             f"is SingleStack in the lab's primary family (IPv6), as kubeadm makes "
+                                             f"it, e.g. clusterDNS: {V6ONLY_EXAMPLES['clusterDNS']}")
+    else:
+        dns = _ip6(spec.cluster_dns, "spec.clusterDNS", loc, report)
+    if dns is not None and service is not None and not _usable6(dns, service):
+        report.error(loc, "spec.clusterDNS", f"{dns} must be a host address inside spec.serviceCIDR {service}")
+    if spec.proxy_mode == "ipvs":
+        report.error(loc, "spec.proxyMode", "ipvs in an IPv6-only lab is not built yet (kube-proxy's IPVS mode "
+                                            "applies IPv4 only here): use iptables or nftables")
+    if spec.uplink:
+        report.error(loc, "spec.uplink", "an uplink in an IPv6-only lab is not built yet")
+
+
+def _lab_address6(text: str, path: str, network, gateway, loc: Location, report: Report):
+    """An IPv6-only lab's node address: an IPv6 host of spec.network, not the gateway's."""
+    if "," in str(text):
+        report.error(loc, path, f"has more than one address, got {text!r}: an IPv6-only lab's node has one IPv6 "
+                                f"address, e.g. ip: {V6ONLY_EXAMPLES['ip']}")
+        return None
+    ip = _ip6(text, path, loc, report)
+    if ip is None:
+        return None
+    if network is not None and not _usable6(ip, network):
+        report.error(loc, path, f"{ip} must be a host address inside spec.network {network}")
+    if gateway is not None and ip == gateway:
+        report.error(loc, path, f"{ip} is the gateway (the host's address on the lab network)")
+    return ip
+
+
+def _check_node_subnets6(count: int, pod_cidr6: ipaddress.IPv6Network, prefix: int, prefix_path: str,
+                         cidr_path: str, loc: Location, report: Report) -> bool:
+    """Node subnets of /prefix cut from an IPv6 pod CIDR as kube-controller-manager cuts them: at most 16
+    bits longer, at most /120, room for every node. False when the prefix itself is wrong."""
+    key = cidr_path[len("spec."):]
+    if not pod_cidr6.prefixlen <= prefix <= MAX_NODE_POD_PREFIX6:
+        report.error(loc, prefix_path, f"must be between the {key}'s prefix /{pod_cidr6.prefixlen} "
+                                       f"and /{MAX_NODE_POD_PREFIX6}, got /{prefix}")
+        return False
+    if prefix - pod_cidr6.prefixlen > CLUSTER_SUBNET_MAX_DIFF:
+        report.error(loc, prefix_path,
+                     f"/{prefix} is more than {CLUSTER_SUBNET_MAX_DIFF} bits longer than {cidr_path} {pod_cidr6}: "
+                     f"kube-controller-manager refuses it (New CIDR set failed; the node CIDR size is too big); "
+                     f"use a {key} of /{prefix - CLUSTER_SUBNET_MAX_DIFF} or longer, e.g. /56 with /64")
+        return False
+    room = 2 ** (prefix - pod_cidr6.prefixlen)
+    if count > room:
+        report.error(loc, cidr_path, f"{pod_cidr6} has room for {room} node subnets of /{prefix}, "
+                                     f"but the lab has {count} nodes")
+    return True

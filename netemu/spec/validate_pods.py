@@ -5,7 +5,7 @@ import re
 from typing import Optional, Union
 
 from netemu.spec.autoscaling import check_container_resources
-from netemu.spec.defaults import pod_addresses
+from netemu.spec.defaults import pod_addresses, pod_bits
 from netemu.spec.errors import Location, Report, join_path
 from netemu.spec.models import (
     Container, Deployment, Lab, LabelSelector, Pod, PodSpec, PodTemplateSpec, Probe, ReplicaSet,
@@ -33,7 +33,7 @@ def pod_capacity(lab: Lab) -> tuple[int, str]:
     without its network, bridge and broadcast addresses; and that reason in words."""
     spec = lab.spec
     nodes = len(spec.nodes or [])
-    per_node = pod_addresses(spec.node_pod_prefix)
+    per_node = pod_addresses(spec.node_pod_prefix, pod_bits(spec))
     return nodes * per_node, (f"the lab's {nodes} node{'s' * (nodes != 1)} hold at most {nodes * per_node} pods: "
                               f"one /{spec.node_pod_prefix} of podCIDR {spec.pod_cidr} each (spec.nodePodPrefix), "
                               f"{per_node} pod addresses per node")

@@ -6,7 +6,7 @@ import ipaddress
 from typing import Optional
 
 from netemu.spec.errors import Location, Report, join_path
-from netemu.spec.families import IPV4, IPV6, lab_families
+from netemu.spec.families import IPV4, IPV6, ipv6_only, lab_families
 from netemu.spec.models import EndpointSlice, LabSpec, Service, ServiceSpec
 from netemu.spec.rules import (
     check_dns_label, check_dns_subdomain, check_port, check_port_name, parse_cidr, parse_ip, parse_port_range,
@@ -118,6 +118,17 @@ def _check_cluster_ip(svc: Service, stype: str, headless: bool, lab: LabSpec, lo
 
 def _check_service_range(ip, path: str, lab: LabSpec, loc: Location, report: Report) -> None:
     """A cluster IP of the lab's service range of its family (a family the lab lacks is said elsewhere)."""
+    if ip.version == 6 and ipv6_only(lab):
+        net6, dns = _net(lab.service_cidr), _ip(lab.cluster_dns)
+        if net6 is None or net6.version != 6:
+            return  # the lab's own error says why
+        if ip not in net6 or ip == net6.network_address:
+            report.lab_refuses(loc, path, f"{ip} is not in the lab's serviceCIDR {lab.service_cidr}")
+        elif ip == dns:
+            report.lab_refuses(loc, path, f"{ip} is the cluster DNS address (clusterDNS)")
+        return
+    if ip.version == 4 and ipv6_only(lab):
+        return  # IPv4 is not configured on this lab (see _check_ip_families)
     if ip.version == 4:
         net, _ = parse_cidr(lab.service_cidr)
         if net is None:

@@ -228,7 +228,7 @@ def test_secret_data_must_be_base64():
     ({"network": "192.168.1.5/24"}, "spec.network", ("host bits", "192.168.1.0/24")),
     ({"podCIDR": "172.16.0.0"}, "spec.podCIDR", ("prefix length",)),
     ({"serviceCIDR": "fd00::/108"}, "spec.serviceCIDR",
-     ("IPv6-only and IPv6-primary labs are not built yet", "serviceCIDR: 10.96.0.0/12,fd00::/108")),
+     ("is IPv6 but spec.network is IPv4", "serviceCIDR: 10.96.0.0/12,fd00::/108")),
     ({"gateway": "10.1.1.1"}, "spec.gateway", ("inside spec.network 192.168.1.0/24",)),
     ({"gateway": "192.168.1.255"}, "spec.gateway", ("host address",)),
     ({"gateway": "192.168.1.0"}, "spec.gateway", ("host address",)),

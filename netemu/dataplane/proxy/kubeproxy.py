@@ -10,7 +10,8 @@ IPv6 one has its own view (the Services' IPv6 clusterIPs, IPv6 slices, the node'
 lab's IPv6 pod CIDR) and its own backend (ip6tables-restore, table `ip6 kube-proxy`). IPVS mode
 applies IPv4 only: its IPv6 half is rendered (`netemu render ipvs`) but not applied, since this
 machine's kernel has no ip_vs and the throwaway VM where IPVS runs tests IPv4 only. An IPv4-only lab
-has the IPv4 proxier alone, as before.
+has the IPv4 proxier alone, as before; an IPv6-only lab the IPv6 proxier alone (its node addresses and
+pod CIDR are the Lab's primary fields; validation refuses IPVS there).
 """
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ def _dual_stack(spec) -> bool:
 
 def proxy_families(lab: Lab) -> list[str]:
     """The families kube-proxy syncs in this lab: both in a dual-stack lab (IPVS: IPv4 only, see
-    the module's notes), IPv4 otherwise."""
+    the module's notes), IPv6 in an IPv6-only lab, IPv4 otherwise."""
+    if families.ipv6_only(lab.spec):
+        return [families.IPV6]
     if not _dual_stack(lab.spec) or lab.spec.proxy_mode == "ipvs":
         return [IPV4]
     return families.lab_families(lab.spec)
@@ -78,28 +81,32 @@ class FamilyProxier:
 class NodeProxy:
     name: str
     netns: str
-    proxiers: dict[str, FamilyProxier] = field(default_factory=dict)   # IPv4 first
+    proxiers: dict[str, FamilyProxier] = field(default_factory=dict)   # the primary family first
     last_sync: float = 0.0
     last_payload_lines: int = 0
     syncs: int = 0
     failures: int = 0
 
-    # the IPv4 proxier's, as every mode's tools read them
+    # the primary family's proxier's (IPv4's, IPv6's in an IPv6-only lab), as every mode's tools read them
+    @property
+    def primary(self) -> FamilyProxier:
+        return next(iter(self.proxiers.values()))
+
     @property
     def ip(self) -> Optional[str]:
-        return self.proxiers[IPV4].ip
+        return self.primary.ip
 
     @property
     def pod_cidr(self) -> Optional[str]:
-        return self.proxiers[IPV4].cluster_cidr
+        return self.primary.cluster_cidr
 
     @property
     def backend(self):
-        return self.proxiers[IPV4].backend
+        return self.primary.backend
 
     @property
     def view(self) -> Optional[NodeProxyView]:
-        return self.proxiers[IPV4].view
+        return self.primary.view
 
     def proxier(self, family: str) -> Optional[FamilyProxier]:
         return self.proxiers.get(family)
@@ -123,7 +130,9 @@ class KubeProxy:
         for fam in self.families:
             # kube-proxy's --cluster-cidr is the lab's pod CIDR of the family (kubeadm writes both)
             spec = self.lab.spec
-            ip, cidr = (n.ip, spec.pod_cidr) if fam == IPV4 else (getattr(n, "ip6", None), spec.pod_cidr6)
+            # (the primary family's are the primary fields: IPv6's in an IPv6-only lab)
+            primary = fam == IPV4 or families.ipv6_only(spec)
+            ip, cidr = (n.ip, spec.pod_cidr) if primary else (getattr(n, "ip6", None), spec.pod_cidr6)
             node.proxiers[fam] = FamilyProxier(fam, ip, cidr, backend_for(self.lab.spec.proxy_mode, self.lab,
                                                                           self.runner, fam))
         return node
@@ -224,9 +233,9 @@ class KubeProxy:
                 raise KeyError(f"{node} has no {family} kube-proxy in this lab")
             return fp.backend.rules(n.netns)
         parts = []
-        for fam, fp in n.proxiers.items():
+        for i, (fam, fp) in enumerate(n.proxiers.items()):
             text = fp.backend.rules(n.netns)
-            parts.append(text if fam == IPV4 else f"# {fam}\n{text}")
+            parts.append(text if i == 0 else f"# {fam}\n{text}")
         return "".join(parts)
 
     def adopt(self) -> None:

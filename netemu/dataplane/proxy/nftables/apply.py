@@ -22,7 +22,10 @@ class NftablesBackend:
         self.runner = runner or NetnsRunner()
         self.ip_family = ip_family
         self.family = "ip" if ip_family == IPV4 else "ip6"   # the table's nftables family
-        cidr = lab.spec.service_cidr if ip_family == IPV4 else getattr(lab.spec, "service_cidr6", None)
+        from netemu.spec.families import family_value
+
+        # the lab's service range of this family (an IPv6-only lab's is its serviceCIDR)
+        cidr = lab.spec.service_cidr if ip_family == IPV4 else family_value(lab.spec, "service_cidr", ip_family)
         self.syncer = NftSyncer("fast", NftSettings(service_cidrs=(cidr,) if cidr else ()))
         self.syncer.reset(fresh=True)
 

@@ -220,6 +220,20 @@ spec:
     assert curl6(lab, lb_ip, 80).strip() in names
     neigh = subprocess.run(["ip", "-6", "neigh", "show", lb_ip, "dev", link], capture_output=True, text=True).stdout
     assert "lladdr" in neigh, neigh
+    if mode == "iptables":  # the announcing node goes down: another node's NA moves the address (once is enough)
+        mac = neigh.split("lladdr")[1].split()[0]
+        owner = next(n for n in ("w1-k8s", "w2-k8s", "w3-k8s")
+                     if mac in lab.node_exec(n, "ip", "link", "show", "eth0").stdout)
+        lab.run("node", "down", owner)
+
+        def moved():
+            text = subprocess.run(["ip", "-6", "neigh", "show", lb_ip, "dev", link], capture_output=True,
+                                  text=True).stdout
+            return "lladdr" in text and text.split("lladdr")[1].split()[0] != mac
+
+        lab.wait_for(moved, timeout=20, what=f"{lb_ip} announced by another node")
+        assert curl6(lab, lb_ip, 80).strip().startswith("np-pods-")
+        lab.run("node", "up", owner)
 
     # ---- down: nothing left
     lab.down()

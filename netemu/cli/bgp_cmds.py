@@ -19,14 +19,21 @@ def rows(instances: dict) -> list[list[str]]:
         if "error" in summary:
             out.append([name, inst.get("kind", ""), "-", "-", "-", summary["error"][:40], "-", "-", "-"])
             continue
-        fam = summary.get("ipv4Unicast") or {}
-        peers = fam.get("peers") or {}
-        if not peers:
+        # a session per row: IPv4's, then IPv6's (a dual-stack lab's IPv6 peers; one in both families shows
+        # its IPv4 counts)
+        fams = [summary.get(k) or {} for k in ("ipv4Unicast", "ipv6Unicast")]
+        fam = fams[0] if fams[0] or not fams[1] else fams[1]
+        seen: set = set()
+        if not any(f.get("peers") for f in fams):
             out.append([name, inst.get("kind", ""), str(fam.get("as", "")), "-", "-", "no peers", "-", "-", "-"])
-        for addr, p in sorted(peers.items()):
-            out.append([name, inst.get("kind", ""), str(fam.get("as", "")), addr, str(p.get("remoteAs", "")),
-                        p.get("state", ""), p.get("peerUptime", ""), str(p.get("pfxRcd", p.get("prefixReceivedCount", 0))),
-                        str(p.get("pfxSnt", 0))])
+        for f in fams:
+            for addr, p in sorted((f.get("peers") or {}).items()):
+                if addr in seen:
+                    continue
+                seen.add(addr)
+                out.append([name, inst.get("kind", ""), str(f.get("as", "")), addr, str(p.get("remoteAs", "")),
+                            p.get("state", ""), p.get("peerUptime", ""),
+                            str(p.get("pfxRcd", p.get("prefixReceivedCount", 0))), str(p.get("pfxSnt", 0))])
     return out
 
 

@@ -12,7 +12,8 @@ For each LoadBalancer Service with an address from a pool that has BGPAdvertisem
    entries is unable to serve);
 3. then every IP of the Service, for every advertisement of the pool that selects the node, becomes the
    prefix ``ip/aggregationLength`` (aggregationLengthV6 for IPv6), sent to every peer of the node (the
-   peer's nodeSelectors) that the advertisement names (``peers``; none named: all). Several
+   peer's nodeSelectors) that the advertisement names (``peers``; none named: all) and whose session
+   carries the IP's family (its peerAddress's, or both with dualStackAddressFamily). Several
    advertisements giving the same prefix to a peer are one route, their communities merged (FRR's
    mergeAdvertisements); two local preferences for one prefix cannot be merged (an error, the first
    one is kept). LOCAL_PREF travels only to iBGP peers (myASN == peerASN, or dynamicASN internal):
@@ -70,10 +71,16 @@ class Peer:
     vrf: str = ""
     disable_mp: bool = False
     graceful_restart: bool = False
+    dual_stack: bool = False  # dualStackAddressFamily: the session carries both families
 
     @property
     def ibgp(self) -> bool:
         return self.dynamic_asn == "internal" or (not self.dynamic_asn and self.asn == self.my_asn)
+
+    def carries(self, version: int) -> bool:
+        """Does the session carry prefixes of IP ``version``? Its peerAddress's family, or both with
+        dualStackAddressFamily (MetalLB's FRR mode activates the neighbor in those address families only)."""
+        return self.dual_stack or ipaddress.ip_address(self.address).version == version
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,8 @@ def _peer(p: BGPPeer, nodes: list[Node]) -> Peer:
                 router_id=s.router_id or "", password=s.password or "",
                 password_secret=(s.password_secret.name or "") if s.password_secret else "",
                 bfd_profile=s.bfd_profile or "", ebgp_multihop=bool(s.ebgp_multi_hop), vrf=s.vrf or "",
-                disable_mp=bool(s.disable_mp), graceful_restart=bool(s.enable_graceful_restart))
+                disable_mp=bool(s.disable_mp), graceful_restart=bool(s.enable_graceful_restart),
+                dual_stack=bool(s.dual_stack_address_family))
 
 
 # --------------------------------------------------------------------------- decisions
@@ -288,7 +296,7 @@ def decide(services: Iterable[Service], slices: Iterable[EndpointSlice], nodes: 
                         continue
                     prefix = ad.prefix(ip)
                     for peer in config.bgp.peers:
-                        if name not in peer.nodes or not ad.matches_peer(peer.name):
+                        if name not in peer.nodes or not ad.matches_peer(peer.name) or not peer.carries(ip.version):
                             continue
                         peers_used.add(peer.name)
                         a = acc.setdefault(name, {}).setdefault(peer.name, {}).setdefault(prefix, _Acc(ad.local_pref))

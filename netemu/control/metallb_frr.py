@@ -18,6 +18,14 @@ address) and re-advertises what it learned from the nodes there, with itself as 
 (``next-hop-self``: no third-party next hop to a node). The host's side (:class:`HostConfig`) is one bgpd
 without zebra that accepts only prefixes inside the lab's BGP pools and announces nothing;
 :func:`host_routes_from` turns what it learned into the host's routes (netemu.dataplane.bgp programs them).
+That session is IPv4 only.
+
+IPv6 (a dual-stack lab), as MetalLB's FRR mode: a neighbor is activated in its address's family only
+(``address-family ipv6 unicast`` for an IPv6 peerAddress), in both with dualStackAddressFamily; IPv6 LB
+IPs are ``network X/128`` (aggregationLengthV6) there, filtered out by an ``ipv6 prefix-list`` of the
+neighbor's name; an IPv6 eBGP single-hop neighbor gets ``disable-connected-check`` (mustDisableConnectedCheck).
+A router peers with the nodes' ip6 for a BGPPeer aimed at its ip6, and installs their global addresses
+as next hops (``set ipv6 next-hop prefer-global``), ECMP as for IPv4.
 """
 from __future__ import annotations
 
@@ -47,6 +55,14 @@ class Neighbor:
     bfd_profile: str = ""
     graceful_restart: bool = False
     name: str = ""  # the BGPPeer's (or the node's, on a router)
+    dual_stack: bool = False  # dualStackAddressFamily: activated in both address families
+    # an IPv6 eBGP session without multihop: FRR's connected check off, as MetalLB's FRR mode writes it
+    disable_connected_check: bool = False
+
+    def carries(self, version: int) -> bool:
+        """Is the neighbor activated in IP ``version``'s unicast address family? Its address's family,
+        or both (MetalLB's FRR mode: activateNeighborFor)."""
+        return self.dual_stack or ipaddress.ip_address(self.address).version == version
 
 
 @dataclass(frozen=True)
@@ -97,19 +113,22 @@ class SpeakerConfig:
             lines += attrs.route_map_lines()
         for i, n in enumerate(self.neighbors):
             name = prefix_list_name(n.address)
+            # one numbering over both families (IPv4's and IPv6's prefix-lists of one name are two lists)
             for seq, prefix in enumerate(self.filters.get(n.address, ()), start=1):
-                lines.append(f"ip prefix-list {name} seq {seq} permit {prefix}")
-            lines.append(f"ip prefix-list {name} seq {SEQ_DENY} deny any")
+                lines.append(f"{_pl(prefix)} prefix-list {name} seq {seq} permit {prefix}")
+            lines += [f"{kw} prefix-list {name} seq {SEQ_DENY} deny any"
+                      for kw, version in (("ip", 4), ("ipv6", 6)) if version == 4 or n.carries(version)]
         lines += [f"router bgp {self.asn}", f" bgp router-id {self.router_id}", " no bgp ebgp-requires-policy",
                   " no bgp network import-check", " no bgp default ipv4-unicast"]
         for n in self.neighbors:
             lines += _neighbor_lines(n)
         for family, version in (("ipv4", 4), ("ipv6", 6)):
             nets = [p for p in self.networks if ipaddress.ip_network(p).version == version]
-            if not nets and version == 6:
+            active = [n for n in self.neighbors if n.carries(version)]
+            if not nets and not active and version == 6:
                 continue
             lines.append(f" address-family {family} unicast")
-            for n in self.neighbors:
+            for n in active:
                 lines += [f"  neighbor {n.address} activate",
                           f"  neighbor {n.address} prefix-list {prefix_list_name(n.address)} out"]
             for p in sorted(nets, key=_net_key):
@@ -121,6 +140,11 @@ class SpeakerConfig:
 
 def prefix_list_name(address: str) -> str:
     return "ne-out-" + address.replace(":", "-")
+
+
+def _pl(prefix: str) -> str:
+    """The prefix-list keyword of a prefix's family."""
+    return "ip" if ipaddress.ip_network(prefix).version == 4 else "ipv6"
 
 
 def _head(hostname: str) -> list[str]:
@@ -178,12 +202,19 @@ def _neighbor_lines(n: Neighbor) -> list[str]:
         out.append(f" neighbor {a} bfd profile {n.bfd_profile}")
     if n.graceful_restart:
         out.append(f" neighbor {a} graceful-restart")
+    if n.disable_connected_check:
+        out.append(f" neighbor {a} disable-connected-check")
     return out
 
 
 def _net_key(prefix: str) -> tuple:
     n = ipaddress.ip_network(prefix)
     return (n.version, int(n.network_address), n.prefixlen)
+
+
+def _addr_key(address: str) -> tuple:
+    a = ipaddress.ip_address(address)
+    return (a.version, int(a))
 
 
 # --------------------------------------------------------------------------- from MetalLB's decisions
@@ -228,9 +259,12 @@ def speaker_configs(ann: BGPAnnouncements, config, node_ips: Mapping[str, str], 
 
 def _speaker_neighbor(p: Peer, asn: int, secret: str) -> Neighbor:
     remote = p.dynamic_asn or str(p.asn)
+    # MetalLB's mustDisableConnectedCheck: an IPv6 session, eBGP (external, or another ASN), single hop
+    ebgp = p.dynamic_asn == "external" or (not p.dynamic_asn and p.asn != p.my_asn)
     return Neighbor(p.address, remote, p.my_asn if p.my_asn != asn else None, p.port, p.hold_time, p.keepalive_time,
                     p.connect_time, p.password or secret, p.ebgp_multihop, p.source_address, p.bfd_profile,
-                    p.graceful_restart, p.name)
+                    p.graceful_restart, p.name, p.dual_stack,
+                    ipaddress.ip_address(p.address).version == 6 and ebgp and not p.ebgp_multihop)
 
 
 # --------------------------------------------------------------------------- live changes
@@ -268,7 +302,7 @@ def plan(old: Applied, cfg: SpeakerConfig) -> tuple[list[str], Applied]:
             if p not in have:
                 seq = max(have.values(), default=0) + 1
                 have[p] = seq
-                cmds.append(f"ip prefix-list {prefix_list_name(n.address)} seq {seq} permit {p}")
+                cmds.append(f"{_pl(p)} prefix-list {prefix_list_name(n.address)} seq {seq} permit {p}")
     net_cmds: list[str] = []
     for p in sorted(set(old.networks) | set(cfg.networks), key=_net_key):
         family = "ipv4" if ipaddress.ip_network(p).version == 4 else "ipv6"
@@ -286,13 +320,17 @@ def plan(old: Applied, cfg: SpeakerConfig) -> tuple[list[str], Applied]:
     for n in cfg.neighbors:
         have = filters[n.address]
         for p in sorted(set(have) - set(cfg.filters.get(n.address, ())), key=_net_key):
-            cmds.append(f"no ip prefix-list {prefix_list_name(n.address)} seq {have.pop(p)} permit {p}")
+            cmds.append(f"no {_pl(p)} prefix-list {prefix_list_name(n.address)} seq {have.pop(p)} permit {p}")
     return cmds, Applied(dict(cfg.networks), filters, frozenset(maps))
 
 
 # --------------------------------------------------------------------------- routers
 # the upstream session (router <-> host): short timers, so that a restarted side is seen and retried soon
 UPSTREAM_KEEPALIVE, UPSTREAM_HOLD, UPSTREAM_CONNECT = 3, 9, 2
+# a router's IPv6 routes from the nodes go via their global addresses (FRR would otherwise install the
+# link-local next hop a speaker on the same link also sends): the same next hops as `ip -6 neigh` and
+# the Lab document name
+GLOBAL_NEXT_HOP = "ne-v6-global"
 
 
 @dataclass(frozen=True)
@@ -305,7 +343,11 @@ class RouterConfig:
     upstream: Optional[tuple[str, int]] = None  # (the host's gateway address, the host's ASN)
 
     def files(self) -> dict[str, str]:
-        lines = _head(self.hostname) + [
+        six = [n for n in self.neighbors if n.carries(6)]
+        lines = _head(self.hostname)
+        if six:
+            lines += [f"route-map {GLOBAL_NEXT_HOP} permit 10", " set ipv6 next-hop prefer-global", "exit"]
+        lines += [
             f"router bgp {self.asn}", f" bgp router-id {self.router_id}", " no bgp ebgp-requires-policy",
             " no bgp default ipv4-unicast", " bgp bestpath as-path multipath-relax"]
         for n in self.neighbors:
@@ -317,38 +359,49 @@ class RouterConfig:
                       f" neighbor {host} timers connect {UPSTREAM_CONNECT}",
                       f" neighbor {host} advertisement-interval 0"]
         lines += [" address-family ipv4 unicast", f"  maximum-paths {MAX_PATHS}", f"  maximum-paths ibgp {MAX_PATHS}"]
-        lines += [f"  neighbor {n.address} activate" for n in self.neighbors if ipaddress.ip_address(n.address).version == 4]
+        lines += [f"  neighbor {n.address} activate" for n in self.neighbors if n.carries(4)]
         if self.upstream is not None:  # the host gets the pools' routes via this router, not a node
             lines += [f"  neighbor {self.upstream[0]} activate", f"  neighbor {self.upstream[0]} next-hop-self"]
-        lines += [" exit-address-family", "exit"]
+        lines.append(" exit-address-family")
+        if six:  # (the upstream session stays IPv4: the host routes IPv6 pools statically)
+            lines += [" address-family ipv6 unicast", f"  maximum-paths {MAX_PATHS}", f"  maximum-paths ibgp {MAX_PATHS}"]
+            for n in six:
+                lines += [f"  neighbor {n.address} activate", f"  neighbor {n.address} route-map {GLOBAL_NEXT_HOP} in"]
+            lines.append(" exit-address-family")
+        lines.append("exit")
         return {"zebra": _zebra(self.hostname), "bfdd": bfdd_text(self.hostname, self.bfd_profiles),
                 "bgpd": "\n".join(lines) + "\n"}
 
 
 def router_config(name: str, ip: str, asn: int, config, node_ips: Mapping[str, str],
                   passwords: Optional[Mapping[str, str]] = None,
-                  upstream: Optional[tuple[str, int]] = None) -> RouterConfig:
-    """A lab router: every node of every BGPPeer aimed at its address is a neighbor, with that peer's
-    session settings seen from the other end; ``upstream`` (the host's gateway address and ASN): the host
-    too."""
+                  upstream: Optional[tuple[str, int]] = None, ip6: Optional[str] = None,
+                  node_ips6: Optional[Mapping[str, str]] = None) -> RouterConfig:
+    """A lab router: every node of every BGPPeer aimed at its address (``ip``, or ``ip6`` in a dual-stack
+    lab: then the node's ip6 is the neighbor) is a neighbor, with that peer's session settings seen from
+    the other end (dualStackAddressFamily too); ``upstream`` (the host's gateway address and ASN): the
+    host too."""
     bgp = getattr(config, "bgp", None) if config is not None else None
     neighbors: dict[str, Neighbor] = {}
     profiles: dict[str, BFD] = {}
+    mine = {ipaddress.ip_address(a): ips for a, ips in ((ip, node_ips), (ip6, node_ips6 or {})) if a}
     for p in (bgp.peers if bgp is not None else []):
-        if ipaddress.ip_address(p.address) != ipaddress.ip_address(ip):
+        ips = mine.get(ipaddress.ip_address(p.address))
+        if ips is None:
             continue
         if p.bfd_profile and p.bfd_profile in bgp.bfd_profiles:
             profiles[p.bfd_profile] = bgp.bfd_profiles[p.bfd_profile]
         for node in sorted(p.nodes):
-            addr = node_ips.get(node)
+            addr = ips.get(node)
             if addr is None or addr in neighbors:
                 continue
             neighbors[addr] = Neighbor(addr, str(p.my_asn), None, 179, p.hold_time, p.keepalive_time, p.connect_time,
                                        p.password or (passwords or {}).get(p.name, ""), p.ebgp_multihop, "",
-                                       p.bfd_profile if p.bfd_profile in profiles else "", False, node)
+                                       p.bfd_profile if p.bfd_profile in profiles else "", False, node,
+                                       p.dual_stack)
     if upstream is not None:
         neighbors.pop(upstream[0], None)  # never a node's address (validation keeps nodes off the gateway)
-    return RouterConfig(name, asn, ip, tuple(neighbors[a] for a in sorted(neighbors, key=ipaddress.ip_address)),
+    return RouterConfig(name, asn, ip, tuple(neighbors[a] for a in sorted(neighbors, key=_addr_key)),
                         tuple(profiles[k] for k in sorted(profiles)), upstream)
 
 

@@ -421,7 +421,8 @@ class LabDaemon:
     def router_nets(self) -> list:
         from netemu.dataplane.labnet import RouterNet
 
-        return [RouterNet(r.name, r.ip) for r in self.lab.spec.routers or []]
+        dual = dual_stack(self.lab.spec)  # a dual-stack lab's routers have their ip6 on the segment too
+        return [RouterNet(r.name, r.ip, r.ip6 if dual else None) for r in self.lab.spec.routers or []]
 
     def make_bgp(self) -> None:
         """The FRR side of MetalLB's BGP mode (a build and a resume make it); its processes sit in the
@@ -603,21 +604,28 @@ class LabDaemon:
 
     def bgp_desired(self) -> tuple[dict, dict, dict]:
         """(node -> SpeakerConfig, router -> RouterConfig, pool CIDR -> router address): what FRR and the
-        host's routes should be, from the last reconcile."""
+        host's routes should be, from the last reconcile. With an upstream router the host learns the IPv4
+        pools over BGP; its session is IPv4 only, so IPv6 pools keep their static route."""
         from netemu.control import metallb_bgp, metallb_frr, metallb_l2
         from netemu.control.metallb import load_config
 
         config = load_config(self.cluster)
         ann = metallb_bgp.announcements(self.cluster)
         node_ips = {n.name: n.ip for n in self.net.nodes.values()}
+        node_ips6 = {n.name: n.ip6 for n in self.net.nodes.values() if n.ip6}
         passwords = self._bgp_passwords(config)
         speakers = metallb_frr.speaker_configs(ann, config, node_ips, metallb_l2.speakers_alive(self.cluster),
                                                passwords)
         up = self._upstream_router()
+        dual = dual_stack(self.lab.spec)
         routers = {r.name: metallb_frr.router_config(r.name, r.ip, r.asn, config, node_ips, passwords,
-                                                     self._upstream_session(r) if r is up else None)
+                                                     self._upstream_session(r) if r is up else None,
+                                                     r.ip6 if dual else None, node_ips6)
                    for r in self.lab.spec.routers or []}
-        return speakers, routers, ({} if up is not None else self._pool_routes(config))
+        static = self._pool_routes(config)
+        if up is not None:
+            static = {cidr: via for cidr, via in static.items() if ":" in cidr}
+        return speakers, routers, static
 
     def _upstream_router(self):
         """The router with the host's BGP session (``upstream: true``; validation allows one), or None."""
@@ -656,7 +664,9 @@ class LabDaemon:
 
     def _pool_routes(self, config) -> dict[str, str]:
         """The host routes each pool MetalLB announces over BGP via the router its nodes peer with (the
-        first router named by a BGPPeer, else the first router), when the pool is outside the lab network."""
+        first router named by a BGPPeer, else the first router), when the pool is outside the lab network.
+        A dual-stack lab's IPv6 ranges go via a router's ip6 (the first one a BGPPeer names, else the
+        first router's), the IPv4 ones via its ip."""
         import ipaddress
 
         routers = self.lab.spec.routers or []
@@ -664,22 +674,29 @@ class LabDaemon:
             return {}
         peer_ips = {ipaddress.ip_address(p.address) for p in config.bgp.peers}
         via = next((r.ip for r in routers if ipaddress.ip_address(r.ip) in peer_ips), routers[0].ip)
-        return {cidr: via for cidr in self._bgp_pools(config)}
+        out = {cidr: via for cidr in self._bgp_pools(config)}
+        six = [r.ip6 for r in routers if r.ip6] if dual_stack(self.lab.spec) else []
+        if six:
+            via6 = next((a for a in six if ipaddress.ip_address(a) in peer_ips), six[0])
+            out.update({cidr: via6 for cidr in self._bgp_pools(config, 6)})
+        return out
 
-    def _bgp_pools(self, config) -> list[str]:
-        """The IPv4 ranges of the pools MetalLB announces over BGP, outside the lab network (inside it the
-        host reaches an address on its own link)."""
+    def _bgp_pools(self, config, version: int = 4) -> list[str]:
+        """The ranges of one IP version of the pools MetalLB announces over BGP, outside the lab network
+        (network6 for IPv6: inside it the host reaches an address on its own link)."""
         import ipaddress
 
         if config is None:
             return []
-        lab_net = ipaddress.ip_network(self.lab.spec.network)
+        if version == 6 and not dual_stack(self.lab.spec):
+            return []
+        lab_net = ipaddress.ip_network(self.lab.spec.network if version == 4 else self.lab.spec.network6)
         out = []
         for pool in config.pools:
             if not pool.bgp:
                 continue
             for cidr in pool.cidrs:
-                if cidr.version == 4 and not cidr.overlaps(lab_net) and str(cidr) not in out:
+                if cidr.version == version and not cidr.overlaps(lab_net) and str(cidr) not in out:
                     out.append(str(cidr))
         return out
 

@@ -7,7 +7,8 @@ sessions stay up; a change of the sessions restarts bgpd and bfdd. A speaker tha
 speaker kill, or its node going down) is SIGKILLed as a crash would end it. Routers restart on a change
 of their neighbors (a BGPPeer changed). The host's route to a BGP pool goes via a router's lab address
 and the lab's own host link only, is added only where the host routes nothing of that range already,
-and goes with the link when the lab is down.
+and goes with the link when the lab is down. A dual-stack lab's IPv6 pools are routed the same way via
+the router's ip6, checked against the host's IPv6 routes (`ip -6 route show table all`).
 
 With a router's ``upstream: true`` there is no static route: the host's own bgpd (frr.HOST: no zebra,
 listening on the lab's gateway only) peers with the router, and a poller here reads what it learned
@@ -244,11 +245,13 @@ class BgpSpeakers:
             return
         try:
             routes = ip_json(["route", "show", "table", "all"])
+            if any(":" in c for c in missing):  # a dual-stack lab's IPv6 pools: the host's IPv6 routes too
+                routes += ip_json(["-6", "route", "show", "table", "all"])
         except IpError as e:
             log.error("reading the host's routes: %s", e)
             return
         for cidr, via in missing.items():
-            if any(r.get("dst") == cidr and r.get("dev") == link and r.get("gateway") == via for r in routes):
+            if any(_same_net(r.get("dst"), cidr) and r.get("dev") == link and r.get("gateway") == via for r in routes):
                 self.host_routes[cidr] = via  # ours already (a restarted control process)
                 continue
             why = host_route_conflict(cidr, routes)
@@ -316,6 +319,14 @@ def host_route_conflict(cidr: str, routes: list[dict]) -> str:
         if other.version == net.version and other.overlaps(net):
             return f"the host already routes {dst} (dev {r.get('dev', '?')}, table {r.get('table', 'main')})"
     return ""
+
+
+def _same_net(dst, cidr: str) -> bool:
+    """Is a route's dst (`ip -j` writes a host route as its address) the network ``cidr``?"""
+    try:
+        return bool(dst) and dst != "default" and ipaddress.ip_network(dst, strict=False) == ipaddress.ip_network(cidr)
+    except ValueError:
+        return False
 
 
 def _learned_route(r: dict, link: str) -> bool:

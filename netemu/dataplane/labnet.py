@@ -81,6 +81,7 @@ class RouterNet:
 
     name: str
     ip: str
+    ip6: Optional[str] = None  # a dual-stack lab: its address on network6 (IPv6 peering, the host's IPv6 route)
 
 
 # IPv6 on an interface that takes part in a lab: no router advertisements taken (nor solicited: a node
@@ -203,12 +204,27 @@ class LabNet:
             "net.ipv4.conf.default.send_redirects": "0",
             # ECMP over the nodes by flow (addresses and ports), not by address pair alone
             "net.ipv4.fib_multipath_hash_policy": "1",
-            "net.ipv6.conf.all.disable_ipv6": "1",
-            "net.ipv6.conf.default.disable_ipv6": "1",
+            **self.router_ipv6_sysctls(r),
         })
-        ip_batch(["link set lo up", f"addr add {r.ip}/{prefix} dev {names.NODE_UPLINK}",
-                  f"link set {names.NODE_UPLINK} up"], netns=ns)
+        ip_batch(self.router_commands(r, prefix), netns=ns)
         nsutil.write_sysctl_in(ns, {f"net.ipv4.conf.{names.NODE_UPLINK}.send_redirects": "0"})
+
+    def router_commands(self, r: RouterNet, prefix: int) -> list[str]:
+        """Its addresses (a dual-stack lab's ip6 without DAD, as a node's) and up; no route but the
+        connected ones: what it forwards to the pools it learns over BGP."""
+        cmds = ["link set lo up", f"addr add {r.ip}/{prefix} dev {names.NODE_UPLINK}"]
+        if self.dual_stack and r.ip6:
+            cmds.append(f"addr add {r.ip6}/{self.network6.prefixlen} dev {names.NODE_UPLINK} nodad")
+        return cmds + [f"link set {names.NODE_UPLINK} up"]
+
+    def router_ipv6_sysctls(self, r: RouterNet) -> dict[str, str]:
+        """A router's IPv6: off, or in a dual-stack lab a node's settings (no RA, no autoconfiguration, no
+        default route) with forwarding and ECMP by flow. (IPv6 has no send_redirects switch: the host
+        link ignores redirects instead.)"""
+        if not (self.dual_stack and r.ip6):
+            return dict(IPV6_OFF)
+        return {**ipv6_on(names.NODE_UPLINK), "net.ipv6.conf.all.forwarding": "1",
+                "net.ipv6.fib_multipath_hash_policy": "1"}
 
     def _build_node(self, n: NodeNet, prefix: int) -> None:
         ns = self.node_netns(n.name)

@@ -117,6 +117,9 @@ class BGPPeerSpec(K8sModel):
     ebgp_multi_hop: Optional[bool] = Field(default=None, alias="ebgpMultiHop")
     vrf: Optional[str] = None
     disable_mp: Optional[bool] = Field(default=False, alias="disableMP")  # the CRD's default
+    # newer MetalLB (v0.15+): the session carries both families (an IPv4 session IPv6 prefixes too and the
+    # reverse); unset, only the family of peerAddress, as disableMP has no effect there any more
+    dual_stack_address_family: Optional[bool] = Field(default=None, alias="dualStackAddressFamily")
 
 
 class BGPPeer(K8sModel):

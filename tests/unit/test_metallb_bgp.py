@@ -464,10 +464,23 @@ def test_same_prefix_from_two_advertisements_and_two_services_is_one_route():
     assert not result.errors
 
 
-def test_ipv6_addresses_use_the_v6_aggregation_and_dual_stack_gives_both():
-    c = cluster(pool(addresses='10.10.10.0/24, "fc00::/64"'), peer(), adv(aggregationLengthV6=64))
+def test_ipv6_addresses_use_the_v6_aggregation_and_go_to_sessions_of_their_family():
+    """MetalLB's FRR mode: a prefix goes to the peers whose session carries its family (the peerAddress's,
+    both with dualStackAddressFamily); a dual-stack Service's IPv4 to IPv4 peers, its IPv6 to IPv6 peers."""
+    c = cluster(pool(addresses='10.10.10.0/24, "fc00::/64"'), peer(), peer(name="r1-v6", address='"fd00:1::fe"'),
+                peer(name="both", address="192.168.1.2", dualStackAddressFamily="true"), adv(aggregationLengthV6=64))
     result = decide(c, [svc(ip="10.10.10.1,fc00::5")], [slice_(endpoints=EVERYWHERE)])
-    assert [r.prefix for r in result.routes_of("w1-k8s", "r1")] == ["10.10.10.1/32", "fc00::/64"]
+    assert [r.prefix for r in result.routes_of("w1-k8s", "r1")] == ["10.10.10.1/32"]
+    assert [r.prefix for r in result.routes_of("w1-k8s", "r1-v6")] == ["fc00::/64"]
+    assert [r.prefix for r in result.routes_of("w1-k8s", "both")] == ["10.10.10.1/32", "fc00::/64"]
+    assert result.status("default", "web")[0] == ("m-k8s", ("both", "r1", "r1-v6"))
+    peers = {p.name: p for p in metallb.load_config(c).bgp.peers}
+    assert (peers["both"].dual_stack, peers["r1"].dual_stack) == (True, False)
+    assert [p.carries(6) for p in peers.values()] == [False, True, True]
+    # an IPv6-only Service with IPv4 peers only: nothing to announce to anyone
+    v4 = cluster(pool(addresses='"fc00::/64"'), peer(), adv())
+    only6 = decide(v4, [svc(ip="fc00::5")], [slice_(endpoints=EVERYWHERE)])
+    assert only6.routes == {} and only6.status("default", "web")[0] == ("m-k8s", ())
 
 
 def test_services_outside_bgp_pools_or_without_addresses_are_left_out():

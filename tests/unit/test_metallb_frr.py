@@ -9,6 +9,7 @@ from test_metallb_bgp import ALL, EVERYWHERE, adv, bfd, cluster, decide, peer, p
 from netemu.control import metallb, metallb_frr
 from netemu.control.metallb_frr import Applied, applied_from, plan, router_config, speaker_configs
 from netemu.dataplane.bgp import host_route_conflict
+from netemu.dataplane.labnet import LabNet, NodeNet, RouterNet
 from netemu.spec.errors import SpecError
 from netemu.spec.load import load_text
 
@@ -117,6 +118,118 @@ def test_the_host_routes_a_pool_only_where_it_routes_nothing_of_it():
     assert host_route_conflict("10.10.10.0/24", routes) == ""
     assert "10.0.0.0/24" in host_route_conflict("10.0.0.128/25", routes)
     assert "172.17.0.0/16" in host_route_conflict("172.17.5.0/24", routes)
+
+
+# --------------------------------------------------------------------------- IPv6 (a dual-stack lab)
+IPS6 = {n: "fd00:1::" + ip.rsplit(".", 1)[1] for n, ip in IPS.items()}
+DUAL_POOL = pool(addresses='10.10.10.0/24, "fd00:10:7::/120"')
+
+
+def test_an_ipv6_peer_is_activated_in_ipv6_only_with_the_ipv6_lb_ips_as_networks():
+    c = cluster(DUAL_POOL, peer(address="192.168.1.254", bfdProfile="fast"),
+                peer(name="r1-v6", address='"fd00:1::fe"', bfdProfile="fast"), bfd(),
+                adv(localPref=120, communities='["64512:100"]'))
+    cfg = configs(c, [svc(ip="10.10.10.1,fd00:10:7::5")], [slice_(endpoints=EVERYWHERE)])["w1-k8s"]
+    bgpd = cfg.bgpd_text()
+    v4, v6 = bgpd.split(" address-family ipv4 unicast\n")[1].split(" address-family ipv6 unicast\n")
+    assert "  neighbor 192.168.1.254 activate\n" in v4 and "fd00:1::fe" not in v4
+    assert "  neighbor fd00:1::fe activate\n  neighbor fd00:1::fe prefix-list ne-out-fd00-1--fe out\n" in v6
+    assert "192.168.1.254" not in v6
+    rm = cfg.networks["fd00:10:7::5/128"].route_map
+    assert f"  network fd00:10:7::5/128 route-map {rm}\n" in v6 and "10.10.10.1/32" in v4
+    # the same attributes as IPv4's (eBGP: no LOCAL_PREF), so one route-map
+    assert rm == cfg.networks["10.10.10.1/32"].route_map and f"route-map {rm} permit 10\n set community 64512:100\n" in bgpd
+    assert "ipv6 prefix-list ne-out-fd00-1--fe seq 1 permit fd00:10:7::5/128\n" in bgpd
+    assert "ipv6 prefix-list ne-out-fd00-1--fe seq 4294967295 deny any\n" in bgpd
+    assert "ip prefix-list ne-out-192.168.1.254 seq 1 permit 10.10.10.1/32\n" in bgpd
+    assert "ipv6 prefix-list ne-out-192.168.1.254" not in bgpd  # an IPv4 session carries no IPv6
+    assert " neighbor fd00:1::fe bfd profile fast\n" in bgpd
+    # MetalLB's mustDisableConnectedCheck: IPv6, eBGP, single hop
+    assert " neighbor fd00:1::fe disable-connected-check\n" in bgpd
+    assert "192.168.1.254 disable-connected-check" not in bgpd
+
+
+def test_aggregation_length_v6_and_ibgp_local_pref_over_ipv6():
+    c = cluster(DUAL_POOL, peer(name="r1-v6", my=64512, asn=64512, address='"fd00:1::fe"'),
+                adv(aggregationLengthV6=124, localPref=150))
+    cfg = configs(c, [svc(ip="10.10.10.1,fd00:10:7::5")], [slice_(endpoints=EVERYWHERE)])["w1-k8s"]
+    assert list(cfg.networks) == ["fd00:10:7::/124"]
+    bgpd = cfg.bgpd_text()
+    assert "set local-preference 150" in bgpd and "disable-connected-check" not in bgpd  # iBGP
+
+
+def test_dual_stack_address_family_puts_an_ipv4_session_in_both_families():
+    c = cluster(DUAL_POOL, peer(address="192.168.1.254", dualStackAddressFamily="true"), adv())
+    cfg = configs(c, [svc(ip="10.10.10.1,fd00:10:7::5")], [slice_(endpoints=EVERYWHERE)])["w1-k8s"]
+    bgpd = cfg.bgpd_text()
+    assert bgpd.count("  neighbor 192.168.1.254 activate\n") == 2
+    assert cfg.filters["192.168.1.254"] == ("10.10.10.1/32", "fd00:10:7::5/128")
+    assert "ipv6 prefix-list ne-out-192.168.1.254 seq 2 permit fd00:10:7::5/128\n" in bgpd
+    assert "ipv6 prefix-list ne-out-192.168.1.254 seq 4294967295 deny any\n" in bgpd
+    router = router_config("r1", "192.168.1.254", 64500, metallb.load_config(c), IPS).files()["bgpd"]
+    six = router.split(" address-family ipv6 unicast\n")[1]
+    assert "  neighbor 192.168.1.101 activate\n  neighbor 192.168.1.101 route-map ne-v6-global in\n" in six
+
+
+def test_plan_uses_ipv6_prefix_lists_and_the_ipv6_address_family():
+    c = cluster(DUAL_POOL, peer(name="r1-v6", address='"fd00:1::fe"'), adv())
+    one = configs(c, [svc(ip="10.10.10.1,fd00:10:7::5")], [slice_(endpoints=EVERYWHERE)])["w1-k8s"]
+    two = configs(c, [svc(ip="10.10.10.1,fd00:10:7::5"), svc(name="b", ip="10.10.10.2,fd00:10:7::6", app="b")],
+                  [slice_(endpoints=EVERYWHERE), slice_(service="b", endpoints=EVERYWHERE)])["w1-k8s"]
+    assert one.static_key() == two.static_key()
+    cmds, now = plan(applied_from(one), two)
+    rm = two.networks["fd00:10:7::6/128"].route_map
+    assert cmds == ["ipv6 prefix-list ne-out-fd00-1--fe seq 2 permit fd00:10:7::6/128",
+                    "router bgp 64512", " address-family ipv6 unicast", f"  network fd00:10:7::6/128 route-map {rm}",
+                    " exit-address-family", "exit"]
+    back, _ = plan(now, one)
+    assert back[-1] == "no ipv6 prefix-list ne-out-fd00-1--fe seq 2 permit fd00:10:7::6/128"
+    assert "  no network fd00:10:7::6/128" in back
+
+
+def test_a_router_peers_with_the_nodes_ip6_for_a_peer_at_its_ip6_with_ecmp():
+    c = cluster(DUAL_POOL, peer(address="192.168.1.254", bfdProfile="fast"),
+                peer(name="r1-v6", address='"fd00:1::fe"', bfdProfile="fast", password="s3cret"), bfd(), adv())
+    cfg = router_config("r1", "192.168.1.254", 64500, metallb.load_config(c), IPS, ip6="fd00:1::fe", node_ips6=IPS6)
+    assert [n.address for n in cfg.neighbors] == [*IPS.values(), *IPS6.values()]
+    bgpd = cfg.files()["bgpd"]
+    v4, v6 = bgpd.split(" address-family ipv4 unicast\n")[1].split(" address-family ipv6 unicast\n")
+    for node, ip6 in IPS6.items():
+        assert f" neighbor {ip6} remote-as 64512\n neighbor {ip6} description {node}\n" in bgpd
+        assert f" neighbor {ip6} bfd profile fast\n" in bgpd and f" neighbor {ip6} password s3cret\n" in bgpd
+        assert f"  neighbor {ip6} activate\n  neighbor {ip6} route-map ne-v6-global in\n" in v6
+        assert ip6 not in v4
+    assert "  maximum-paths 64\n" in v6 and "route-map ne-v6-global permit 10\n set ipv6 next-hop prefer-global\n" in bgpd
+    assert "192.168.1.101" not in v6
+    # IPv4 only: no IPv6 address family, no route-map (the text as before)
+    v4only = router_config("r1", "192.168.1.254", 64500, metallb.load_config(c), IPS).files()["bgpd"]
+    assert "ipv6" not in v4only and "ne-v6-global" not in v4only
+
+
+def test_a_dual_stack_labs_router_gets_ipv6_like_a_node_and_an_ipv4_labs_none():
+    nodes = [NodeNet("w1-k8s", "192.168.1.101", "172.16.1.0/24", "fd00:192:168:1::101", "fd00:10:244:1::/64")]
+    r = RouterNet("r1", "192.168.1.254", "fd00:192:168:1::254")
+    dual = LabNet("lab", "192.168.1.0/24", "192.168.1.1", "10.96.0.0/12", nodes, [r],
+                  network6="fd00:192:168:1::/64", service_cidr6="fd00:10:96::/112")
+    assert dual.router_commands(r, 24) == ["link set lo up", "addr add 192.168.1.254/24 dev eth0",
+                                           "addr add fd00:192:168:1::254/64 dev eth0 nodad", "link set eth0 up"]
+    sysctls = dual.router_ipv6_sysctls(r)
+    for scope in ("all", "default", "eth0"):
+        assert sysctls[f"net.ipv6.conf.{scope}.accept_ra"] == "0" and sysctls[f"net.ipv6.conf.{scope}.autoconf"] == "0"
+    assert sysctls["net.ipv6.conf.all.forwarding"] == "1" and sysctls["net.ipv6.conf.all.disable_ipv6"] == "0"
+    assert sysctls["net.ipv6.fib_multipath_hash_policy"] == "1"
+    v4 = LabNet("lab", "192.168.1.0/24", "192.168.1.1", "10.96.0.0/12", nodes[:0], [RouterNet("r1", "192.168.1.254")])
+    assert v4.router_commands(RouterNet("r1", "192.168.1.254"), 24) == [
+        "link set lo up", "addr add 192.168.1.254/24 dev eth0", "link set eth0 up"]
+    assert v4.router_ipv6_sysctls(RouterNet("r1", "192.168.1.254")) == {
+        "net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+
+
+def test_the_host_checks_ipv6_pools_against_its_ipv6_routes():
+    routes = [{"dst": "default", "gateway": "fe80::1", "dev": "eth0"}, {"dst": "fd00::/64", "dev": "eth0"},
+              {"dst": "fe80::/64", "dev": "eth0"}, {"dst": "ff00::/8", "dev": "eth0", "type": "multicast"}]
+    assert host_route_conflict("fd00:10:7::/120", routes) == ""
+    assert "fd00::/64" in host_route_conflict("fd00::100/120", routes)
 
 
 # --------------------------------------------------------------------------- the Lab document's routers

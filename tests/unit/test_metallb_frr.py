@@ -277,5 +277,30 @@ def test_router_errors_name_file_document_and_field(routers, words):
     assert any(words in e and e.startswith("bgp.yaml: document 1 (Lab/lab)") for e in errs), errs
 
 
+def _host_static_routes(lab_doc: str, c) -> dict:
+    """LabDaemon's pool routes for a Lab document (no daemon: its two deciding methods on a stand-in)."""
+    import types
+
+    from netemu.daemon.lab import LabDaemon
+
+    me = types.SimpleNamespace(lab=load_text(lab_doc, "bgp.yaml").lab)
+    me._bgp_pools = types.MethodType(LabDaemon._bgp_pools, me)
+    return LabDaemon._pool_routes(me, metallb.load_config(c))
+
+
+def test_the_host_routes_a_dual_stack_labs_ipv6_pools_via_the_routers_ip6():
+    dual = LAB.replace("spec:\n", "spec:\n  network: 192.168.1.0/24,fd00:1::/64\n"
+                                 "  podCIDR: 172.16.0.0/16,fd00:10:244::/56\n  serviceCIDR: 10.96.0.0/12,fd00:10:96::/112\n") % \
+        "  - {name: r1, ip: 192.168.1.254, asn: 64500}"
+    assert load_text(dual, "bgp.yaml").lab.spec.routers[0].ip6 == "fd00:1::254"  # defaulted as a node's
+    c = cluster(pool(addresses='10.10.10.0/24, "fd00:10:7::/120", "fd00:1::100/124"'),
+                peer(name="r1-v6", address='"fd00:1::254"'), adv())
+    # IPv6 ranges via ip6 (not the one inside network6: the host reaches it on its own link), IPv4 via ip
+    assert _host_static_routes(dual, c) == {"10.10.10.0/24": "192.168.1.254", "fd00:10:7::/120": "fd00:1::254"}
+    v4 = LAB % "  - {name: r1, ip: 192.168.1.254, asn: 64500}"
+    assert _host_static_routes(v4, cluster(pool(addresses='10.10.10.0/24, "fd00:10:7::/120"'), peer(), adv())) == {
+        "10.10.10.0/24": "192.168.1.254"}  # an IPv4-only lab: no IPv6 route
+
+
 def test_the_rendering_module_names_what_it_exports():
     assert set(metallb_frr.__all__) <= set(dir(metallb_frr))

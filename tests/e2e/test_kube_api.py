@@ -22,7 +22,10 @@ SEEDS = os.path.join(os.path.dirname(__file__), "..", "..", "topologies", "seeds
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
-    with kube_lab(tmp_path_factory, "k", NP_PODS.format(replicas=3) + NP_SVC) as lab:
+    def fast_metrics(lab):  # `kubectl top` needs two samples: seconds apart, not metrics-server's 15 s
+        lab.default_spec = {"metricResolutionSeconds": 2}
+
+    with kube_lab(tmp_path_factory, "k", NP_PODS.format(replicas=3) + NP_SVC, shape=fast_metrics) as lab:
         yield lab
 
 

@@ -25,7 +25,7 @@ import time
 from typing import Callable, Optional
 
 from netemu import paths
-from netemu.procutil import alive, cmdline_has, daemon_pid, is_lab_process, wait_gone
+from netemu.procutil import alive, cmdline_has, daemon_pid, is_lab_process, stat_field, wait_gone
 
 Warn = Callable[[str], None]
 
@@ -278,6 +278,10 @@ def _stop_supervisor(name: str) -> None:
 def _stop_control_process(name: str, pid: int, ask_to_stop: Callable[[], None], warn: Warn) -> None:
     """Ask the control process to stop its pods and remove the lab; kill it if it does not answer
     within a few seconds (stopped, wedged, busy) or does not stop."""
+    if stat_field(pid, 0) in ("T", "t"):  # stopped (SIGSTOP, a debugger): it cannot answer, no use waiting
+        warn(f"lab {name}: its control process (pid {pid}) is stopped and did not answer: killing it")
+        _kill_lab_process(name, pid)
+        return
     try:
         ask_to_stop()
     except NoAnswer:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 from conftest import NP_PODS, netemu
 
@@ -102,20 +101,19 @@ def test_dual_stack_lab_carries_ipv6_contained_and_leaves_nothing(lab, tmp_path)
     # ---- the pods: their IPv6 address and default route via cni0's ::1; pod to pod across nodes
     pods = lab.pods()
     with_v6 = [p for p in pods if pod_ip6(p)]
-    if with_v6:
-        assert len(with_v6) == len(pods) == 3
-        a, b = with_v6[0], next(p for p in with_v6 if p["spec"]["nodeName"] != with_v6[0]["spec"]["nodeName"])
-        a_ip6, b_ip6 = pod_ip6(a), pod_ip6(b)
-        assert a_ip6 in lab.exec(a["metadata"]["name"], "ip", "-6", "addr", "show", "dev", "eth0").stdout
-        assert "default via" in lab.exec(a["metadata"]["name"], "ip", "-6", "route").stdout
-        out = lab.exec(a["metadata"]["name"], "curl", "-s", "-g", "-m", "5", f"http://[{b_ip6}]:80/").stdout
-        assert out.strip() == b["metadata"]["name"]
-        # and IPv4 is as it was
-        out = lab.exec(a["metadata"]["name"], "curl", "-s", "-m", "5", f"http://{b['status']['podIP']}:80/").stdout
-        assert out.strip() == b["metadata"]["name"]
-        # the stand-in sees the IPv6 client as itself (no NAT between pods)
-        log = lab.run("logs", b["metadata"]["name"]).stdout
-        assert a_ip6 in log, log
+    assert len(with_v6) == len(pods) == 3
+    a, b = with_v6[0], next(p for p in with_v6 if p["spec"]["nodeName"] != with_v6[0]["spec"]["nodeName"])
+    a_ip6, b_ip6 = pod_ip6(a), pod_ip6(b)
+    assert a_ip6 in lab.exec(a["metadata"]["name"], "ip", "-6", "addr", "show", "dev", "eth0").stdout
+    assert "default via" in lab.exec(a["metadata"]["name"], "ip", "-6", "route").stdout
+    out = lab.exec(a["metadata"]["name"], "curl", "-s", "-g", "-m", "5", f"http://[{b_ip6}]:80/").stdout
+    assert out.strip() == b["metadata"]["name"]
+    # and IPv4 is as it was
+    out = lab.exec(a["metadata"]["name"], "curl", "-s", "-m", "5", f"http://{b['status']['podIP']}:80/").stdout
+    assert out.strip() == b["metadata"]["name"]
+    # the stand-in sees the IPv6 client as itself (no NAT between pods)
+    log = lab.run("logs", b["metadata"]["name"]).stdout
+    assert a_ip6 in log, log
 
     # ---- down: nothing of IPv6 left on the host
     lab.down()
@@ -123,9 +121,6 @@ def test_dual_stack_lab_carries_ipv6_contained_and_leaves_nothing(lab, tmp_path)
     assert not os.path.exists(f"/sys/class/net/{link}")
     assert host_routes_into(lab.network6) == []
     assert netemu("check-route", w1, check=False).returncode != 0
-    if not with_v6:
-        pytest.skip("the lab's pods have no IPv6 address yet (their allocation is another part of issue 19): "
-                    "segment, nodes and host checked")
 
 
 def test_dual_stack_lab_whose_network6_the_host_routes_is_refused(lab, tmp_path):
@@ -163,8 +158,7 @@ def test_a_restarted_control_process_keeps_wiring_pods_in_both_families(lab, tmp
     makes afterwards are wired in IPv6 too (the lab's wires are rebuilt from the Lab document and Nodes)."""
     spec = dual(lab)
     lab.up(NP_PODS.format(replicas=1), tmp_path=tmp_path, lab_spec=spec)
-    if not pod_ip6(lab.pods()[0]):
-        pytest.skip("the lab's pods have no IPv6 address yet (their allocation is another part of issue 19)")
+    assert pod_ip6(lab.pods()[0])
     pidfile = f"/run/netemu/{lab.name}/daemon.pid"
     old = int(open(pidfile).read())
     os.kill(old, signal.SIGKILL)

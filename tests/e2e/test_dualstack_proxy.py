@@ -70,16 +70,11 @@ def seen(lab, node: str, url: str, n: int) -> collections.Counter:
 def test_clusterip_and_nodeport_over_ipv6(lab, tmp_path):
     lab.up(NP_PODS.format(replicas=2) + DUAL_SVC, tmp_path=tmp_path)
     pods = {p["metadata"]["name"]: p for p in lab.pods("app=np-pods")}
-    if not all(pod_ip6(p) for p in pods.values()):
-        pytest.skip("the lab's pods have no IPv6 address (pod IPv6 allocation is another part of issue 19)")
+    assert all(pod_ip6(p) for p in pods.values()), pods
     names = set(pods)
     slices6 = lambda: [s for s in lab.get("endpointslices", "-l", "kubernetes.io/service-name=np6")  # noqa: E731
                        if s.get("addressType") == "IPv6" and len(s.get("endpoints") or []) == 2]
-    try:
-        lab.wait_for(slices6, timeout=15, what="np6's IPv6 EndpointSlice")
-    except AssertionError:
-        pytest.skip("no IPv6 EndpointSlice for a dual-stack Service (the EndpointSlice controller's IPv6 slices are "
-                    "another part of issue 19)")
+    lab.wait_for(slices6, timeout=15, what="np6's IPv6 EndpointSlice")
 
     svc = lab.get("svc", "np6")[0]["spec"]
     assert svc["ipFamilies"] == ["IPv4", "IPv6"], svc
@@ -124,13 +119,24 @@ def test_clusterip_and_nodeport_over_ipv6(lab, tmp_path):
     assert set(by_ip[cip6]["dnat"]) == set(by_ip[w1]["dnat"]) == v6_targets
     assert by_ip[w1]["src"] == lab.gateway6 and by_ip[w1]["masquerade"]
 
-    # a scale-down reaches the IPv6 rules
+    # the control process killed: the restarted one reads each family's rules from the nodes (ip6tables-save,
+    # table ip6 kube-proxy) and its first sync rewrites them over what is there; IPv6 keeps answering
+    pid = _control_pid(lab)
+    os.kill(pid, signal.SIGKILL)
+    lab.wait_for(lambda: (_control_pid(lab) or pid) != pid and lab.run("get", "pods", check=False).returncode == 0,
+                 timeout=60, what="the control process back")
+    assert set(seen(lab, "w2-k8s", f"http://[{cip6}]:80/", 20)) == names
+
+    # a scale-down after the restart reaches the IPv6 rules
     lab.run("scale", "deployment", "np-pods", "--replicas=1")
     lab.wait_for(lambda: len(lab.pods("app=np-pods")) == 1, timeout=30, what="one pod left")
     left = {p["metadata"]["name"] for p in lab.pods("app=np-pods")}
     lab.wait_for(lambda: set(seen(lab, "w2-k8s", f"http://[{cip6}]:80/", 10)) == left, timeout=20,
                  what="only the pod left behind the IPv6 ClusterIP")
     assert set(seen(lab, "w2-k8s", f"http://[{w1}]:30000/", 10)) == left
+    if lab.mode == "iptables":  # one set of kube-proxy's jumps, not a second one from the new process
+        nat = lab.node_exec("w2-k8s", "ip6tables-nft-save", "-t", "nat").stdout
+        assert nat.count('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES') == 1
 
 
 def _control_pid(lab) -> int | None:
@@ -139,30 +145,3 @@ def _control_pid(lab) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if os.path.exists(f"/proc/{pid}") else None
-
-
-def test_a_restarted_control_process_adopts_the_ipv6_rules(lab, tmp_path):
-    """The control process killed: the restarted one reads each family's rules from the nodes (ip6tables-save,
-    table ip6 kube-proxy) and its first sync rewrites them over what is there; IPv6 Services keep answering, and
-    a change after the restart reaches the IPv6 rules."""
-    lab.up(NP_PODS.format(replicas=2) + DUAL_SVC, tmp_path=tmp_path)
-    pods = {p["metadata"]["name"] for p in lab.pods("app=np-pods")}
-    cip6 = lab.get("svc", "np6")[0]["spec"]["clusterIPs"][-1]
-    url = f"http://[{cip6}]:80/"
-    try:
-        lab.wait_for(lambda: set(seen(lab, "w2-k8s", url, 20)) == pods, timeout=20, what="the IPv6 ClusterIP")
-    except AssertionError:
-        pytest.skip("the IPv6 ClusterIP does not answer yet (pod IPv6 addresses or IPv6 slices missing)")
-    pid = _control_pid(lab)
-    os.kill(pid, signal.SIGKILL)
-    lab.wait_for(lambda: (_control_pid(lab) or pid) != pid and lab.run("get", "pods", check=False).returncode == 0,
-                 timeout=60, what="the control process back")
-    assert set(seen(lab, "w2-k8s", url, 20)) == pods
-    lab.run("scale", "deployment", "np-pods", "--replicas=1")
-    lab.wait_for(lambda: len(lab.pods("app=np-pods")) == 1, timeout=30, what="one pod left")
-    left = {p["metadata"]["name"] for p in lab.pods("app=np-pods")}
-    lab.wait_for(lambda: set(seen(lab, "w2-k8s", url, 10)) == left, timeout=20,
-                 what="only the pod left behind the IPv6 ClusterIP")
-    if lab.mode == "iptables":  # one set of kube-proxy's jumps, not a second one from the new process
-        nat = lab.node_exec("w2-k8s", "ip6tables-nft-save", "-t", "nat").stdout
-        assert nat.count('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES') == 1

@@ -15,6 +15,7 @@ import sys
 from typing import Optional
 
 from netemu.cli.client import CliError, Client, pick_lab
+from netemu.cli.tables import host_port
 
 
 def add_parser(sub) -> None:
@@ -165,7 +166,7 @@ def cmd_trace(args) -> int:
     print(f"{title} on node {node} (netns {netns}, {mode} mode), a new connection from {src} ({src_what}):")
     for r in results:
         print()
-        print(f"{r['ip']}:{r['port']}/{r['proto']}  [{r['via']}]")
+        print(f"{host_port(r['ip'], r['port'])}/{r['proto']}  [{r['via']}]")
         if r.get("no_walk"):
             print(f"  IPVS mode: no rule walk to show (`netemu rules {node}` lists the virtual servers)")
         elif mode == "nftables":
@@ -199,10 +200,10 @@ def cmd_trace(args) -> int:
         if r.get("conntrack_error"):
             print(f"  conntrack: {r['conntrack_error']}")
         elif not r["conntrack"]:
-            print(f"  conntrack: no connection to {r['ip']}:{r['port']} on {node} now "
+            print(f"  conntrack: no connection to {host_port(r['ip'], r['port'])} on {node} now "
                   "(make one and trace again while it is open or in TIME_WAIT)")
         else:
-            print(f"  conntrack on {node}: {len(r['conntrack'])} connection(s) to {r['ip']}:{r['port']}")
+            print(f"  conntrack on {node}: {len(r['conntrack'])} connection(s) to {host_port(r['ip'], r['port'])}")
             for c in r["conntrack"]:
                 nat = f"  DNAT -> {c['dnat']}" if c["dnat"] else "  (not DNATed)"
                 snat = f"  SNAT -> {c['snat']}" if c["snat"] else ""

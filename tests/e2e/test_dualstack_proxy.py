@@ -118,6 +118,8 @@ def test_clusterip_and_nodeport_over_ipv6(lab, tmp_path):
     v6_targets = {f"[{pod_ip6(p)}]:80" for p in pods.values()}
     assert set(by_ip[cip6]["dnat"]) == set(by_ip[w1]["dnat"]) == v6_targets
     assert by_ip[w1]["src"] == lab.gateway6 and by_ip[w1]["masquerade"]
+    text = lab.run("trace", "np6", "--node", "w1-k8s").stdout  # addresses as kubectl prints them
+    assert f"[{cip6}]:80/tcp" in text and f"\n{cip4}:80/tcp" in text, text
 
     # the control process killed: the restarted one reads each family's rules from the nodes (ip6tables-save,
     # table ip6 kube-proxy) and its first sync rewrites them over what is there; IPv6 keeps answering

@@ -120,23 +120,14 @@ def ipv6_ranges(spec) -> dict[str, Optional[str]]:
 def host_conflicts(network: str, routes: list[dict], links: list[dict], own_link: Optional[str] = None) -> list[str]:
     """Reasons why `network` cannot be a lab's network on a host with these routes (`ip -j route show
     table all`) and links (`ip -j addr show`); `own_link` (the lab's uplink) is left out."""
+    from netemu.dataplane.hostnet import overlapping_routes  # lazily, as the other dataplane imports here
+
     net = ipaddress.ip_network(network)
     problems = []
-    for r in routes:
-        dst = r.get("dst")
-        if not dst or dst == "default" or r.get("type") in ("local", "broadcast", "multicast", "anycast"):
-            continue
-        if r.get("dev") == own_link:
-            continue
-        try:
-            # a route to one address has no length: /32 or /128 by its family
-            rnet = ipaddress.ip_network(dst, strict=False)
-        except ValueError:
-            continue
-        if rnet.version == net.version and rnet.overlaps(net):
-            via = f" via {r['gateway']}" if r.get("gateway") else ""
-            problems.append(f"route {dst}{via} dev {r.get('dev', '?')} (table {r.get('table', 'main')}) "
-                            f"already covers {network}")
+    for r in overlapping_routes(network, routes, ("local", "broadcast", "multicast", "anycast"), own_link):
+        via = f" via {r['gateway']}" if r.get("gateway") else ""
+        problems.append(f"route {r['dst']}{via} dev {r.get('dev', '?')} (table {r.get('table', 'main')}) "
+                        f"already covers {network}")
     for link in links:
         if link.get("ifname") == own_link:
             continue

@@ -29,6 +29,7 @@ from typing import Mapping, Optional
 from netemu.control.metallb_frr import (Applied, HostConfig, RouterConfig, SpeakerConfig, applied_from,
                                         host_routes_from, plan)
 from netemu.dataplane import frr, names
+from netemu.dataplane.hostnet import overlapping_routes
 from netemu.dataplane.ipcmd import IpError, ip_batch, ip_json
 
 log = logging.getLogger("netemu.bgp")
@@ -307,17 +308,8 @@ class BgpSpeakers:
 def host_route_conflict(cidr: str, routes: list[dict]) -> str:
     """Why the host must not route ``cidr`` into the lab: a route of the host (other than a default
     route) for any part of it already, in any table."""
-    net = ipaddress.ip_network(cidr)
-    for r in routes:
-        dst = r.get("dst")
-        if not dst or dst == "default" or r.get("type") in ("broadcast", "multicast"):
-            continue
-        try:
-            other = ipaddress.ip_network(dst, strict=False)
-        except ValueError:
-            continue
-        if other.version == net.version and other.overlaps(net):
-            return f"the host already routes {dst} (dev {r.get('dev', '?')}, table {r.get('table', 'main')})"
+    for r in overlapping_routes(cidr, routes):
+        return f"the host already routes {r['dst']} (dev {r.get('dev', '?')}, table {r.get('table', 'main')})"
     return ""
 
 

@@ -9,7 +9,8 @@ interface.
 """
 from __future__ import annotations
 
-from typing import Optional
+import ipaddress
+from typing import Iterator, Optional
 
 from netemu.dataplane import names
 from netemu.dataplane.ipcmd import IpError, ip_json
@@ -19,6 +20,29 @@ def host_routes(family: int = 4) -> list[dict]:
     """The host's routes of one family, every table (`ip -j [-6] route show table all`: without -6, ip
     lists IPv4 routes only)."""
     return ip_json((["-6"] if family == 6 else []) + ["route", "show", "table", "all"])
+
+
+_ANY_DEV = object()
+
+
+def overlapping_routes(cidr: str, routes: list[dict], skip_types: tuple[str, ...] = ("broadcast", "multicast"),
+                       skip_dev=_ANY_DEV) -> Iterator[dict]:
+    """The routes (`ip -j route show table all`) that reach into ``cidr``, of its family; a default route
+    does not count, nor routes of ``skip_types`` or (when given) of the device ``skip_dev``. A route to
+    one address has no length in `ip -j`: /32 or /128 by its family."""
+    net = ipaddress.ip_network(cidr)
+    for r in routes:
+        dst = r.get("dst")
+        if not dst or dst == "default" or r.get("type") in skip_types:
+            continue
+        if skip_dev is not _ANY_DEV and r.get("dev") == skip_dev:
+            continue
+        try:
+            other = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if other.version == net.version and other.overlaps(net):
+            yield r
 
 
 def host_addresses() -> list[dict]:
